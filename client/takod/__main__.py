@@ -1,0 +1,5 @@
+"""``python -m takod``: the takod CLI."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Where takod keeps its socket, lock, state and logs, and how a workspace is found.
+
+Socket resolution (first that applies):
+1. ``$TAKOD_SOCKET``.
+2. Linux: ``$XDG_RUNTIME_DIR/takod/rpc.sock`` when that runtime dir is absolute,
+   ours and private; then ``/run/user/<uid>/takod/rpc.sock`` likewise; else
+   ``$XDG_STATE_HOME/takod/s.<host8>.sock`` (home, not /tmp, hashed by host for
+   NFS homes).
+3. macOS: ``~/Library/Application Support/takod/rpc.sock`` (never cleaned, unlike
+   ``$TMPDIR``).
+4. A path too long for ``sun_path`` falls back to ``/tmp/takod-<uid>/rpc.sock``.
+
+Standard library only: the CLI imports this at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+IS_MACOS = sys.platform == "darwin"
+# sun_path is 108 bytes on Linux and 104 on macOS, including the trailing NUL.
+SUN_PATH_MAX = 104 if IS_MACOS else 108
+
+WORKSPACE_MARKERS = ("tako.toml",)
+WORKSPACE_MARKER_SET = ("AGENTS.md", "SOUL.md", "MEMORY.md")
+
+
+def home() -> Path:
+    return Path(os.environ.get("HOME") or os.path.expanduser("~"))
+
+
+def _private_dir_of_ours(path: Path) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and (st.st_mode & 0o077) == 0
+
+
+def _xdg_state_home() -> Path:
+    value = os.environ.get("XDG_STATE_HOME", "")
+    if value and os.path.isabs(value):
+        return Path(value)
+    return home() / ".local" / "state"
+
+
+def socket_path() -> Path:
+    """The socket the daemon listens on and clients connect to."""
+    explicit = os.environ.get("TAKOD_SOCKET")
+    if explicit:
+        return Path(explicit).expanduser()
+    if IS_MACOS:
+        candidate = home() / "Library" / "Application Support" / "takod" / "rpc.sock"
+    else:
+        candidate = None
+        runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+        for base in (runtime, f"/run/user/{os.getuid()}"):
+            if base and os.path.isabs(base) and _private_dir_of_ours(Path(base)):
+                candidate = Path(base) / "takod" / "rpc.sock"
+                break
+        if candidate is None:
+            host8 = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+            candidate = _xdg_state_home() / "takod" / f"s.{host8}.sock"
+    if len(os.fsencode(candidate)) >= SUN_PATH_MAX:
+        candidate = Path(f"/tmp/takod-{os.getuid()}") / "rpc.sock"
+    return candidate
+
+
+def lock_path(sock: Path) -> Path:
+    """The single-instance lock that guards ``sock`` (taken before any unlink or bind)."""
+    return sock.with_name(sock.name + ".lock")
+
+
+def state_dir() -> Path:
+    """Daemon state and logs: ``$TAKOD_STATE_DIR``, else the platform's state home."""
+    explicit = os.environ.get("TAKOD_STATE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    if IS_MACOS:
+        return home() / "Library" / "Application Support" / "takod"
+    return _xdg_state_home() / "takod"
+
+
+def log_path() -> Path:
+    return state_dir() / "daemon.log"
+
+
+def _is_workspace(path: Path) -> bool:
+    if any((path / m).is_file() for m in WORKSPACE_MARKERS):
+        return True
+    return all((path / m).is_file() for m in WORKSPACE_MARKER_SET)
+
+
+def find_workspace(start: Path | None = None) -> Path:
+    """``$TAKO_WORKSPACE``, else the nearest ancestor of ``start`` (the cwd) that
+    holds ``tako.toml`` (or AGENTS.md + SOUL.md + MEMORY.md), else the home directory."""
+    explicit = os.environ.get("TAKO_WORKSPACE")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    try:
+        here = (start or Path.cwd()).resolve()
+    except OSError:
+        return home()
+    for candidate in (here, *here.parents):
+        if _is_workspace(candidate):
+            return candidate
+    return home()
+
+
+@dataclass(frozen=True)
+class DirProblem:
+    """Why a private directory is unsafe, with the exact command that fixes it."""
+
+    path: Path
+    reason: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}; fix: {self.fix}"
+
+
+def check_private_dir(path: Path) -> DirProblem | None:
+    """None if ``path`` is a real directory, owned by us, with no group/other bits."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return DirProblem(path, "does not exist", f"mkdir -m 700 -p '{path}'")
+    if stat.S_ISLNK(st.st_mode):
+        return DirProblem(path, "is a symlink", f"rm '{path}' && mkdir -m 700 '{path}'")
+    if not stat.S_ISDIR(st.st_mode):
+        return DirProblem(path, "is not a directory", f"rm '{path}' && mkdir -m 700 '{path}'")
+    if st.st_uid != os.getuid():
+        return DirProblem(
+            path, f"is owned by uid {st.st_uid}, not {os.getuid()}", f"sudo chown {os.getuid()} '{path}'"
+        )
+    if st.st_mode & 0o077:
+        return DirProblem(
+            path, f"has mode {stat.S_IMODE(st.st_mode):04o}, must be 0700", f"chmod 700 '{path}'"
+        )
+    return None
+
+
+def ensure_private_dir(path: Path) -> DirProblem | None:
+    """Create ``path`` (and parents) 0700 if missing; never loosen or fix an existing one."""
+    if not os.path.lexists(path):
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        except OSError as exc:
+            return DirProblem(path, f"cannot be created ({exc.strerror})", f"mkdir -m 700 -p '{path}'")
+    return check_private_dir(path)

@@ -1,0 +1,78 @@
+"""Command line of the daemon process itself (``takod serve`` / ``python -m takod_daemon``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from takod import __version__
+from takod.paths import ensure_private_dir, socket_path, state_dir
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNSAFE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="takod serve", description="Run the takod daemon in the foreground.")
+    p.add_argument("--socket", type=Path, help="socket path (default: $TAKOD_SOCKET or the platform default)")
+    p.add_argument("--log", choices=["auto", "console", "json", "journal"], default="auto",
+                   help="log output: console on a terminal, journal under systemd, else JSON lines in the state dir")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # the autostarting client's ready pipe
+    p.add_argument("--version", action="version", version=f"takod {__version__}")
+    return p
+
+
+def _log_mode(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if os.environ.get("JOURNAL_STREAM"):
+        return "journal"
+    return "console" if sys.stderr.isatty() else "json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    ready = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
+
+    def tell(line: str) -> None:
+        """One line for the client that started us; stderr when run by hand."""
+        if ready is not None:
+            try:
+                ready.write(line + "\n")
+                ready.close()
+            except OSError:
+                pass
+        elif not line.startswith("ok"):
+            print(f"takod: {line}", file=sys.stderr)
+
+    sock = args.socket or socket_path()
+    state = state_dir()
+    problem = ensure_private_dir(state)
+    if problem is not None:
+        tell(f"error: refusing to start: state directory {problem}")
+        return EXIT_UNSAFE
+
+    from . import logs
+    from .daemon import run_daemon
+    from .instance import AlreadyRunning, UnsafeDirectory
+    from .server import SocketInUse
+
+    logs.configure(_log_mode(args.log), state, args.log_level)
+    try:
+        run_daemon(sock, state, on_ready=lambda: tell("ok"))
+    except AlreadyRunning as exc:
+        tell(f"already running (pid {exc.pid})" if exc.pid else "already running")
+        return EXIT_OK
+    except UnsafeDirectory as exc:
+        tell(f"error: {exc}")
+        return EXIT_UNSAFE
+    except (SocketInUse, OSError) as exc:
+        tell(f"error: cannot listen on {sock}: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK

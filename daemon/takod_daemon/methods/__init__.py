@@ -1,0 +1,3 @@
+"""RPC method implementations; importing this package registers them all."""
+
+from . import core  # noqa: F401

@@ -1,0 +1,122 @@
+"""Core methods: hello, ping, status, subscribe, unsubscribe, shutdown."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import structlog
+
+from takod.protocol import RpcError, invalid
+from takod.schema import (
+    PROVIDERS,
+    TOPICS,
+    DaemonInfo,
+    HelloParams,
+    HelloResult,
+    PingParams,
+    ProviderStatus,
+    ShutdownParams,
+    ShutdownResult,
+    StatusParams,
+    StatusResult,
+    SubscribeParams,
+    SubscribeResult,
+    UnsubscribeParams,
+    UnsubscribeResult,
+)
+
+from ..api import registry
+from ..rpc import Call
+
+log = structlog.get_logger("takod.methods")
+
+CAPABILITIES = ["subscribe", "autocmd-events", "cancel", "pipelining"]
+
+
+def workspace_of(call: Call, explicit: str | None) -> str:
+    """The request's workspace: explicit, else the connection's (from hello), else the daemon's default."""
+    return explicit or call.conn.workspace or str(call.daemon.default_workspace)
+
+
+@registry.method("hello", HelloParams)
+async def hello(call: Call, p: HelloParams) -> HelloResult:
+    if p.client:
+        call.conn.client_name = p.client[:100]
+    if p.workspace:
+        if not os.path.isabs(p.workspace):
+            raise invalid("invalid_params", "workspace must be an absolute path")
+        call.conn.workspace = p.workspace
+    d = call.daemon
+    return HelloResult(
+        server="takod",
+        version=d.version,
+        protocol=d.protocol,
+        pid=os.getpid(),
+        capabilities=CAPABILITIES,
+        methods=d.registry.names(),
+        workspace=workspace_of(call, None),
+    )
+
+
+@registry.method("ping", PingParams)
+async def ping(call: Call, p: PingParams) -> str:
+    return "pong"
+
+
+@registry.method("status", StatusParams)
+async def status(call: Call, p: StatusParams) -> StatusResult:
+    d = call.daemon
+    now = time.time()
+    return StatusResult(
+        daemon=DaemonInfo(
+            pid=os.getpid(),
+            version=d.version,
+            protocol=d.protocol,
+            started_at=d.started_at,
+            uptime_s=round(now - d.started_at, 3),
+            socket=str(d.socket_path),
+            state_dir=str(d.state_dir),
+            activated=d.activated,
+            connections=len(d.connections),
+        ),
+        workspace=workspace_of(call, p.workspace),
+        selected=None,
+        providers=[
+            ProviderStatus(name=name, ready=False, level="unknown", reason="not-probed", hint="readiness probing is not built yet")
+            for name in PROVIDERS
+        ],
+        seq=0,
+        updated_at=d.started_at,
+    )
+
+
+@registry.method("subscribe", SubscribeParams)
+async def subscribe(call: Call, p: SubscribeParams) -> SubscribeResult:
+    topics = list(TOPICS) if p.topics is None else p.topics
+    unknown = sorted(set(topics) - set(TOPICS))
+    if unknown or not topics:
+        raise invalid("invalid_params", f"unknown topic(s) {unknown}; topics are {', '.join(TOPICS)}")
+    nvim_data = True
+    if p.deliver == "autocmd":
+        # Autocmd `data` exists from Neovim 0.8; older ones get g:takod_event only.
+        # Neovim answers this nested request while it waits in rpcrequest().
+        try:
+            nvim_data = bool(await call.conn.call("nvim_call_function", ["has", ["nvim-0.8"]], timeout=2))
+        except (RpcError, TimeoutError):
+            nvim_data = True
+    sub = call.daemon.bus.subscribe(topics, p.deliver)
+    call.conn.add_subscription(sub, nvim_data)
+    return SubscribeResult(sub_id=sub.sub_id, topics=sorted(sub.topics), deliver=p.deliver)
+
+
+@registry.method("unsubscribe", UnsubscribeParams)
+async def unsubscribe(call: Call, p: UnsubscribeParams) -> UnsubscribeResult:
+    return UnsubscribeResult(removed=call.conn.remove_subscription(p.sub_id))
+
+
+@registry.method("shutdown", ShutdownParams)
+async def shutdown(call: Call, p: ShutdownParams) -> ShutdownResult:
+    log.info("shutdown requested", client=call.conn.client_name)
+    call.daemon.request_stop("shutdown requested")
+    return ShutdownResult(stopping=True, pid=os.getpid())

@@ -1,0 +1,127 @@
+"""The listening socket: bind (or take one from a supervisor) and accept clients.
+
+Every accepted connection is checked for the peer's uid before a single byte
+is read: the 0700 directory is the first barrier, this is the second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskStatus
+
+from .connection import Connection
+from .peercred import peer_of
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = structlog.get_logger("takod.server")
+
+MAX_CONNECTIONS = 4096
+BACKLOG = 512
+
+
+class SocketInUse(Exception):
+    pass
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """Bind a listening Unix socket at ``path``. The caller holds the instance lock,
+    so a socket file already there is a leftover from a dead daemon."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SocketInUse(f"{path} exists and is not a socket; move it away and start again")
+        path.unlink()
+        log.info("removed stale socket", path=str(path))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # created 0600: no window with looser modes
+    try:
+        sock.bind(os.fsencode(path))
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def activated_socket(name: str = "rpc") -> socket.socket | None:
+    """A listening socket handed over by systemd (LISTEN_FDS), or None.
+
+    The variables are removed from our environment so children never see them.
+    """
+    env = os.environ
+    if env.get("LISTEN_PID") != str(os.getpid()) or not env.get("LISTEN_FDS"):
+        return None
+    try:
+        count = int(env["LISTEN_FDS"])
+    except ValueError:
+        return None
+    names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(var, None)
+    chosen: socket.socket | None = None
+    for i in range(count):
+        fd = 3 + i
+        os.set_inheritable(fd, False)
+        if chosen is None and (not names or i >= len(names) or names[i] == name):
+            chosen = socket.socket(fileno=fd)
+    if chosen is not None:
+        chosen.setblocking(False)
+    return chosen
+
+
+async def serve(
+    daemon: "Daemon", sock: socket.socket, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Accept connections until cancelled; each runs in the daemon's task group."""
+    listener: SocketListener = await SocketListener.from_socket(sock)
+    ids = itertools.count(1)
+    async with listener, anyio.create_task_group() as tg:
+        task_status.started()
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                log.warning("accept failed", error=exc.strerror)
+                await anyio.sleep(0.1)
+                continue
+            tg.start_soon(_handle, daemon, stream, next(ids))
+
+
+async def _handle(daemon: "Daemon", stream: SocketStream, conn_id: int) -> None:
+    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
+    try:
+        peer = peer_of(raw)
+    except OSError as exc:
+        log.warning("refused connection: peer credentials unavailable", error=str(exc))
+        await stream.aclose()
+        return
+    if peer.uid != os.getuid():
+        log.warning("refused connection from another user", peer_uid=peer.uid, peer_pid=peer.pid)
+        await stream.aclose()
+        return
+    if len(daemon.connections) >= MAX_CONNECTIONS:
+        log.warning("refused connection: too many connections", limit=MAX_CONNECTIONS)
+        await stream.aclose()
+        return
+    conn = Connection(daemon, stream, conn_id, peer.pid)
+    daemon.connections.add(conn)
+    try:
+        await conn.run()
+    finally:
+        daemon.connections.discard(conn)
