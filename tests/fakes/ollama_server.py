@@ -1,0 +1,364 @@
+"""A loopback stand-in for the Ollama HTTP API, faithful to providers.md D2-D6.
+
+Serves ``GET /`` and ``HEAD /`` ("Ollama is running"), ``GET /api/version``,
+``GET /api/tags``, ``GET /api/ps``, and ``POST /api/chat``, ``/api/generate``
+(NDJSON, chunked, streaming unless ``"stream": false``) and ``/api/embed``.
+Unknown models get Ollama's 404 ``{"error": "model 'NAME' not found"}``.
+
+Failure modes switch at run time with :meth:`FakeOllama.set_mode`:
+
+- ``refuse``: nothing listens on the port (connection refused);
+- ``hang``: accept, read the request, never answer;
+- ``http-500``: every API call answers 500 ``{"error": ...}``;
+- ``stream-error``: chat/generate streams break off with an ``{"error": ...}``
+  line after HTTP 200 (a non-streaming call gets a 500);
+- ``slow-stream``: chat/generate chunks ``chunk_delay`` seconds apart.
+
+Use it as a context manager (``with FakeOllama() as ollama:``) or through the
+``fake_ollama`` pytest fixture; ``ollama.host`` is an ``OLLAMA_HOST`` value.
+Every request is recorded in ``ollama.requests``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+import pytest
+
+Mode = Literal["ok", "refuse", "hang", "http-500", "stream-error", "slow-stream"]
+
+CREATED_AT = "2026-08-21T10:00:00.000000000Z"
+STREAM_ERROR = "an error was encountered while running the model: unexpected EOF"
+
+
+def tag_entry(
+    name: str,
+    *,
+    size: int = 2_019_393_189,
+    family: str = "llama",
+    parameter_size: str = "3.2B",
+    quantization_level: str = "Q4_K_M",
+) -> dict[str, Any]:
+    """One ``/api/tags`` model entry with every field Ollama sends."""
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": "2026-08-01T12:00:00.123456789Z",
+        "size": size,
+        "digest": hashlib.sha256(name.encode()).hexdigest(),
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": family,
+            "families": [family],
+            "parameter_size": parameter_size,
+            "quantization_level": quantization_level,
+        },
+    }
+
+
+def default_models() -> list[dict[str, Any]]:
+    return [
+        tag_entry("llama3.2:latest"),
+        tag_entry(
+            "nomic-embed-text:latest",
+            size=274_302_450,
+            family="nomic-bert",
+            parameter_size="137M",
+            quantization_level="F16",
+        ),
+    ]
+
+
+def _same_model(a: str, b: str) -> bool:
+    # Ollama's tag defaults to "latest" and names compare case-insensitively.
+    def full(name: str) -> str:
+        return (name if name.rfind(":") > name.rfind("/") else name + ":latest").casefold()
+
+    return full(a) == full(b)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    body: Any  # decoded JSON, or None
+
+
+class FakeOllama:
+    """A fake Ollama on ``127.0.0.1:<free port>``; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        models: list[dict[str, Any]] | None = None,
+        version: str = "0.12.6",
+        reply: str = "Hello from the fake Ollama, one token at a time.",
+        chunk_delay: float = 0.2,
+        embedding_dims: int = 8,
+        mode: Mode = "ok",
+    ) -> None:
+        self.models = default_models() if models is None else models
+        self.version = version
+        self.reply = reply
+        self.chunk_delay = chunk_delay
+        self.embedding_dims = embedding_dims
+        self.requests: list[RecordedRequest] = []
+        self.port = 0
+        self._mode: Mode = mode
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._released = threading.Event()  # set at stop: ends hangs and slow streams
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        """This server as an ``OLLAMA_HOST`` value."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    def paths(self) -> list[str]:
+        """The paths requested so far, in order."""
+        return [r.path for r in self.requests]
+
+    def set_mode(self, mode: Mode) -> None:
+        """Switch failure mode; ``refuse`` closes the listener, leaving it reopens it
+        on the same port."""
+        if mode == "refuse" and self._server is not None:
+            self._close_listener()
+        elif mode != "refuse" and self._server is None and self.port:
+            self._listen(self.port)
+        self._mode = mode
+
+    def start(self) -> FakeOllama:
+        self._listen(0)
+        if self._mode == "refuse":
+            self._close_listener()  # the port stays known and refuses connections
+        return self
+
+    def stop(self) -> None:
+        self._released.set()
+        if self._server is not None:
+            self._close_listener()
+
+    def __enter__(self) -> FakeOllama:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _listen(self, port: int) -> None:
+        server = _Server(("127.0.0.1", port), _Handler)
+        server.fake = self  # type: ignore[attr-defined]
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def _close_listener(self) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        self._server = None
+        self._thread = None
+
+    def wait_released(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if the server is stopping."""
+        return self._released.wait(seconds)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gives up mid-answer (a probe timing out) is expected here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, as Ollama's Go server
+    server_version = "fake-ollama"
+
+    @property
+    def fake(self) -> FakeOllama:
+        return self.server.fake  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    # --- plumbing ---
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, value: Any) -> None:
+        self._send(status, json.dumps(value).encode(), "application/json; charset=utf-8")
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"error": message})
+
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def _chunk(self, value: Any) -> None:
+        data = json.dumps(value).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _read_body(self) -> tuple[bytes, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return raw, json.loads(raw) if raw else None
+        except ValueError:
+            return raw, None
+
+    def _begin(self, body: Any = None) -> bool:
+        """Record the request and apply the connection-level modes; False if handled."""
+        self.fake.requests.append(RecordedRequest(self.command, self.path, body))
+        if self.fake.mode == "hang":
+            self.fake.wait_released(3600)
+            self.close_connection = True
+            return False
+        if self.fake.mode == "http-500" and self.path.startswith("/api/"):
+            self._error(500, "fake ollama: internal server error")
+            return False
+        return True
+
+    # --- routes ---
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        if not self._begin():
+            return
+        fake = self.fake
+        if self.path == "/":
+            self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
+        elif self.path == "/api/version":
+            self._json(200, {"version": fake.version})
+        elif self.path == "/api/tags":
+            self._json(200, {"models": fake.models})
+        elif self.path == "/api/ps":
+            self._json(200, {"models": []})
+        else:
+            self._send(404, b"404 page not found", "text/plain")
+
+    def do_POST(self) -> None:
+        raw, body = self._read_body()
+        if not self._begin(body):
+            return
+        routes = {"/api/chat": self._generate, "/api/generate": self._generate, "/api/embed": self._embed}
+        route = routes.get(self.path)
+        if route is None:
+            self._send(404, b"404 page not found", "text/plain")
+        elif not isinstance(body, dict):
+            self._error(400, "invalid JSON request body" if raw else "missing request body")
+        elif not body.get("model"):
+            self._error(400, "model is required")
+        elif not any(_same_model(body["model"], m["name"]) for m in self.fake.models):
+            self._error(404, f"model '{body['model']}' not found")
+        else:
+            route(body)
+
+    def _generate(self, body: dict[str, Any]) -> None:
+        fake = self.fake
+        chat = self.path == "/api/chat"
+        tokens = re.findall(r"\S+\s*", fake.reply)
+
+        def piece(text: str, done: bool) -> dict[str, Any]:
+            chunk: dict[str, Any] = {"model": body["model"], "created_at": CREATED_AT}
+            if chat:
+                chunk["message"] = {"role": "assistant", "content": text}
+            else:
+                chunk["response"] = text
+            chunk["done"] = done
+            return chunk
+
+        final = piece("", True) | {
+            "done_reason": "stop",
+            "total_duration": 1_250_000_000,
+            "load_duration": 50_000_000,
+            "prompt_eval_count": 12,
+            "prompt_eval_duration": 100_000_000,
+            "eval_count": len(tokens),
+            "eval_duration": 1_000_000_000,
+        }
+        if not chat:
+            final["context"] = [1, 2, 3]
+
+        if body.get("stream") is False:
+            if fake.mode == "stream-error":
+                self._error(500, STREAM_ERROR)
+                return
+            whole = piece(fake.reply, True)
+            self._json(200, final | {k: v for k, v in whole.items() if k in ("message", "response")})
+            return
+
+        self._start_stream()
+        for i, token in enumerate(tokens):
+            if fake.mode == "stream-error" and i == min(2, len(tokens) - 1):
+                self._chunk({"error": STREAM_ERROR})
+                self._end_stream()
+                return
+            if fake.mode == "slow-stream" and i and fake.wait_released(fake.chunk_delay):
+                break
+            self._chunk(piece(token, False))
+        self._chunk(final)
+        self._end_stream()
+
+    def _embed(self, body: dict[str, Any]) -> None:
+        texts = body.get("input", [])
+        texts = [texts] if isinstance(texts, str) else texts
+        dims = int(body.get("dimensions") or self.fake.embedding_dims)
+        self._json(
+            200,
+            {
+                "model": body["model"],
+                "embeddings": [_vector(text, dims) for text in texts],
+                "total_duration": 14_000_000,
+                "load_duration": 1_000_000,
+                "prompt_eval_count": sum(len(str(t).split()) for t in texts),
+            },
+        )
+
+
+def _vector(text: str, dims: int) -> list[float]:
+    """A deterministic unit vector for ``text`` (same input, same embedding)."""
+    seed = hashlib.sha256(str(text).encode()).digest()
+    raw = [seed[i % len(seed)] - 127.5 for i in range(dims)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    """A running :class:`FakeOllama` in ``ok`` mode, stopped after the test."""
+    with FakeOllama() as server:
+        yield server

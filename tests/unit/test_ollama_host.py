@@ -1,0 +1,85 @@
+"""OLLAMA_HOST parsing, made connectable, and host precedence (providers.md D1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from takod_daemon.providers.ollama_probe import (
+    OllamaEndpoint,
+    connectable,
+    parse_ollama_host,
+    resolve_endpoint,
+)
+
+# Ollama's own envconfig test table, then edge cases of the same rules.
+HOST_TABLE = [
+    ("", "http://127.0.0.1:11434"),
+    ("1.2.3.4", "http://1.2.3.4:11434"),
+    (":1234", "http://:1234"),
+    ("example.com", "http://example.com:11434"),
+    ("example.com:1234", "http://example.com:1234"),
+    (":66000", "http://:11434"),
+    ("::1", "http://[::1]:11434"),
+    ("[::1]", "http://[::1]:11434"),
+    ("[::1]:1337", "http://[::1]:1337"),
+    ("[::]", "http://[::]:11434"),
+    (' " 1.2.3.4 " ', "http://1.2.3.4:11434"),  # Go's literal " \" 1.2.3.4 \" "
+    (" ' 1.2.3.4 ' ", "http://1.2.3.4:11434"),
+    ("http://1.2.3.4", "http://1.2.3.4:80"),
+    ("https://1.2.3.4", "https://1.2.3.4:443"),
+    ("http://1.2.3.4:8080", "http://1.2.3.4:8080"),
+    ("https://example.com/ollama", "https://example.com:443/ollama"),
+    ("example.com/proxy/ollama", "http://example.com:11434/proxy/ollama"),
+    ("ollama.com", "https://ollama.com:443"),
+    ("http://ollama.com", "http://ollama.com:80"),
+    ("0.0.0.0", "http://0.0.0.0:11434"),
+    ("0.0.0.0:8000", "http://0.0.0.0:8000"),
+    ("  'localhost:9999'  ", "http://localhost:9999"),
+    ("example.com:", "http://example.com:11434"),
+    ("example.com:http", "http://example.com:11434"),
+    ("example.com:-1", "http://example.com:11434"),
+    ("example.com:65535", "http://example.com:65535"),
+    ("::ffff:10.0.0.1", "http://10.0.0.1:11434"),
+    ("tcp://example.com", "tcp://example.com:11434"),
+]
+
+
+@pytest.mark.parametrize(("raw", "url"), HOST_TABLE)
+def test_parse_matches_ollama(raw: str, url: str) -> None:
+    assert parse_ollama_host(raw).url == url
+
+
+def test_parse_splits_parts() -> None:
+    assert parse_ollama_host("https://[::1]:8443/base/path") == OllamaEndpoint("https", "::1", 8443, "base/path")
+
+
+@pytest.mark.parametrize(
+    ("raw", "url"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:11434"),
+        ("0.0.0.0:8000", "http://127.0.0.1:8000"),
+        ("[::]", "http://[::1]:11434"),
+        ("::", "http://[::1]:11434"),
+        (":1234", "http://127.0.0.1:1234"),
+        ("https://0.0.0.0/ollama", "https://127.0.0.1:443/ollama"),
+        ("10.0.0.1", "http://10.0.0.1:11434"),
+        ("example.com", "http://example.com:11434"),
+    ],
+)
+def test_connectable_replaces_bind_all_addresses(raw: str, url: str) -> None:
+    assert connectable(parse_ollama_host(raw)).url == url
+
+
+def test_precedence_settings_then_env_then_default() -> None:
+    env = {"OLLAMA_HOST": "10.0.0.2:1111"}
+    endpoint, source = resolve_endpoint("10.0.0.1:2222", env)
+    assert (endpoint.url, source) == ("http://10.0.0.1:2222", "settings")
+    endpoint, source = resolve_endpoint(None, env)
+    assert (endpoint.url, source) == ("http://10.0.0.2:1111", "env")
+    endpoint, source = resolve_endpoint("   ", {"OLLAMA_HOST": ""})
+    assert (endpoint.url, source) == ("http://127.0.0.1:11434", "default")
+
+
+def test_env_bind_all_address_is_connectable() -> None:
+    endpoint, source = resolve_endpoint(None, {"OLLAMA_HOST": "0.0.0.0"})
+    assert (endpoint.url, source) == ("http://127.0.0.1:11434", "env")
