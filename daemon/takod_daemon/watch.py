@@ -1,0 +1,255 @@
+"""Watch a changing set of files through their directories.
+
+Why directories: an OS watch on a file follows its inode, so it goes dead after
+the first atomic save (temp file + rename), and a path that does not exist
+cannot be watched at all. So each file is watched through its parent directory,
+filtered by exact name. A missing directory is watched through its nearest
+existing ancestor, and the watch is re-armed when the missing child appears or a
+watched directory goes away (the OS drops a deleted directory's watch).
+
+Reports are hints: the consumer re-reads the reported files and decides for
+itself what, if anything, changed. Under ``WATCHFILES_FORCE_POLLING``,
+watchfiles compares whole-second mtimes, so changes less than a second apart
+can show up as one, or a same-second rewrite not at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint_if_cancelled
+from watchfiles import Change, awatch
+
+log = structlog.get_logger("takod.watch")
+
+OnChange = Callable[[frozenset[Path]], Awaitable[None]]
+
+# Shutdown goes through awatch's stop_event, so this only bounds how long the
+# worker thread can outlive an event loop that vanished without cancelling us.
+RUST_TIMEOUT_MS = 1000
+
+
+@dataclass(frozen=True)
+class WatchPlan:
+    """Which directories to watch for a set of files, and what events there mean.
+
+    ``reports`` maps an event path to the files it may have changed: a file maps
+    to itself, a missing child directory on the way to files maps to them, and a
+    watched root maps to every file under it (losing it takes them along).
+    ``direct`` are the files whose own directory is watched; ``missing`` the
+    not-yet-existing children of roots that lead to the other files.
+    """
+
+    roots: frozenset[Path]
+    direct: frozenset[Path]
+    missing: frozenset[Path]
+    reports: Mapping[Path, frozenset[Path]]
+
+    def wants(self, change: Change, path: str) -> bool:
+        """watchfiles filter: keep only events on paths this plan cares about."""
+        return Path(path) in self.reports
+
+    def interpret(self, change: Change, path: Path) -> tuple[frozenset[Path], bool]:
+        """What an event on a wanted path means: the files it may have changed,
+        and whether the directories to watch have changed (re-plan and re-arm).
+
+        A root merely ``modified`` means nothing: polling reports that for every
+        change inside it. Otherwise a root went away, taking its files and its
+        OS watch with it. A missing child appearing is a step towards its files.
+        """
+        if path in self.roots:
+            if change == Change.modified:
+                return frozenset(), False
+            return self.reports[path], True
+        return self.reports[path], path in self.missing
+
+
+def plan_watch(files: Iterable[Path], is_dir: Callable[[Path], bool] = os.path.isdir) -> WatchPlan:
+    """Plan the watch for absolute, normalised ``files`` given which directories exist.
+
+    Each file is watched through the nearest existing directory on its way up.
+    """
+    roots: set[Path] = set()
+    direct: set[Path] = set()
+    missing: set[Path] = set()
+    reports: dict[Path, set[Path]] = {}
+    for file in files:
+        parent = root = file.parent
+        while not is_dir(root) and root != root.parent:
+            root = root.parent
+        roots.add(root)
+        reports.setdefault(root, set()).add(file)
+        if root == parent:
+            direct.add(file)
+            reports.setdefault(file, set()).add(file)
+        else:
+            child = root / parent.relative_to(root).parts[0]
+            missing.add(child)
+            reports.setdefault(child, set()).add(file)
+    return WatchPlan(
+        roots=frozenset(roots),
+        direct=frozenset(direct),
+        missing=frozenset(missing),
+        reports={path: frozenset(hit) for path, hit in reports.items()},
+    )
+
+
+def normalise_paths(paths: Iterable[str | os.PathLike[str]]) -> frozenset[Path]:
+    """Absolute, normalised paths; a relative path is an error (the daemon's cwd means nothing)."""
+    out: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_absolute():
+            raise ValueError(f"watched path must be absolute: {path}")
+        out.add(Path(os.path.normpath(path)))
+    return frozenset(out)
+
+
+class FileWatcher:
+    """Reports which of a set of files may have changed.
+
+    The files are absolute paths whose directories need not exist yet. While
+    anything is watched, ``run`` holds one worker thread (one ``awatch`` over all
+    directories); with nothing to watch it holds none.
+    """
+
+    def __init__(
+        self,
+        paths: Iterable[str | os.PathLike[str]] = (),
+        *,
+        step_ms: int = 50,
+        debounce_ms: int = 200,
+    ) -> None:
+        self._paths = normalise_paths(paths)
+        self._step_ms = step_ms
+        self._debounce_ms = debounce_ms
+        self._rearm: anyio.Event | None = None  # set: tear down the current watch, plan again
+        self._pending: set[Path] = set()
+        self._pending_ready = anyio.Event()
+        self._task_status: TaskStatus[None] | None = None
+
+    @property
+    def paths(self) -> frozenset[Path]:
+        """The files currently watched."""
+        return self._paths
+
+    def set_paths(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        """Replace the watched files; takes effect at once if ``run`` is going.
+
+        Call from the event loop that runs ``run``. Files dropped here are no
+        longer reported, even for changes already seen.
+        """
+        new = normalise_paths(paths)
+        if new == self._paths:
+            return
+        self._paths = new
+        if self._rearm is not None:
+            self._rearm.set()
+
+    async def run(
+        self,
+        on_change: OnChange,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Watch until cancelled, awaiting ``on_change(files)`` with files that may have changed.
+
+        Calls are serial; hints that arrive during a call are merged into the
+        next one. Whenever a watch is (re)armed, every file whose directory it
+        covers is reported, since it may have changed while unwatched; so the
+        first call doubles as the initial load. ``task_status.started()`` fires
+        once the first watch is in place. Run one at a time per watcher.
+
+        An exception from ``on_change``, or an ``OSError`` when the OS refuses a
+        watch (permissions, inotify limits), ends ``run`` inside an
+        ``ExceptionGroup``, as anyio task groups raise.
+        """
+        self._pending.clear()
+        self._pending_ready = anyio.Event()
+        self._task_status = task_status
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._deliver, on_change)
+            await self._watch_forever()
+
+    def _ready(self) -> None:
+        if self._task_status is not None:
+            self._task_status.started()
+            self._task_status = None
+
+    def _hint(self, files: frozenset[Path]) -> None:
+        if files:
+            self._pending |= files
+            self._pending_ready.set()
+
+    async def _deliver(self, on_change: OnChange) -> None:
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready = anyio.Event()
+            batch = frozenset(self._pending & self._paths)
+            self._pending.clear()
+            if batch:
+                await on_change(batch)
+
+    async def _watch_forever(self) -> None:
+        while True:
+            # Ending a watch need not pass a checkpoint; take any pending
+            # cancellation here rather than arm a new watch first.
+            await checkpoint_if_cancelled()
+            self._rearm = rearm = anyio.Event()
+            plan = plan_watch(self._paths)
+            if not plan.roots:  # no paths: hold no thread until some arrive
+                self._ready()
+                await rearm.wait()
+                continue
+            try:
+                await self._watch(plan, rearm)
+            except* FileNotFoundError:
+                # A directory vanished between planning and arming. Plan again,
+                # after a pause so that a path failing for good cannot spin.
+                log.debug("watch_root_vanished")
+                await anyio.sleep(self._step_ms / 1000)
+
+    async def _watch(self, plan: WatchPlan, rearm: anyio.Event) -> None:
+        changes = awatch(
+            *plan.roots,
+            watch_filter=plan.wants,
+            recursive=False,
+            step=self._step_ms,
+            debounce=self._debounce_ms,
+            rust_timeout=RUST_TIMEOUT_MS,
+            stop_event=rearm,
+        )
+        async with anyio.create_task_group() as tg:
+            # No await between here and the loop: awatch's first step arms the
+            # OS watch before it first yields control, so _armed runs only once
+            # the watch is in place.
+            tg.start_soon(self._armed, plan, rearm)
+            async for batch in changes:
+                for change, raw in batch:
+                    files, outdated = plan.interpret(change, Path(raw))
+                    self._hint(files)
+                    if outdated:
+                        rearm.set()
+            tg.cancel_scope.cancel()
+
+    async def _armed(self, plan: WatchPlan, rearm: anyio.Event) -> None:
+        """Once the watch is in place: check the plan still holds and report
+        what the watch covers, then stand by to stop the watch on cancel."""
+        try:
+            if plan_watch(self._paths) != plan:
+                rearm.set()  # a directory came or went while arming
+            else:
+                log.debug("watch_armed", roots=sorted(map(str, plan.roots)))
+                self._hint(plan.direct)
+                self._ready()
+            await anyio.sleep_forever()
+        finally:
+            # Cancelling awatch would wait out its worker thread (up to the rust
+            # timeout); the stop event ends that thread within one step.
+            rearm.set()
