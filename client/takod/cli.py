@@ -177,6 +177,117 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _expires(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    delta = ts - time.time()
+    return f"expired {_duration(-delta)} ago" if delta < 0 else f"expires in {_duration(delta)}"
+
+
+def cmd_auth(args: argparse.Namespace, out: Output) -> int:
+    with _client(args) as c:
+        inv = c.call("auth.inventory")
+    if out.json:
+        out.emit_json(inv)
+        return EXIT_OK
+    store = inv.get("key_store")
+    if store:
+        state = out.ok("secure") if store["secure"] else out.bad(f"insecure storage ({store['reason']})")
+        print(f"key store  {store['backend']} · {state}")
+        if store.get("hint") and not store["secure"]:
+            print(out.dim(f"           {store['hint']}"))
+    if not inv["credentials"]:
+        print("no credentials found")
+    for cred in inv["credentials"]:
+        mark = out.ok("*") if cred["wins"] else " "
+        extra = ", ".join(x for x in (cred["backend"], cred["kind"], _expires(cred["expires_at"]), cred.get("account") or "") if x)
+        print(f"{mark} {cred['provider']:<7} {cred['masked'] or '-':<18} {extra}")
+        print(out.dim(f"          {cred['source']}" + (f" — {cred['note']}" if cred.get("note") else "")))
+    for problem in inv["problems"]:
+        print(out.bad(f"! {problem}"))
+    return EXIT_OK
+
+
+def _read_secret(name: str, value: str | None) -> str:
+    """The key value: from the argument, else stdin ('-' or piped), else a hidden prompt."""
+    if value not in (None, "-"):
+        print("takod: warning: a key on the command line is visible in `ps` and shell history; "
+              "prefer `takod key set NAME` (prompt) or `... | takod key set NAME -`", file=sys.stderr)
+        return value  # type: ignore[return-value]
+    if value == "-" or not sys.stdin.isatty():
+        return sys.stdin.read().strip()
+    import getpass
+
+    return getpass.getpass(f"{name}: ").strip()
+
+
+def cmd_key(args: argparse.Namespace, out: Output) -> int:
+    with _client(args) as c:
+        if args.key_command == "set":
+            result = c.call("keys.set", {"name": args.name, "value": _read_secret(args.name, args.value)})
+            text = f"stored {result['name']} ({result['masked']}) in {result['backend']}"
+        elif args.key_command == "clear":
+            result = c.call("keys.clear", {"name": args.name})
+            text = f"removed {result['name']}" if result["removed"] else f"no stored key {result['name']}"
+        elif args.key_command == "migrate":
+            result = c.call("keys.migrate")
+            text = (f"migrated {', '.join(result['migrated']) or 'nothing'}"
+                    + (f"; failed: {', '.join(result['failed'])}" if result["failed"] else ""))
+        else:
+            result = c.call("keys.list")
+            if not out.json:
+                store = result["store"]
+                print(f"key store  {store['backend']}" + ("" if store["secure"] else out.bad(f" · insecure storage ({store['reason']})")))
+                for key in result["keys"]:
+                    print(f"  {key['name']:<28} {key['masked']:<20} {key['backend']}")
+                if not result["keys"]:
+                    print("  no stored keys")
+                return EXIT_OK
+    if out.json:
+        out.emit_json(result)
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def _set_setting(args: argparse.Namespace, out: Output, field: str, value: str) -> int:
+    with _client(args) as c:
+        result = c.call("settings.set", {"field": field, "value": value})
+        selected = c.call("status")["selected"]
+    if out.json:
+        out.emit_json({**result, "selected": selected})
+    else:
+        shown = result[field] or "(auto)"
+        print(f"{field} = {shown}  ·  selected provider: {selected or 'none'}")
+    return EXIT_OK
+
+
+def cmd_prefer(args: argparse.Namespace, out: Output) -> int:
+    return _set_setting(args, out, "preferred_provider", args.provider)
+
+
+def cmd_ollama(args: argparse.Namespace, out: Output) -> int:
+    field = "ollama_host" if args.ollama_command == "host" else "ollama_model"
+    return _set_setting(args, out, field, args.value)
+
+
+def cmd_settings(args: argparse.Namespace, out: Output) -> int:
+    with _client(args) as c:
+        result = c.call("settings.get")
+    if out.json:
+        out.emit_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:<19} {value}")
+    return EXIT_OK
+
+
+def cmd_probe(args: argparse.Namespace, out: Output) -> int:
+    with _client(args) as c:
+        c.call("providers.probe", timeout=90)
+    return cmd_status(args, out)
+
+
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     try:
         from takod_daemon.main import main as daemon_main
@@ -211,6 +322,26 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("status", cmd_status, "show the daemon and every provider's readiness")
+    add("auth", cmd_auth, "list every credential found (masked), which one each provider uses, and the key store")
+    key = add("key", cmd_key, "store API keys in the OS keyring: set, clear, list, migrate")
+    key_sub = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+    ks = key_sub.add_parser("set", parents=[common], help="store a key (value from the prompt, stdin with -, or the argument)")
+    ks.add_argument("name", help="env var name, e.g. OPENAI_API_KEY")
+    ks.add_argument("value", nargs="?", help="the key; omit to be prompted, or - to read stdin")
+    kc = key_sub.add_parser("clear", parents=[common], help="remove a stored key")
+    kc.add_argument("name")
+    key_sub.add_parser("list", parents=[common], help="list stored keys (masked)")
+    key_sub.add_parser("migrate", parents=[common], help="move plaintext api_keys from the workspace settings into the key store")
+    pr = add("prefer", cmd_prefer, "prefer a provider when it is ready (or `auto`: priority order)")
+    pr.add_argument("provider", choices=["auto", "pi", "ollama", "codex", "claude", "gemini"])
+    ol = add("ollama", cmd_ollama, "set the Ollama host or model for this workspace")
+    ol_sub = ol.add_subparsers(dest="ollama_command", metavar="WHAT", required=True)
+    oh = ol_sub.add_parser("host", parents=[common], help="Ollama URL, e.g. http://127.0.0.1:11434 (empty: OLLAMA_HOST or default)")
+    oh.add_argument("value", metavar="URL")
+    om = ol_sub.add_parser("model", parents=[common], help="Ollama model, e.g. llama3.2 (empty: OLLAMA_MODEL or first listed)")
+    om.add_argument("value", metavar="NAME")
+    add("settings", cmd_settings, "show this workspace's inference settings")
+    add("probe", cmd_probe, "re-detect CLIs, re-read credentials and re-probe Ollama now, then show status")
     add("paths", cmd_paths, "show the socket, lock, state and log paths takod uses")
     add("stop", cmd_stop, "stop the running daemon (never starts one)")
     w = add("watch", cmd_watch, "print events (status, auth, daemon, login) as they happen")

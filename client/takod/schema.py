@@ -90,6 +90,119 @@ class StatusResult(Result):
     updated_at: float
 
 
+class ProbeParams(Params):
+    workspace: str | None = None
+
+
+# auth.inventory -------------------------------------------------------------
+
+
+class AuthParams(Params):
+    workspace: str | None = None
+
+
+class CredentialInfo(Result):
+    """One credential found on this machine, masked."""
+
+    provider: str  # the takod provider that can use it: pi, codex, claude, gemini
+    backend: str  # what it authenticates to (pi's provider id, e.g. anthropic, openai-codex)
+    source: str  # file path, env:NAME, keyring:NAME, or file:NAME for the insecure fallback
+    kind: str  # api_key | oauth
+    masked: str
+    expires_at: float | None
+    expired: bool
+    refreshable: bool
+    read_only: bool
+    account: str | None
+    note: str | None
+    unverified: bool
+    wins: bool  # the credential readiness counts on for this provider
+
+
+class KeyStoreInfo(Result):
+    backend: str  # keyring backend name, or "file" for the 0600 fallback
+    secure: bool
+    reason: str | None
+    hint: str | None
+
+
+class AuthResult(Result):
+    workspace: str
+    credentials: list[CredentialInfo]
+    problems: list[str]
+    key_store: KeyStoreInfo | None
+
+
+# settings.get / settings.set -----------------------------------------------
+
+SETTINGS_FIELDS = ("preferred_provider", "ollama_model", "ollama_host", "type1_model", "type2_model")
+
+
+class SettingsGetParams(Params):
+    workspace: str | None = None
+
+
+class SettingsSetParams(Params):
+    field: str
+    value: str
+    workspace: str | None = None
+
+
+class SettingsResult(Result):
+    workspace: str
+    path: str
+    preferred_provider: str
+    ollama_model: str
+    ollama_host: str
+    type1_model: str
+    type2_model: str
+    api_keys: dict[str, str]  # name -> masked value (plaintext keys Takobot stored; migrate them)
+    problem: str | None
+
+
+# keys.* ----------------------------------------------------------------------
+
+
+class KeySetParams(Params):
+    name: str
+    value: str
+
+
+class KeyClearParams(Params):
+    name: str
+
+
+class KeyListParams(Params):
+    pass
+
+
+class KeyMigrateParams(Params):
+    workspace: str | None = None
+
+
+class KeyInfoResult(Result):
+    name: str
+    backend: str
+    masked: str
+
+
+class KeyListResult(Result):
+    keys: list[KeyInfoResult]
+    store: KeyStoreInfo
+
+
+class KeyClearResult(Result):
+    name: str
+    removed: bool
+
+
+class KeyMigrateResult(Result):
+    migrated: list[str]
+    failed: list[str]
+    removed_from_settings: list[str]
+    store: KeyStoreInfo
+
+
 # subscribe / unsubscribe ---------------------------------------------------
 
 

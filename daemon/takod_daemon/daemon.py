@@ -26,8 +26,10 @@ from .api import registry
 from .connection import Connection
 from .events import EventBus
 from .instance import InstanceLock
+from .keystore import KeyStore
 from .rpc import Registry
 from .server import activated_socket, bind_socket, serve
+from .state import StateManager
 
 log = structlog.get_logger("takod.daemon")
 
@@ -48,6 +50,8 @@ class Daemon:
         self._stop = anyio.Event()
         self.stop_reason = ""
         self.default_workspace = find_workspace()
+        self.keys = KeyStore(state_dir)
+        self.state = StateManager(self)
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -57,6 +61,7 @@ class Daemon:
     async def reload(self) -> None:
         """Re-read everything from disk (SIGHUP)."""
         log.info("reload requested")
+        await self.state.reload()
         self.bus.publish("daemon", {"state": "reloaded"})
 
     async def _signals(self) -> None:
@@ -76,6 +81,7 @@ class Daemon:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals)
+                await tg.start(self.state.run)
                 await tg.start(serve, self, sock)
                 log.info(
                     "takod ready",

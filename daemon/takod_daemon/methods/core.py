@@ -1,25 +1,19 @@
-"""Core methods: hello, ping, status, subscribe, unsubscribe, shutdown."""
+"""Core methods: hello, ping, subscribe, unsubscribe, shutdown."""
 
 from __future__ import annotations
 
 import os
-import time
 
 import structlog
 
 from takod.protocol import RpcError, invalid
 from takod.schema import (
-    PROVIDERS,
     TOPICS,
-    DaemonInfo,
     HelloParams,
     HelloResult,
     PingParams,
-    ProviderStatus,
     ShutdownParams,
     ShutdownResult,
-    StatusParams,
-    StatusResult,
     SubscribeParams,
     SubscribeResult,
     UnsubscribeParams,
@@ -62,33 +56,6 @@ async def hello(call: Call, p: HelloParams) -> HelloResult:
 @registry.method("ping", PingParams)
 async def ping(call: Call, p: PingParams) -> str:
     return "pong"
-
-
-@registry.method("status", StatusParams)
-async def status(call: Call, p: StatusParams) -> StatusResult:
-    d = call.daemon
-    now = time.time()
-    return StatusResult(
-        daemon=DaemonInfo(
-            pid=os.getpid(),
-            version=d.version,
-            protocol=d.protocol,
-            started_at=d.started_at,
-            uptime_s=round(now - d.started_at, 3),
-            socket=str(d.socket_path),
-            state_dir=str(d.state_dir),
-            activated=d.activated,
-            connections=len(d.connections),
-        ),
-        workspace=workspace_of(call, p.workspace),
-        selected=None,
-        providers=[
-            ProviderStatus(name=name, ready=False, level="unknown", reason="not-probed", hint="readiness probing is not built yet")
-            for name in PROVIDERS
-        ],
-        seq=0,
-        updated_at=d.started_at,
-    )
 
 
 @registry.method("subscribe", SubscribeParams)

@@ -1,0 +1,66 @@
+"""Credentials shared between stores: the workspace pi copy and the Codex <-> pi login.
+
+- A Tako workspace's pi ``auth.json`` is seeded from the home one only when it is
+  missing or empty (never overwritten).
+- Codex's ChatGPT login and pi's ``openai-codex`` entry are one grant (OpenAI
+  refresh tokens are single use): whichever side holds the newer token is
+  copied to the other, under pi's lock for pi's file and compare-before-write
+  for Codex's. An older token never replaces a newer one.
+
+Blocking functions: the state manager runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import structlog
+
+from .credentials import codex_auth, codex_link, pi_auth
+from .credentials.files import FileProblem
+from .credentials.pi_lock import LockError
+
+log = structlog.get_logger("takod.links")
+
+LOCK_TIMEOUT = 2.0
+
+
+def is_tako_workspace(root: Path) -> bool:
+    """Only real workspaces get a pi copy: never scatter .tako/ into arbitrary directories."""
+    return (root / ".tako").is_dir() or (root / "tako.toml").is_file()
+
+
+def sync_workspace(root: Path, env: Mapping[str, str], home: Path) -> list[str]:
+    """Seed and link ``root``'s pi auth file; returns what was written (for logs)."""
+    if not is_tako_workspace(root):
+        return []
+    done: list[str] = []
+    target = pi_auth.workspace_auth_path(root)
+    try:
+        seeded = pi_auth.seed_workspace_auth(target, pi_auth.home_auth_paths(env, home), lock_timeout=LOCK_TIMEOUT)
+        if seeded.outcome == "seeded":
+            done.append(f"seeded {target} from {seeded.source}")
+    except (FileProblem, LockError, OSError) as exc:
+        log.warning("could not seed the workspace pi auth file", path=str(target), error=str(exc))
+    done += link_codex(target, env)
+    return done
+
+
+def link_codex(pi_file: Path, env: Mapping[str, str]) -> list[str]:
+    """Bring Codex's login and ``pi_file``'s ``openai-codex`` entry onto the newest tokens."""
+    home = codex_auth.codex_home(env)
+    try:
+        store = codex_auth.read_store_mode(home)
+        codex = codex_auth.read_auth(codex_auth.auth_path(home)) if store in ("file", "auto") else None
+        decision = codex_link.apply_to_pi(pi_file, codex, lock_timeout=LOCK_TIMEOUT)
+        if decision.action == "update_pi":
+            return [f"copied the Codex login into {pi_file} ({decision.reason})"]
+        if decision.action == "update_codex" and decision.codex_update and decision.codex_replaces:
+            if codex_auth.file_is_writable(store) and codex_auth.write_refreshed_tokens(
+                home, decision.codex_update, decision.codex_replaces
+            ):
+                return [f"copied pi's newer openai-codex tokens into {codex_auth.auth_path(home)}"]
+    except (FileProblem, LockError, OSError) as exc:
+        log.warning("could not link the Codex and pi logins", pi_file=str(pi_file), error=str(exc))
+    return []

@@ -1,0 +1,130 @@
+"""Credential methods: auth.inventory and keys.* (API keys in the OS keyring)."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+
+from takod.protocol import RpcError, invalid
+from takod.schema import (
+    AuthParams,
+    AuthResult,
+    CredentialInfo,
+    KeyClearParams,
+    KeyClearResult,
+    KeyInfoResult,
+    KeyListParams,
+    KeyListResult,
+    KeyMigrateParams,
+    KeyMigrateResult,
+    KeySetParams,
+    KeyStoreInfo,
+)
+
+from ..api import registry
+from ..credentials.settings import remove_api_keys
+from ..key_names import UnknownKeyName
+from ..keystore import KeyStore, KeyStoreError
+from ..rpc import Call
+from .core import workspace_of
+
+
+def store_info(keys: KeyStore) -> KeyStoreInfo:
+    st = keys.status
+    return KeyStoreInfo(backend=st.keyring or st.backend if st.secure else "file", secure=st.secure, reason=st.reason, hint=st.hint)
+
+
+@registry.method("auth.inventory", AuthParams)
+async def inventory(call: Call, p: AuthParams) -> AuthResult:
+    """Every credential takod can see, masked, and which one each provider uses."""
+    state = call.daemon.state
+    ws = await state.workspace(workspace_of(call, p.workspace))
+    facts = state.facts(ws)
+    now = time.time()
+    found: list[CredentialInfo] = []
+    for provider in ("pi", "codex", "claude", "gemini"):
+        winner_seen = False
+        for cred in facts.credentials.get(provider, []):
+            wins = not winner_seen and not cred.needs_login(now)
+            winner_seen = winner_seen or wins
+            found.append(
+                CredentialInfo(
+                    provider=provider,
+                    backend=cred.provider,
+                    source=cred.source,
+                    kind=cred.kind,
+                    masked=cred.masked,
+                    expires_at=cred.expires_at,
+                    expired=cred.expired(now),
+                    refreshable=cred.refreshable,
+                    read_only=cred.read_only,
+                    account=cred.account,
+                    note=cred.note,
+                    unverified=cred.unverified,
+                    wins=wins,
+                )
+            )
+    problems = [text for texts in facts.problems.values() for text in texts]
+    if ws.settings_problem:
+        problems.append(ws.settings_problem)
+    return AuthResult(workspace=str(ws.root), credentials=found, problems=sorted(set(problems)), key_store=store_info(call.daemon.keys))
+
+
+def _key_error(exc: Exception) -> RpcError:
+    if isinstance(exc, UnknownKeyName):
+        return invalid("unknown_key_name", str(exc))
+    if isinstance(exc, KeyStoreError):
+        return RpcError(exc.code, str(exc))
+    return invalid("invalid_value", str(exc))
+
+
+@registry.method("keys.set", KeySetParams, secret_params=True)
+async def key_set(call: Call, p: KeySetParams) -> KeyInfoResult:
+    try:
+        info = await call.daemon.keys.set(p.name, p.value)
+    except (UnknownKeyName, KeyStoreError, ValueError) as exc:
+        raise _key_error(exc) from None
+    await call.daemon.state.keys_changed()
+    return KeyInfoResult(name=info.name, backend=info.backend, masked=info.masked)
+
+
+@registry.method("keys.clear", KeyClearParams)
+async def key_clear(call: Call, p: KeyClearParams) -> KeyClearResult:
+    try:
+        removed = await call.daemon.keys.delete(p.name)
+    except (UnknownKeyName, KeyStoreError, ValueError) as exc:
+        raise _key_error(exc) from None
+    await call.daemon.state.keys_changed()
+    return KeyClearResult(name=p.name.strip().upper(), removed=removed)
+
+
+@registry.method("keys.list", KeyListParams)
+async def key_list(call: Call, p: KeyListParams) -> KeyListResult:
+    infos = await call.daemon.keys.list()
+    return KeyListResult(
+        keys=[KeyInfoResult(name=i.name, backend=i.backend, masked=i.masked) for i in infos],
+        store=store_info(call.daemon.keys),
+    )
+
+
+@registry.method("keys.migrate", KeyMigrateParams, secret_params=True)
+async def key_migrate(call: Call, p: KeyMigrateParams) -> KeyMigrateResult:
+    """Move plaintext ``api_keys`` from the workspace settings file into the key store,
+    then remove exactly the ones stored from the file."""
+    state = call.daemon.state
+    ws = await state.workspace(workspace_of(call, p.workspace))
+    if ws.settings_problem:
+        raise RpcError("settings_unreadable", f"not touching an unreadable settings file: {ws.settings_problem}")
+    result = await call.daemon.keys.migrate(ws.settings.api_keys)
+    removed: list[str] = []
+    if result.stored:
+        removed = await anyio.to_thread.run_sync(remove_api_keys, ws.settings_file, result.stored)
+        await state.settings_changed(ws)
+    await state.keys_changed()
+    return KeyMigrateResult(
+        migrated=sorted(result.stored),
+        failed=sorted(result.failed),
+        removed_from_settings=sorted(removed),
+        store=store_info(call.daemon.keys),
+    )

@@ -1,0 +1,183 @@
+"""Readiness rules: from what is known about this machine to "who can answer now, and why not".
+
+Pure functions only: the state manager gathers the facts (binaries, credential
+summaries, the Ollama probe, settings) and these rules turn them into one
+:class:`~takod.schema.ProviderStatus` per provider plus the selected provider.
+Never a billed model call: readiness is decided from local facts.
+
+Levels, in order: ``not-installed`` < ``installed`` < ``credentials`` <
+``reachable`` (Ollama) < ``ready``. ``reason`` says what stops the next level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from takod.schema import PROVIDERS, ProviderStatus
+
+from .credentials.summary import CredentialSummary
+from .providers.detect import BinaryInfo
+from .providers.ollama_probe import OllamaProbe
+
+HINTS = {
+    "not-installed": {
+        "pi": "run `takod doctor --fix` to install the workspace pi runtime, or `npm i -g @mariozechner/pi-coding-agent`",
+        "codex": "install Codex: `npm i -g @openai/codex`",
+        "claude": "install Claude Code: `npm i -g @anthropic-ai/claude-code`",
+        "gemini": "install Gemini CLI: `npm i -g @google/gemini-cli`",
+        "ollama": "install Ollama (https://ollama.com) and run `ollama serve`, or point `takod ollama host URL` at one",
+    },
+    "no-credentials": {
+        "pi": "`takod login PROVIDER` or `takod key set ANTHROPIC_API_KEY` (any key pi knows)",
+        "codex": "run `codex login`, or `takod key set OPENAI_API_KEY`",
+        "claude": "run `claude` and `/login`, or `takod key set ANTHROPIC_API_KEY`",
+        "gemini": "run `gemini` and sign in, or `takod key set GEMINI_API_KEY`",
+    },
+    "needs-login": {
+        "pi": "the login expired and cannot be refreshed: `takod login PROVIDER`",
+        "codex": "the login expired and cannot be refreshed: run `codex login`",
+        "claude": "the login expired: run `claude` and `/login`",
+        "gemini": "the login expired: run `gemini` and sign in again",
+    },
+    "node-too-old": "pi needs a newer Node: `takod doctor --fix` installs a workspace runtime",
+    "node-missing": "pi needs Node.js: install Node >= 20.6 or run `takod doctor --fix`",
+    "version-failed": "the CLI is installed but `--version` failed; reinstall it",
+    "credentials-unreadable": "a credential file could not be read; see detail.problems (takod never rewrites it)",
+    "unreachable": "start Ollama (`ollama serve`) or set the host with `takod ollama host URL`",
+    "bad-response": "something answers at the Ollama address but it is not Ollama; check `takod ollama host`",
+    "no-models": "pull a model: `ollama pull llama3.2`",
+    "model-not-pulled": "pull it (`ollama pull MODEL`) or choose another with `takod ollama model NAME`",
+    "not-probed": "takod has not checked this yet; `takod probe` checks now",
+}
+
+LEVEL_RANK = {"not-installed": 0, "installed": 1, "credentials": 2, "reachable": 3, "ready": 4}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything readiness depends on, gathered by the state manager."""
+
+    now: float
+    binaries: dict[str, BinaryInfo] = field(default_factory=dict)
+    credentials: dict[str, list[CredentialSummary]] = field(default_factory=dict)
+    problems: dict[str, list[str]] = field(default_factory=dict)  # unreadable files, per provider
+    ollama: OllamaProbe | None = None
+    ollama_binary: str | None = None
+    preferred: str = "auto"
+    warnings: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _hint(reason: str, provider: str) -> str | None:
+    hint = HINTS.get(reason)
+    if isinstance(hint, dict):
+        return hint.get(provider)
+    return hint
+
+
+def _status(name: str, level: str, reason: str | None, detail: dict[str, object]) -> ProviderStatus:
+    return ProviderStatus(
+        name=name,
+        ready=reason is None,
+        level=level,
+        reason=reason,
+        hint=_hint(reason, name) if reason else None,
+        detail=detail,
+    )
+
+
+def _binary_detail(info: BinaryInfo | None) -> dict[str, object]:
+    if info is None or info.path is None:
+        return {}
+    detail: dict[str, object] = {"path": info.path, "version": info.version, "source": info.source}
+    if info.node_path:
+        detail.update(node=info.node_path, node_version=info.node_version)
+    return detail
+
+
+def _credential_detail(cred: CredentialSummary) -> dict[str, object]:
+    out: dict[str, object] = {"provider": cred.provider, "source": cred.source, "kind": cred.kind, "masked": cred.masked}
+    if cred.expires_at is not None:
+        out["expires_at"] = cred.expires_at
+    if cred.account:
+        out["account"] = cred.account
+    if cred.unverified:
+        out["unverified"] = True
+    if cred.note:
+        out["note"] = cred.note
+    return out
+
+
+def cli_provider(name: str, facts: Facts) -> ProviderStatus:
+    """pi, codex, claude, gemini: a CLI plus credentials it can use."""
+    info = facts.binaries.get(name)
+    detail = _binary_detail(info)
+    if facts.warnings.get(name):
+        detail["warnings"] = list(facts.warnings[name])
+    if facts.problems.get(name):
+        detail["problems"] = list(facts.problems[name])
+    if info is None:
+        return _status(name, "unknown", "not-probed", detail)
+    if info.problem == "not-installed" or info.path is None:
+        return _status(name, "not-installed", "not-installed", detail)
+    if info.problem == "node-incompatible":
+        return _status(name, "installed", "node-too-old", detail)
+    if info.problem in ("node-missing", "version-failed"):
+        return _status(name, "installed", info.problem, detail)
+
+    creds = facts.credentials.get(name, [])
+    usable = [c for c in creds if not c.needs_login(facts.now)]
+    if not usable:
+        if creds:
+            detail["credential"] = _credential_detail(creds[0])
+            return _status(name, "installed", "needs-login", detail)
+        if facts.problems.get(name):
+            return _status(name, "installed", "credentials-unreadable", detail)
+        return _status(name, "installed", "no-credentials", detail)
+    best = usable[0]
+    detail["credential"] = _credential_detail(best)
+    if best.unverified:
+        detail["unverified"] = True
+    return _status(name, "ready", None, detail)
+
+
+def ollama_provider(facts: Facts) -> ProviderStatus:
+    probe = facts.ollama
+    detail: dict[str, object] = {}
+    if facts.ollama_binary:
+        detail["path"] = facts.ollama_binary
+    if probe is None:
+        return _status("ollama", "unknown", "not-probed", detail)
+    detail.update(url=probe.url, host_source=probe.host_source)
+    if probe.version:
+        detail["version"] = probe.version
+    if not probe.reachable or probe.problem == "bad-response":
+        # bad-response: something answered, but not Ollama; it is no step towards ready.
+        level = "installed" if facts.ollama_binary else "not-installed"
+        reason = probe.problem or "unreachable"
+        if probe.detail:
+            detail["error"] = probe.detail
+        return _status("ollama", level, reason, detail)
+    detail["models"] = [m.name for m in probe.models]
+    if probe.model is None:
+        # Nothing named and nothing listed (the probe calls that model-not-pulled too).
+        if probe.detail:
+            detail["error"] = probe.detail
+        return _status("ollama", "reachable", "no-models", detail)
+    detail.update(model=probe.model, model_source=probe.model_source)
+    if probe.problem == "model-not-pulled":
+        return _status("ollama", "reachable", "model-not-pulled", detail)
+    return _status("ollama", "ready", None, detail)
+
+
+def evaluate(facts: Facts) -> tuple[list[ProviderStatus], str | None]:
+    """Every provider's status in priority order, and the one a prompt would go to."""
+    statuses = [ollama_provider(facts) if name == "ollama" else cli_provider(name, facts) for name in PROVIDERS]
+    return statuses, select(statuses, facts.preferred)
+
+
+def select(statuses: list[ProviderStatus], preferred: str) -> str | None:
+    """The preferred provider when it is ready, otherwise the first ready one in priority order."""
+    ready = [s.name for s in statuses if s.ready]
+    if preferred in ready:
+        return preferred
+    return ready[0] if ready else None
