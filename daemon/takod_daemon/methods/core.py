@@ -30,6 +30,8 @@ CAPABILITIES = ["subscribe", "autocmd-events", "cancel", "pipelining"]
 
 def workspace_of(call: Call, explicit: str | None) -> str:
     """The request's workspace: explicit, else the connection's (from hello), else the daemon's default."""
+    if explicit is not None and not os.path.isabs(explicit):
+        raise invalid("invalid_params", "workspace must be an absolute path")
     return explicit or call.conn.workspace or str(call.daemon.default_workspace)
 
 
@@ -62,8 +64,10 @@ async def ping(call: Call, p: PingParams) -> str:
 async def subscribe(call: Call, p: SubscribeParams) -> SubscribeResult:
     topics = list(TOPICS) if p.topics is None else p.topics
     unknown = sorted(set(topics) - set(TOPICS))
-    if unknown or not topics:
-        raise invalid("invalid_params", f"unknown topic(s) {unknown}; topics are {', '.join(TOPICS)}")
+    if not topics:
+        raise invalid("invalid_params", f"no topics given; topics are {', '.join(TOPICS)} (omit topics for all)")
+    if unknown:
+        raise invalid("invalid_params", f"unknown topic(s) {', '.join(unknown)}; topics are {', '.join(TOPICS)}")
     nvim_data = True
     if p.deliver == "autocmd":
         # Autocmd `data` exists from Neovim 0.8; older ones get g:takod_event only.
