@@ -75,7 +75,12 @@ def spawn_daemon(socket: Path) -> str:
         return line
     if line.startswith("error: "):
         raise StartFailed(line[len("error: "):])
-    code = proc.poll()
+    try:
+        # No verdict: the pipe closed (it is exiting; the EOF can come before the exit
+        # status is ready) or timed out. Either way, give it a moment to say how it ended.
+        code: int | None = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        code = None
     detail = _tail(errlog)
     if code is None:
         raise StartFailed(f"takod did not become ready within {READY_TIMEOUT:.0f} s (pid {proc.pid}); see {errlog}")

@@ -59,6 +59,10 @@ class Notification(msgspec.Struct, array_like=True, tag=2):
 Message = Request | Response | Notification
 
 
+# An error code is a stable snake_case word: [a-z0-9_]+ (ASCII only).
+_CODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
 class ProtocolError(Exception):
     """The byte stream broke the wire contract; the connection must close."""
 
@@ -91,7 +95,7 @@ class RpcError(Exception):
         if not isinstance(text, str):
             text = repr(text)
         code, sep, message = text.partition(": ")
-        if not sep or not code.replace("_", "").isalnum() or not code.islower():
+        if not sep or not code or not _CODE_CHARS.issuperset(code):
             code, message = "error", text
         return cls(code, message, kind)
 
@@ -130,7 +134,7 @@ def decode_message(frame: bytes | memoryview) -> Message:
     """Decode one complete frame into a typed envelope, enforcing nvim's header rules."""
     try:
         msg = _envelope_decoder.decode(frame)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for a non-UTF-8 str
         raise ProtocolError(f"malformed message: {exc}") from None
     if isinstance(msg, (Request, Response)):
         if not isinstance(msg.msgid, int) or msg.msgid < 0 or msg.msgid > 0xFFFFFFFFFFFFFFFF:
@@ -215,12 +219,13 @@ class FrameSplitter:
             head = 1  # header bytes, including any length field
             size = 0  # payload bytes after the header
             children = 0  # nested items this header opens
+            container = False  # an empty array or map still counts as a level
             if b <= 0x7F or b >= 0xE0 or b in (0xC0, 0xC2, 0xC3):
                 pass
             elif b <= 0x8F:
-                children = 2 * (b & 0x0F)
+                children, container = 2 * (b & 0x0F), True
             elif b <= 0x9F:
-                children = b & 0x0F
+                children, container = b & 0x0F, True
             elif b <= 0xBF:
                 size = b & 0x1F
             elif b in _FIXED:
@@ -232,9 +237,9 @@ class FrameSplitter:
                     return None
                 length = int.from_bytes(buf[pos + 1 : pos + head], "big")
                 if what == "array":
-                    children = length
+                    children, container = length, True
                 elif what == "map":
-                    children = 2 * length
+                    children, container = 2 * length, True
                 elif what == "ext":
                     size = length + 1  # the ext type byte
                 else:
@@ -252,9 +257,9 @@ class FrameSplitter:
             pos = end
             if stack:
                 stack[-1] -= 1
+            if container and len(stack) >= self.max_depth:
+                raise ProtocolError(f"nesting deeper than {self.max_depth}")
             if children:
-                if len(stack) >= self.max_depth:
-                    raise ProtocolError(f"nesting deeper than {self.max_depth}")
                 stack.append(children)
             while stack and stack[-1] == 0:
                 stack.pop()

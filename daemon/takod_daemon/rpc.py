@@ -97,6 +97,6 @@ def decode_params(method: Method, raw: msgspec.Raw) -> Any:
         return method.decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise invalid("invalid_params", f"{method.name}: {exc}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for a non-UTF-8 str
         raise invalid("invalid_params", f"{method.name}: {exc}") from None
 

@@ -123,5 +123,7 @@ async def _handle(daemon: "Daemon", stream: SocketStream, conn_id: int) -> None:
     daemon.connections.add(conn)
     try:
         await conn.run()
+    except Exception:  # a bug in serving one client must not take the daemon (and every other client) down
+        log.exception("connection failed, closed it", conn=conn_id)
     finally:
         daemon.connections.discard(conn)
