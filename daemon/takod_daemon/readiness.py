@@ -48,7 +48,14 @@ HINTS = {
     "no-models": "pull a model: `ollama pull llama3.2`",
     "model-not-pulled": "pull it (`ollama pull MODEL`) or choose another with `takod ollama model NAME`",
     "not-probed": "takod has not checked this yet; `takod probe` checks now",
+    "keyring-locked": "the key is in the OS keyring, which is locked: unlock it (log in to the desktop session, "
+    "or `gnome-keyring-daemon --unlock`), then `takod probe`",
+    "keyring-timeout": "the key is in the OS keyring, which does not answer (a locked keyring waiting on an "
+    "unlock prompt does this): unlock it, then `takod probe`",
 }
+# Any other key store reason (keystore.StoreStatus.reason) for a key that cannot be read now.
+KEYRING_UNAVAILABLE_HINT = "the key is in the OS keyring, which cannot be used now: `takod auth` says why; then `takod probe`"
+
 
 LEVEL_RANK = {"not-installed": 0, "installed": 1, "credentials": 2, "reachable": 3, "ready": 4}
 
@@ -65,6 +72,10 @@ class Facts:
     ollama_binary: str | None = None
     preferred: str = "auto"
     warnings: dict[str, list[str]] = field(default_factory=dict)
+    # Stored keys a provider could use that sit in a keyring that cannot be read
+    # now, and the key store's reason code for that (keyring-locked, ...).
+    unavailable_keys: dict[str, list[str]] = field(default_factory=dict)
+    key_store_reason: str | None = None
 
 
 def _hint(reason: str, provider: str) -> str | None:
@@ -127,6 +138,13 @@ def cli_provider(name: str, facts: Facts) -> ProviderStatus:
     creds = facts.credentials.get(name, [])
     usable = [c for c in creds if not c.needs_login(facts.now)]
     if not usable:
+        locked = facts.unavailable_keys.get(name)
+        if locked:  # unlocking the keyring is the nearest fix
+            detail["unavailable_keys"] = list(locked)
+            status = _status(name, "installed", facts.key_store_reason or "keyring-error", detail)
+            if status.hint is None:
+                status.hint = KEYRING_UNAVAILABLE_HINT
+            return status
         if creds:
             detail["credential"] = _credential_detail(creds[0])
             return _status(name, "installed", "needs-login", detail)

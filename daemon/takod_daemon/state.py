@@ -31,6 +31,7 @@ from .credentials.files import FileProblem
 from .credentials.settings import InferenceSettings, load_settings, settings_path
 from .credentials.summary import CredentialSummary
 from .key_names import CATALOGUE, catalogue_entry
+from .keystore import KeyInfo
 from .providers.detect import BinaryInfo, detect_cli, detect_pi, workspace_pi_path
 from .providers.ollama_probe import OllamaProbe, probe_ollama
 from .readiness import Facts, evaluate
@@ -64,6 +65,11 @@ def _problem_text(exc: FileProblem) -> str:
     return f"{exc.path}: {exc.detail}"
 
 
+def _key_users(name: str) -> list[str]:
+    """The providers an API key of this name makes usable."""
+    return list(KEY_PROVIDERS.get(name, ())) + (["pi"] if name in PI_KEY_NAMES else [])
+
+
 @dataclass
 class UserFacts:
     """Per-user facts shared by every workspace."""
@@ -72,8 +78,8 @@ class UserFacts:
     problems: dict[str, list[str]] = field(default_factory=dict)
     binaries: dict[str, BinaryInfo] = field(default_factory=dict)
     ollama_binary: str | None = None
-    stored_keys: dict[str, str] = field(default_factory=dict)  # name -> masked value
-    key_backend: str = "unknown"
+    stored_keys: dict[str, KeyInfo] = field(default_factory=dict)  # name -> where, masked
+    key_store_reason: str | None = None  # why keys are not going to the OS keyring now
 
 
 @dataclass
@@ -112,6 +118,8 @@ class StateManager:
         self.home = Path(self.env.get("HOME") or os.path.expanduser("~"))
         self.user = UserFacts()
         self.workspaces: dict[Path, Workspace] = {}
+        self._loading: dict[Path, anyio.Event] = {}  # workspaces being loaded right now
+        self._by_name: dict[str, Workspace] = {}  # as clients spell them -> loaded workspace
         self.watcher = FileWatcher()
         self._routes: dict[Path, dict[str, Callable[[], Awaitable[None]]]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -143,26 +151,42 @@ class StateManager:
         await self._load_user()
         for ws in list(self.workspaces.values()):
             await self._load_workspace(ws)
-            ws.ollama_wakeup.set()
+            # Probe now, so the caller's next status shows it (the loop only wakes later).
+            await self._probe_ollama(ws)
         await self._evaluate_all()
 
     # workspaces -------------------------------------------------------------
 
     async def workspace(self, root: str | Path) -> Workspace:
         """The workspace at ``root``, loaded (and watched) on first use."""
+        known = self._by_name.get(str(root))
+        if known is not None:  # the hot path of every status call: no filesystem lookups
+            return known
         path = Path(root).expanduser().resolve()
+        # Requests arriving while another one loads this workspace wait for it:
+        # only a fully loaded workspace is ever handed out (or evaluated).
+        while (loading := self._loading.get(path)) is not None:
+            await loading.wait()
         ws = self.workspaces.get(path)
         if ws is not None:
+            self._by_name[str(root)] = ws
             return ws
-        ws = Workspace(path)
-        self.workspaces[path] = ws
-        await self._load_workspace(ws)
-        await self._probe_ollama(ws)
-        self._rewatch()
-        async with self._lock:
-            self._evaluate(ws, publish=False)
-        if self._tg is not None:
-            self._tg.start_soon(self._ollama_loop, ws)
+        done = self._loading[path] = anyio.Event()
+        try:
+            ws = Workspace(path)
+            await self._load_workspace(ws)
+            await self._probe_ollama(ws)
+            self.workspaces[path] = ws
+            self._rewatch()
+            async with self._lock:
+                self._evaluate(ws, publish=False)
+            if self._tg is not None:
+                self._tg.start_soon(self._ollama_loop, ws)
+        finally:
+            del self._loading[path]
+            done.set()
+        await self.daemon.broker.rescan()  # its pi file may hold grants to keep fresh
+        self._by_name[str(root)] = ws
         log.info("workspace loaded", workspace=str(path), selected=ws.selected)
         return ws
 
@@ -247,13 +271,24 @@ class StateManager:
         except Exception as exc:  # the store reports its own trouble in its status
             log.warning("could not list stored keys", error=type(exc).__name__)
             return
-        self.user.stored_keys = {info.name: info.masked for info in infos}
-        self.user.key_backend = keys.status.backend
+        self.user.stored_keys = {info.name: info for info in infos}
+        self.user.key_store_reason = keys.status.reason
 
     async def settings_changed(self, ws: Workspace) -> None:
         """Re-read ``ws``'s settings now (after our own write) and re-evaluate."""
         async with self._lock:
             await self._settings_changed(ws)
+            self._evaluate_all_locked(auth=True)
+
+    def pi_files(self) -> list[Path]:
+        """Every pi auth file takod knows: each loaded workspace's and the home ones."""
+        files = [ws.pi_auth_file for ws in self.workspaces.values()]
+        files += pi_auth.home_auth_paths(self.env, self.home)
+        return list(dict.fromkeys(files))
+
+    async def grants_changed(self) -> None:
+        """The refresh broker marked a grant dead (or alive again): re-evaluate."""
+        async with self._lock:
             self._evaluate_all_locked(auth=True)
 
     async def keys_changed(self) -> None:
@@ -269,24 +304,35 @@ class StateManager:
         out: dict[str, list[CredentialSummary]] = {}
 
         def add(name: str, source: str, masked: str, note: str | None = None) -> None:
-            targets = list(KEY_PROVIDERS.get(name, ()))
-            backend = name
-            if name in PI_KEY_NAMES:
-                targets.append("pi")
-                backend = catalogue_entry(name).providers[0]
-            for provider in targets:
+            backend = catalogue_entry(name).providers[0] if name in PI_KEY_NAMES else name
+            for provider in _key_users(name):
                 out.setdefault(provider, []).append(
                     CredentialSummary(backend, source, "api_key", masked, read_only=False, note=note)
                 )
 
-        for name, masked in self.user.stored_keys.items():
-            add(name, f"{self.user.key_backend}:{name}", masked)
+        for name, info in self.user.stored_keys.items():
+            if not info.available:
+                continue  # in a keyring that cannot be read now: see _unavailable_keys
+            note = None
+            if info.backend == "file":
+                why = self.user.key_store_reason or "no keyring"
+                note = f"insecure storage: a plain 0600 file, not the OS keyring ({why})"
+            add(name, f"{info.backend}:{name}", info.masked, note)
         for name, value in ws.settings.api_keys.items():
             add(name, f"{ws.settings_file}:{name}", mask_secret(value), "plaintext in settings; run `takod key migrate`")
         for name in PI_KEY_NAMES | KEY_PROVIDERS.keys():
             value = self.env.get(name)
             if value:
                 add(name, f"env:{name}", mask_secret(value))
+        return out
+
+    def _unavailable_keys(self) -> dict[str, list[str]]:
+        """Per provider, the stored keys it could use that sit in a keyring that cannot be read now."""
+        out: dict[str, list[str]] = {}
+        for name, info in self.user.stored_keys.items():
+            if not info.available:
+                for provider in _key_users(name):
+                    out.setdefault(provider, []).append(name)
         return out
 
     def facts(self, ws: Workspace) -> Facts:
@@ -297,6 +343,14 @@ class StateManager:
         }
         for name in CLI_NAMES:
             creds[name] = user.credentials.get(name, []) + keyed.get(name, [])
+        dead = self.daemon.broker.needs_login()
+        if dead:
+            # A grant the broker could not refresh is no longer renewable: once its
+            # access token expires, that login is over.
+            creds = {
+                name: [msgspec.structs.replace(c, refreshable=False) if (c.source, c.provider) in dead else c for c in found]
+                for name, found in creds.items()
+            }
         problems: dict[str, list[str]] = {name: list(user.problems.get(name, [])) for name in CLI_NAMES}
         problems["pi"] = list(user.problems.get("pi-home", []))
         if ws.pi_problem:
@@ -317,6 +371,8 @@ class StateManager:
             ollama_binary=user.ollama_binary,
             preferred=ws.settings.preferred_provider,
             warnings=warnings,
+            unavailable_keys=self._unavailable_keys(),
+            key_store_reason=user.key_store_reason,
         )
 
     def _evaluate(self, ws: Workspace, publish: bool = True) -> bool:
@@ -342,7 +398,7 @@ class StateManager:
             if fingerprint != self._auth_fingerprint:
                 self._auth_fingerprint = fingerprint
                 self.auth_seq += 1
-                self.daemon.bus.publish("auth", {"seq": self.auth_seq})
+                self.daemon.bus.publish("auth", {"kind": "credentials", "seq": self.auth_seq})
 
     async def _evaluate_all(self) -> None:
         async with self._lock:
@@ -435,7 +491,7 @@ class StateManager:
 
     async def _binaries_changed(self) -> None:
         await self._detect_binaries()
-        for ws in self.workspaces.values():
+        for ws in list(self.workspaces.values()):  # a workspace may load meanwhile
             await self._pi_binary_changed(ws)
 
     async def _pi_binary_changed(self, ws: Workspace) -> None:
@@ -451,3 +507,4 @@ class StateManager:
                 await reload()
             log.debug("files changed", files=sorted(str(f) for f in files), facts=sorted(reloads))
             self._evaluate_all_locked(auth=True)
+        await self.daemon.broker.rescan()
