@@ -1,7 +1,8 @@
 """The ``takod`` command line. Standard library and msgspec only (it must start fast).
 
 Exit codes: 0 success, 1 the daemon reported an error, 2 bad usage,
-3 the daemon could not be reached or started, 130 interrupted.
+3 the daemon could not be reached or started, 4 (health) no provider is ready,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_NOT_READY = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -184,7 +186,37 @@ def _expires(ts: float | None) -> str:
     return f"expired {_duration(-delta)} ago" if delta < 0 else f"expires in {_duration(delta)}"
 
 
+def _print_grants(grants: list[dict[str, Any]], out: Output) -> None:
+    for g in grants:
+        if g["state"] == "needs-login":
+            when = out.bad(f"login needed: {g.get('guidance') or g.get('last_error')}")
+        else:
+            when = f"{_expires(g['expires_at'])}, next refresh {_in(g['refresh_at'])}"
+            if g.get("last_error"):
+                when += out.bad(f" (last error: {g['last_error']})")
+        print(f"  {g['provider']:<16} {g['state']:<11} {when}")
+        print(out.dim(f"  {'':<16} " + ", ".join(g["mirrors"])))
+
+
+def _in(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    delta = ts - time.time()
+    return "now" if delta <= 0 else f"in {_duration(delta)}"
+
+
 def cmd_auth(args: argparse.Namespace, out: Output) -> int:
+    if args.action == "refresh":
+        with _client(args) as c:
+            result = c.call("auth.refresh", {"provider": args.provider} if args.provider else None, timeout=150)
+        if out.json:
+            out.emit_json(result)
+        else:
+            if not result["grants"]:
+                print("no OAuth logins takod can refresh")
+            _print_grants(result["grants"], out)
+        failed = any(g["state"] in ("needs-login", "retrying") for g in result["grants"])
+        return EXIT_ERROR if failed else EXIT_OK
     with _client(args) as c:
         inv = c.call("auth.inventory")
     if out.json:
@@ -205,6 +237,9 @@ def cmd_auth(args: argparse.Namespace, out: Output) -> int:
         print(out.dim(f"          {cred['source']}" + (f" — {cred['note']}" if cred.get("note") else "")))
     for problem in inv["problems"]:
         print(out.bad(f"! {problem}"))
+    if inv.get("grants"):
+        print("\nOAuth logins takod keeps fresh:")
+        _print_grants(inv["grants"], out)
     return EXIT_OK
 
 
@@ -288,6 +323,158 @@ def cmd_probe(args: argparse.Namespace, out: Output) -> int:
     return cmd_status(args, out)
 
 
+def _read_prompt(value: str | None) -> str:
+    if value in (None, "-"):
+        if sys.stdin.isatty() and value is None:
+            raise TakodError("no prompt: give one as an argument, or pipe it in")
+        return sys.stdin.read()
+    return value  # type: ignore[return-value]
+
+
+def _infer_params(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {k: v for k, v in {
+        "system": args.system, "model": args.model, "provider": args.provider, "temperature": args.temperature,
+        "thinking": args.thinking, "timeout": args.timeout,
+    }.items() if v is not None}
+    if args.format != "text":
+        params["format"] = args.format
+    if args.local:
+        params["local_only"] = True
+    params.update(extra)
+    return params
+
+
+def _route_note(out: Output, result: dict[str, Any]) -> str:
+    bits = [f"answered by {result['provider']}"]
+    if result.get("model"):
+        bits.append(result["model"])
+    bits.append(f"{result['elapsed_ms'] / 1000:.1f} s")
+    if result.get("input_tokens") is not None or result.get("output_tokens") is not None:
+        bits.append(f"{result.get('input_tokens') or '?'}→{result.get('output_tokens') or '?'} tokens")
+    return out.dim(" · ".join(bits))
+
+
+def _stream_answer(c: Client, params: dict[str, Any], out: Output) -> dict[str, Any]:
+    """Stream one answer to stdout, the route to stderr; return the result."""
+    result: dict[str, Any] = {}
+    wrote = False
+    for kind, payload in c.stream("infer", {**params, "stream": True}):
+        if kind == "text":
+            sys.stdout.write(payload["text"])
+            sys.stdout.flush()
+            wrote = True
+        elif kind == "route":
+            model = f" ({payload['model']})" if payload.get("model") else ""
+            print(out.dim(f"→ {payload['provider']}{model}"), file=sys.stderr, flush=True)
+        elif kind == "fallback":
+            print(out.bad(f"✗ {payload['error'] and payload['provider'] + ': ' + payload['error']}"), file=sys.stderr, flush=True)
+        elif kind == "result":
+            result = payload
+    if wrote and not result.get("text", "").endswith("\n"):
+        sys.stdout.write("\n")
+    return result
+
+
+def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    args.model = args.model_opt or args.model
+    prompt = _read_prompt(args.prompt)
+    params = _infer_params(args, prompt=prompt)
+    with _client(args) as c:
+        if out.json or args.no_stream:
+            result = c.call("infer", params, timeout=args.timeout * 6 if args.timeout else 1200)
+            if out.json:
+                out.emit_json(result)
+                return EXIT_OK
+            sys.stdout.write(result["text"] + ("" if result["text"].endswith("\n") else "\n"))
+        else:
+            result = _stream_answer(c, params, out)
+    print(_route_note(out, result), file=sys.stderr)
+    return EXIT_OK
+
+
+CHAT_HELP = """/exit      leave (or Ctrl-D)
+/clear     forget the conversation
+/model M   use model M from now on (/model alone: back to the default)
+/help      this text"""
+
+
+def cmd_chat(args: argparse.Namespace, out: Output) -> int:
+    messages: list[dict[str, str]] = []
+    print(out.dim("takod chat — /help for commands, Ctrl-D to leave"), file=sys.stderr)
+    with _client(args) as c:
+        while True:
+            try:
+                line = input(out.paint("you> ", "1"))
+            except EOFError:
+                print(file=sys.stderr)
+                return EXIT_OK
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit"):
+                return EXIT_OK
+            if text == "/clear":
+                messages.clear()
+                print(out.dim("(conversation cleared)"), file=sys.stderr)
+                continue
+            if text == "/help":
+                print(CHAT_HELP, file=sys.stderr)
+                continue
+            if text.startswith("/model"):
+                args.model = text[len("/model"):].strip() or None
+                print(out.dim(f"(model: {args.model or 'default'})"), file=sys.stderr)
+                continue
+            messages.append({"role": "user", "content": line})
+            try:
+                result = _stream_answer(c, _infer_params(args, messages=messages), out)
+            except RemoteError as exc:
+                messages.pop()
+                out.error(exc.code, exc.message)
+                continue
+            messages.append({"role": "assistant", "content": result.get("text", "")})
+            print(_route_note(out, result), file=sys.stderr)
+
+
+def cmd_embed(args: argparse.Namespace, out: Output) -> int:
+    texts = args.text or [_read_prompt("-")]
+    params: dict[str, Any] = {"texts": texts, "provider": args.provider}
+    if args.model:
+        params["model"] = args.model
+    with _client(args) as c:
+        result = c.call("embed", params)
+    if out.json or args.output == "json":
+        out.emit_json(result)
+    elif args.output == "length":
+        print(result["dimensions"])
+    else:
+        for vector in result["embeddings"]:
+            print(msgspec.json.encode(vector).decode())
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace, out: Output) -> int:
+    with _client(args) as c:
+        result = c.call("models.list", {"provider": args.provider} if args.provider else None)
+    if out.json:
+        out.emit_json(result)
+        return EXIT_OK
+    for m in result["models"]:
+        print(f"{m['provider']:<12} {m['name']}")
+    for provider, error in result["errors"].items():
+        print(out.bad(f"{provider:<12} {error}"), file=sys.stderr)
+    if not result["models"] and not result["errors"]:
+        print("no models found")
+    return EXIT_OK
+
+
+def cmd_health(args: argparse.Namespace, out: Output) -> int:
+    with _client(args) as c:
+        result = c.call("health")
+    if out.json:
+        out.emit_json(result)
+    return EXIT_OK if result["ok"] else EXIT_NOT_READY
+
+
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     try:
         from takod_daemon.main import main as daemon_main
@@ -322,7 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("status", cmd_status, "show the daemon and every provider's readiness")
-    add("auth", cmd_auth, "list every credential found (masked), which one each provider uses, and the key store")
+    au = add("auth", cmd_auth, "list every credential found (masked), which one each provider uses, the key store and "
+             "the OAuth logins takod keeps fresh; `takod auth refresh [PROVIDER]` refreshes now")
+    au.add_argument("action", nargs="?", choices=["refresh"], help="refresh OAuth logins now")
+    au.add_argument("provider", nargs="?", help="only this provider (codex, claude, copilot, or a pi provider id)")
     key = add("key", cmd_key, "store API keys in the OS keyring: set, clear, list, migrate")
     key_sub = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
     ks = key_sub.add_parser("set", parents=[common], help="store a key (value from the prompt, stdin with -, or the argument)")
@@ -341,6 +531,33 @@ def build_parser() -> argparse.ArgumentParser:
     om = ol_sub.add_parser("model", parents=[common], help="Ollama model, e.g. llama3.2 (empty: OLLAMA_MODEL or first listed)")
     om.add_argument("value", metavar="NAME")
     add("settings", cmd_settings, "show this workspace's inference settings")
+
+    def infer_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--system", help="system prompt")
+        p.add_argument("--provider", help="only this provider (pi, ollama, codex, claude, gemini, anthropic, openai, ...)")
+        p.add_argument("--temperature", type=float)
+        p.add_argument("--format", choices=["text", "json"], default="text")
+        p.add_argument("--thinking", help="thinking level: off, minimal, low, medium, high, xhigh")
+        p.add_argument("--timeout", type=float, help="seconds per provider attempt (default 180)")
+        p.add_argument("--local", action="store_true", help="never send the prompt off this machine (Ollama on loopback)")
+
+    r = add("run", cmd_run, "run a prompt on the first ready provider, streaming the answer (route on stderr)")
+    r.add_argument("prompt", nargs="?", help="the prompt; - or omitted: read stdin")
+    r.add_argument("model", nargs="?", help="model (implies a provider: claude-* anthropic, llama3.2 ollama, provider/model pi)")
+    r.add_argument("--model", dest="model_opt", help=argparse.SUPPRESS)
+    r.add_argument("--no-stream", action="store_true", help="print the answer when complete")
+    infer_options(r)
+    ch = add("chat", cmd_chat, "multi-turn chat (/exit, /clear, /model, /help)")
+    ch.add_argument("--model")
+    infer_options(ch)
+    em = add("embed", cmd_embed, "embed texts (never falls back to another model)")
+    em.add_argument("--text", action="append", help="a text to embed (repeatable; default: stdin)")
+    em.add_argument("--model")
+    em.add_argument("--provider", choices=["ollama", "openai"], default="ollama")
+    em.add_argument("--output", choices=["json", "array", "length"], default="array")
+    mo = add("models", cmd_models, "list the models each provider offers")
+    mo.add_argument("--provider")
+    add("health", cmd_health, "exit 0 if some provider is ready, 4 if none (silent unless --json)")
     add("probe", cmd_probe, "re-detect CLIs, re-read credentials and re-probe Ollama now, then show status")
     add("paths", cmd_paths, "show the socket, lock, state and log paths takod uses")
     add("stop", cmd_stop, "stop the running daemon (never starts one)")

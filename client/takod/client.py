@@ -25,6 +25,8 @@ from . import __version__
 from .autostart import StartFailed, spawn_daemon
 from .paths import socket_path as default_socket_path
 from .protocol import (
+    CANCEL_METHOD,
+    STREAM_METHOD,
     ERROR_VALIDATION,
     FrameSplitter,
     Notification,
@@ -199,6 +201,33 @@ class Client:
             return msgspec.convert(resp.result, type)
         return resp.result
 
+    def stream(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Iterator[tuple[str, Any]]:
+        """Call a streaming method (e.g. ``infer`` with ``stream: True``): yield
+        ``(kind, payload)`` for each ``takod.stream`` chunk of this call, then
+        ``("result", result)``. Other notifications stay queued. Closing the
+        generator early sends ``$/cancel`` so the daemon stops the work."""
+        msgid = self.send(method, params)
+        finished = False
+        try:
+            while True:
+                for i, (name, args) in enumerate(self._notifications):
+                    if name == STREAM_METHOD and len(args) == 4 and args[0] == msgid:
+                        del self._notifications[i]
+                        yield args[2], args[3]
+                        break
+                else:
+                    if msgid in self._responses:
+                        finished = True
+                        yield "result", self.wait(msgid)
+                        return
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                    self._read(deadline)
+        finally:
+            if not finished and self._sock is not None:
+                self.notify(CANCEL_METHOD, [msgid])
+
     def notify(self, method: str, params: list[Any] | None = None) -> None:
         """Send a notification (no response), e.g. ``$/cancel``."""
         self.connect()
@@ -272,6 +301,6 @@ class Client:
                 elif isinstance(msg, Request):
                     # We serve no methods; answer so the daemon does not wait.
                     self._sendall(encode_response(msg.msgid, [1, f"no_method: {msg.method}"], None))
-        except (ProtocolError, msgspec.DecodeError) as exc:
+        except (ProtocolError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             self.close()
             raise ConnectionLost(f"takod sent something unreadable: {exc}") from None

@@ -126,11 +126,35 @@ class KeyStoreInfo(Result):
     hint: str | None
 
 
+class GrantInfo(Result):
+    """One OAuth grant takod keeps fresh (a refresh-token lineage, maybe in several files)."""
+
+    id: str  # "<provider>:<hash of the refresh token>", stable until the token rotates
+    provider: str  # pi provider id: openai-codex, anthropic, github-copilot, ...
+    mirrors: list[str]  # every file holding it ("path#provider" for pi files)
+    expires_at: float  # stored expiry, epoch seconds
+    refresh_at: float | None  # next scheduled refresh; None when a login is needed
+    last_refresh: float | None
+    last_error: str | None
+    state: str  # scheduled | refreshing | retrying | needs-login
+    guidance: str | None  # what to do when a login is needed
+
+
 class AuthResult(Result):
     workspace: str
     credentials: list[CredentialInfo]
     problems: list[str]
     key_store: KeyStoreInfo | None
+    grants: list[GrantInfo] = msgspec.field(default_factory=list)
+
+
+class AuthRefreshParams(Params):
+    provider: str | None = None  # a takod provider (pi, codex) or a pi provider id; None: every grant
+    workspace: str | None = None
+
+
+class AuthRefreshResult(Result):
+    grants: list[GrantInfo]
 
 
 # settings.get / settings.set -----------------------------------------------
@@ -201,6 +225,99 @@ class KeyMigrateResult(Result):
     failed: list[str]
     removed_from_settings: list[str]
     store: KeyStoreInfo
+
+
+# infer / embed / models.list / health ---------------------------------------
+
+
+class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class InferParams(Params):
+    """A prompt. Give ``prompt`` (one user turn) or ``messages`` (a conversation)."""
+
+    prompt: str | None = None
+    messages: list[MessageIn] | None = None
+    system: str | None = None
+    model: str | None = None  # implies a backend: claude-* anthropic, llama3.2 ollama, provider/model pi
+    provider: str | None = None  # pi, ollama, codex, claude, gemini, or an API backend (anthropic, openai, ...)
+    temperature: float | None = None
+    format: Literal["text", "json"] = "text"
+    thinking: str | None = None
+    max_tokens: int | None = None
+    stream: bool | Literal["async"] = False  # True: chunks, then the answer; "async": a stream id at once
+    deliver: Literal["notify", "autocmd"] = "notify"  # how async chunks reach a stock Neovim
+    timeout: float = 180.0  # per provider attempt
+    local_only: bool = False  # never send the prompt off this machine
+    env: dict[str, str] | None = None  # extra environment for the provider (e.g. a client's own key)
+    workspace: str | None = None
+
+
+class RouteStep(Result):
+    provider: str
+    outcome: str  # answered | failed | skipped
+    reason: str | None
+    model: str | None
+    elapsed_ms: float | None
+    first_token_ms: float | None
+
+
+class InferResult(Result):
+    text: str
+    provider: str
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    stop_reason: str | None
+    elapsed_ms: float
+    route: list[RouteStep]
+    thinking: str | None = None
+
+
+class InferStarted(Result):
+    stream_id: int  # the msgid of the infer request; chunks carry it
+
+
+class EmbedParams(Params):
+    texts: list[str]
+    model: str | None = None  # default: the workspace's Ollama embedding model, else nomic-embed-text
+    provider: Literal["ollama", "openai"] = "ollama"
+    workspace: str | None = None
+
+
+class EmbedResult(Result):
+    provider: str
+    model: str
+    embeddings: list[list[float]]
+    dimensions: int
+
+
+class ModelsParams(Params):
+    provider: str | None = None  # one provider, or all
+    workspace: str | None = None
+
+
+class ModelEntry(Result):
+    provider: str
+    name: str
+    detail: dict[str, object] = msgspec.field(default_factory=dict)
+
+
+class ModelsResult(Result):
+    models: list[ModelEntry]
+    errors: dict[str, str]
+
+
+class HealthParams(Params):
+    workspace: str | None = None
+
+
+class HealthResult(Result):
+    ok: bool  # a provider is ready
+    selected: str | None
+    ready: list[str]
 
 
 # subscribe / unsubscribe ---------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import anyio
 import msgspec
@@ -59,9 +59,11 @@ class Connection:
         self.peer_pid = peer_pid
         self.client_name: str | None = None
         self.workspace: str | None = None
+        self.nvim_data: bool | None = None  # the peer Neovim accepts autocmd data (asked on first need)
         self._send, self._outbox = anyio.create_memory_object_stream[bytes](SEND_QUEUE)
         self._slots = anyio.Semaphore(MAX_OUTSTANDING)
         self._inflight: dict[int, anyio.CancelScope] = {}
+        self._streams: dict[int, anyio.CancelScope] = {}  # stream_id -> its work, after the request
         self._cancel_reason: dict[int, RpcError] = {}
         self._subs: dict[int, Subscription] = {}
         self._calls: dict[int, list[Any]] = {}  # our own requests to the peer: [event, error, result]
@@ -132,9 +134,8 @@ class Connection:
         elif isinstance(msg, Notification):
             try:
                 params = msgspec.msgpack.decode(msg.params)
-            except msgspec.DecodeError:
-                log.debug("undecodable notification ignored", method=msg.method)
-                return
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # no reply can say so: close
+                raise ProtocolError(f"notification {msg.method!r} has undecodable params: {exc}") from None
             self._notification(msg.method, params)
         else:
             pending = self._calls.pop(msg.msgid, None)
@@ -145,7 +146,9 @@ class Connection:
             pending[0].set()
 
     def _notification(self, method: str, params: list[Any]) -> None:
-        if method == CANCEL_METHOD:
+        if method == CANCEL_METHOD and params and isinstance(params[0], int) and params[0] in self._streams:
+            self._streams[params[0]].cancel()  # a stream that outlived its request (stream: "async")
+        elif method == CANCEL_METHOD:
             if params and isinstance(params[0], int) and params[0] in self._inflight:
                 self._cancel_reason[params[0]] = RpcError("cancelled", "request cancelled by the client")
                 self._inflight[params[0]].cancel()
@@ -231,6 +234,25 @@ class Connection:
             self._tg.cancel_scope.cancel()  # the peer is gone: stop reading and serving too
         finally:
             self._writer_running = False
+
+    # background streams ----------------------------------------------------------
+
+    def start_stream(self, stream_id: int, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` after the current request's answer, for as long as the
+        connection lives; ``$/cancel [stream_id]`` or a hang-up stops it."""
+        scope = anyio.CancelScope()
+        self._streams[stream_id] = scope
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await work()
+            finally:
+                if self._streams.get(stream_id) is scope:
+                    del self._streams[stream_id]
+
+        assert self._tg is not None
+        self._tg.start_soon(run)
 
     # calls to the peer (e.g. asking a Neovim which API it has) --------------
 

@@ -26,7 +26,9 @@ from .api import registry
 from .connection import Connection
 from .events import EventBus
 from .instance import InstanceLock
+from .inference.engine import Engine
 from .keystore import KeyStore
+from .refresh.broker import DEFAULT_LEAD, RefreshBroker
 from .rpc import Registry
 from .server import activated_socket, bind_socket, serve
 from .state import StateManager
@@ -37,7 +39,9 @@ log = structlog.get_logger("takod.daemon")
 class Daemon:
     """Everything a request handler may need: state, events, connections."""
 
-    def __init__(self, socket_path: Path, state_dir: Path, methods: Registry = registry):
+    def __init__(
+        self, socket_path: Path, state_dir: Path, methods: Registry = registry, refresh_lead: float = DEFAULT_LEAD
+    ):
         self.socket_path = socket_path
         self.state_dir = state_dir
         self.registry = methods
@@ -52,6 +56,8 @@ class Daemon:
         self.default_workspace = find_workspace()
         self.keys = KeyStore(state_dir)
         self.state = StateManager(self)
+        self.broker = RefreshBroker(self, self.state.env, refresh_lead)
+        self.engine = Engine(self)
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -62,6 +68,7 @@ class Daemon:
         """Re-read everything from disk (SIGHUP)."""
         log.info("reload requested")
         await self.state.reload()
+        await self.broker.rescan()
         self.bus.publish("daemon", {"state": "reloaded"})
 
     async def _signals(self) -> None:
@@ -82,6 +89,8 @@ class Daemon:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals)
                 await tg.start(self.state.run)
+                await tg.start(self.broker.run)
+                await tg.start(self.engine.run)
                 await tg.start(serve, self, sock)
                 log.info(
                     "takod ready",
@@ -120,13 +129,18 @@ def _remove_socket(path: Path) -> None:
         pass
 
 
-def run_daemon(socket_path: Path, state_dir: Path, on_ready: Callable[[], None] | None = None) -> None:
+def run_daemon(
+    socket_path: Path,
+    state_dir: Path,
+    on_ready: Callable[[], None] | None = None,
+    refresh_lead: float = DEFAULT_LEAD,
+) -> None:
     """Take the instance lock, then serve. Raises AlreadyRunning / UnsafeDirectory."""
     from . import methods  # noqa: F401  (registers every method)
 
     lock = InstanceLock(lock_path(socket_path))
     lock.acquire()
     try:
-        anyio.run(Daemon(socket_path, state_dir).run, on_ready)
+        anyio.run(Daemon(socket_path, state_dir, refresh_lead=refresh_lead).run, on_ready)
     finally:
         lock.release()

@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log", choices=["auto", "console", "json", "journal"], default="auto",
                    help="log output: console on a terminal, journal under systemd, else JSON lines in the state dir")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_argument("--refresh-lead", type=float, default=600.0, metavar="SECONDS",
+                   help="refresh OAuth tokens this long before their stored expiry (default 600)")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # the autostarting client's ready pipe
     p.add_argument("--version", action="version", version=f"takod {__version__}")
     return p
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.configure(_log_mode(args.log), state, args.log_level)
     try:
-        run_daemon(sock, state, on_ready=lambda: tell("ok"))
+        run_daemon(sock, state, on_ready=lambda: tell("ok"), refresh_lead=args.refresh_lead)
     except AlreadyRunning as exc:
         tell(f"already running (pid {exc.pid})" if exc.pid else "already running")
         return EXIT_OK

@@ -9,6 +9,8 @@ import anyio
 from takod.protocol import RpcError, invalid
 from takod.schema import (
     AuthParams,
+    AuthRefreshParams,
+    AuthRefreshResult,
     AuthResult,
     CredentialInfo,
     KeyClearParams,
@@ -68,7 +70,39 @@ async def inventory(call: Call, p: AuthParams) -> AuthResult:
     problems = [text for texts in facts.problems.values() for text in texts]
     if ws.settings_problem:
         problems.append(ws.settings_problem)
-    return AuthResult(workspace=str(ws.root), credentials=found, problems=sorted(set(problems)), key_store=store_info(call.daemon.keys))
+    broker = call.daemon.broker
+    return AuthResult(
+        workspace=str(ws.root),
+        credentials=found,
+        problems=sorted(set(problems)),
+        key_store=store_info(call.daemon.keys),
+        grants=[broker.info(g) for g in broker.grants.values()],
+    )
+
+
+# pi provider ids whose grants each takod provider name covers
+_GRANTS_OF = {"pi": None, "codex": {"openai-codex"}, "claude": {"anthropic"}, "copilot": {"github-copilot"}}
+
+
+@registry.method("auth.refresh", AuthRefreshParams, timeout=120)
+async def refresh(call: Call, p: AuthRefreshParams) -> AuthRefreshResult:
+    """Refresh now every grant (or those of ``provider``), concurrently; single flight per grant."""
+    state, broker = call.daemon.state, call.daemon.broker
+    await state.workspace(workspace_of(call, p.workspace))
+    await broker.rescan()
+    wanted = None if p.provider is None else _GRANTS_OF.get(p.provider, {p.provider})
+    keys = [g.key for g in broker.grants.values() if wanted is None or g.provider in wanted]
+    if p.provider is not None and not keys:
+        raise RpcError("no_grant", f"no refreshable OAuth login found for {p.provider}")
+    results: dict[str, object] = {}
+
+    async def one(key: str) -> None:
+        results[key] = await broker.refresh(key)
+
+    async with anyio.create_task_group() as tg:
+        for key in keys:
+            tg.start_soon(one, key)
+    return AuthRefreshResult(grants=[broker.info(g) for g in results.values() if g is not None])
 
 
 def _key_error(exc: Exception) -> RpcError:

@@ -35,6 +35,18 @@ def workspace_of(call: Call, explicit: str | None) -> str:
     return explicit or call.conn.workspace or str(call.daemon.default_workspace)
 
 
+async def autocmd_data_supported(call: Call) -> bool:
+    """Whether the Neovim on this connection accepts autocmd ``data`` (0.8+; older
+    ones get the payload in a global variable only). Neovim answers this nested
+    request while it waits in rpcrequest(); asked once per connection."""
+    if call.conn.nvim_data is None:
+        try:
+            call.conn.nvim_data = bool(await call.conn.call("nvim_call_function", ["has", ["nvim-0.8"]], timeout=2))
+        except (RpcError, TimeoutError):
+            call.conn.nvim_data = True
+    return call.conn.nvim_data
+
+
 @registry.method("hello", HelloParams)
 async def hello(call: Call, p: HelloParams) -> HelloResult:
     if p.client:
@@ -68,14 +80,7 @@ async def subscribe(call: Call, p: SubscribeParams) -> SubscribeResult:
         raise invalid("invalid_params", f"no topics given; topics are {', '.join(TOPICS)} (omit topics for all)")
     if unknown:
         raise invalid("invalid_params", f"unknown topic(s) {', '.join(unknown)}; topics are {', '.join(TOPICS)}")
-    nvim_data = True
-    if p.deliver == "autocmd":
-        # Autocmd `data` exists from Neovim 0.8; older ones get g:takod_event only.
-        # Neovim answers this nested request while it waits in rpcrequest().
-        try:
-            nvim_data = bool(await call.conn.call("nvim_call_function", ["has", ["nvim-0.8"]], timeout=2))
-        except (RpcError, TimeoutError):
-            nvim_data = True
+    nvim_data = await autocmd_data_supported(call) if p.deliver == "autocmd" else True
     sub = call.daemon.bus.subscribe(topics, p.deliver)
     call.conn.add_subscription(sub, nvim_data)
     return SubscribeResult(sub_id=sub.sub_id, topics=sorted(sub.topics), deliver=p.deliver)

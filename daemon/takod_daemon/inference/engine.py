@@ -1,0 +1,249 @@
+"""Run one prompt along a routing plan: stream, fall through, say exactly what happened.
+
+For each candidate provider the engine builds the runner's context (binary,
+child environment with stored keys, base URL), runs it, and relays its chunks.
+A provider that fails *before* its first chunk reached the caller is recorded
+in the route trace and the next one is tried; after the first chunk, a failure
+is reported as it is (the caller already has part of an answer). Rate-limit and
+auth failures put a provider on a cooldown so the next prompts skip it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+import msgspec
+import structlog
+
+from ..credentials.pi_auth import workspace_auth_path
+from ..links import is_tako_workspace
+from ..redact import redact_text
+from . import errorlog
+from .routing import API_BACKENDS, Candidate, Plan
+from .types import Chunk, InferRequest, ProviderFailure, RunContext, RunResult
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+    from ..state import Workspace
+
+log = structlog.get_logger("takod.infer")
+
+Sink = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+COOLDOWN_RATE_LIMIT = 60.0
+COOLDOWN_AUTH = 300.0
+
+
+@dataclass
+class Attempt:
+    provider: str
+    outcome: str  # answered | failed | skipped
+    reason: str | None = None
+    model: str | None = None
+    elapsed_ms: float | None = None
+    first_token_ms: float | None = None
+
+
+@dataclass
+class Outcome:
+    provider: str | None
+    result: RunResult | None
+    trace: list[Attempt] = field(default_factory=list)
+    failure: ProviderFailure | None = None
+
+
+class NoProvider(Exception):
+    """Nothing could answer; ``trace`` says why for each provider."""
+
+    def __init__(self, message: str, trace: list[Attempt]):
+        super().__init__(message)
+        self.trace = trace
+
+
+def _runner(provider: str) -> Callable[..., Awaitable[RunResult]]:
+    """The runner module for ``provider`` (imported on first use: the CLI runners are heavy)."""
+    if provider == "pi":
+        from . import pi_cli as module
+    elif provider == "codex":
+        from . import codex_cli as module
+    elif provider == "claude":
+        from . import claude_cli as module
+    elif provider == "gemini":
+        from . import gemini_cli as module
+    elif provider == "ollama":
+        from . import ollama as module
+    elif API_BACKENDS.get(provider, ("", "", ""))[1] == "anthropic":
+        from . import anthropic_api as module
+    else:
+        from . import openai_api as module
+    return module.run
+
+
+class Engine:
+    """Shared by every prompt: the HTTP client, cooldowns."""
+
+    def __init__(self, daemon: "Daemon"):
+        self.daemon = daemon
+        self.cooldowns: dict[str, tuple[float, str]] = {}  # provider -> (until, reason)
+        self.http: httpx.AsyncClient | None = None
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold the shared HTTP client for the daemon's lifetime."""
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=300.0)) as http:
+            self.http = http
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def cooling(self) -> dict[str, str]:
+        now = time.time()
+        self.cooldowns = {p: v for p, v in self.cooldowns.items() if v[0] > now}
+        return {p: f"cooling down for {int(until - now)} s after {why}" for p, (until, why) in self.cooldowns.items()}
+
+    async def child_env(self, ws: "Workspace", overlay: Mapping[str, str] | None) -> dict[str, str]:
+        """The environment a provider runs with: the daemon's, plus stored keys and
+        plaintext settings keys, plus what the client sent. Keys never go on a command line."""
+        env = dict(self.daemon.state.env)
+        for name, value in ws.settings.api_keys.items():
+            env.setdefault(name, value)
+        for info in await self.daemon.keys.list():
+            try:
+                value = await self.daemon.keys.get(info.name)
+            except Exception:  # a keyring that stopped answering: run without that key
+                continue
+            if value:
+                env[info.name] = value
+        if overlay:
+            env.update(overlay)
+        if is_tako_workspace(ws.root):
+            tmp = ws.root / ".tako" / "tmp"
+            tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+            env.update(TMPDIR=str(tmp), TMP=str(tmp), TEMP=str(tmp))
+        return env
+
+    def context(self, ws: "Workspace", provider: str, env: dict[str, str]) -> RunContext:
+        user = self.daemon.state.user
+        if provider == "pi":
+            info = ws.pi_binary
+            env = dict(env)
+            if is_tako_workspace(ws.root):
+                env["PI_CODING_AGENT_DIR"] = str(workspace_auth_path(ws.root).parent)
+            if info is not None and info.node_path:
+                env["PATH"] = str(Path(info.node_path).parent) + ":" + env.get("PATH", "")
+            return RunContext(workspace=ws.root, env=env, binary=info.path if info else None)
+        if provider in ("codex", "claude", "gemini"):
+            info = user.binaries.get(provider)
+            return RunContext(workspace=ws.root, env=env, binary=info.path if info else None)
+        if provider == "ollama":
+            url = ws.ollama.url if ws.ollama is not None else "http://127.0.0.1:11434"
+            return RunContext(workspace=ws.root, env=env, base_url=url)
+        key_var, _kind, default_url = API_BACKENDS[provider]
+        base = env.get(f"{provider.upper()}_BASE_URL") or default_url
+        return RunContext(workspace=ws.root, env=env, base_url=base, api_key=env.get(key_var))
+
+    def default_model(self, ws: "Workspace", provider: str) -> str | None:
+        if provider == "ollama" and ws.ollama is not None:
+            return ws.ollama.model
+        return None
+
+    async def execute(
+        self,
+        ws: "Workspace",
+        request: InferRequest,
+        route: Plan,
+        sink: Sink,
+        env_overlay: Mapping[str, str] | None = None,
+    ) -> Outcome:
+        """Try each candidate in order; raise :class:`NoProvider` when none answered."""
+        trace = [Attempt(s.provider, "skipped", s.reason) for s in route.skipped]
+        if not route.candidates:
+            raise NoProvider(_summary("no provider can take this prompt", trace), trace)
+        env = await self.child_env(ws, env_overlay)
+        for candidate in route.candidates:
+            outcome = await self._attempt(ws, request, candidate, env, sink, trace)
+            if outcome is not None:
+                return outcome
+        raise NoProvider(_summary("every provider failed", trace), trace)
+
+    async def _attempt(
+        self,
+        ws: "Workspace",
+        request: InferRequest,
+        candidate: Candidate,
+        env: dict[str, str],
+        sink: Sink,
+        trace: list[Attempt],
+    ) -> Outcome | None:
+        provider = candidate.provider
+        model = candidate.model or request.model or self.default_model(ws, provider)
+        req = request if model == request.model else _with_model(request, model)
+        attempt = Attempt(provider, "failed", model=model)
+        trace.append(attempt)
+        started = time.monotonic()
+        sent = False
+
+        async def emit(chunk: Chunk) -> None:
+            nonlocal sent
+            if not sent:
+                attempt.first_token_ms = round((time.monotonic() - started) * 1000, 1)
+            sent = True
+            await sink(chunk.kind, {"text": chunk.text})
+
+        await sink("route", {"provider": provider, "model": model, "attempt": len([a for a in trace if a.outcome != "skipped"])})
+        ctx = self.context(ws, provider, env)
+        try:
+            runner = _runner(provider)
+            with anyio.fail_after(req.timeout):
+                if provider == "ollama" or provider in API_BACKENDS:
+                    assert self.http is not None
+                    result = await runner(req, ctx, emit, self.http)
+                else:
+                    result = await runner(req, ctx, emit)
+        except TimeoutError:
+            failure = ProviderFailure("timeout", f"no answer within {req.timeout:g} s")
+        except ProviderFailure as exc:
+            failure = exc
+        except (ImportError, ModuleNotFoundError) as exc:
+            failure = ProviderFailure("unavailable", f"runner not available: {exc}")
+        else:
+            attempt.outcome = "answered"
+            attempt.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+            attempt.model = result.model or model
+            return Outcome(provider, result, trace)
+        attempt.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        attempt.reason = f"{failure.kind}: {redact_text(failure.message)}"
+        self._cool(provider, failure)
+        await anyio.to_thread.run_sync(
+            errorlog.append, ws.root,
+            {"provider": provider, "model": model, "kind": failure.kind, "error": failure.message,
+             "after_first_token": sent},
+        )
+        log.warning("provider failed", provider=provider, kind=failure.kind, error=failure.message, streamed=sent)
+        if sent:
+            # Part of an answer already reached the caller: do not splice another provider's in.
+            return Outcome(provider, None, trace, failure)
+        await sink("fallback", {"provider": provider, "error": attempt.reason})
+        return None
+
+    def _cool(self, provider: str, failure: ProviderFailure) -> None:
+        if failure.kind == "rate_limit":
+            wait = failure.retry_after or COOLDOWN_RATE_LIMIT
+        elif failure.kind == "auth":
+            wait = COOLDOWN_AUTH
+        else:
+            return
+        self.cooldowns[provider] = (time.time() + wait, failure.kind.replace("_", " "))
+
+
+def _with_model(request: InferRequest, model: str | None) -> InferRequest:
+    return msgspec.structs.replace(request, model=model)
+
+
+def _summary(headline: str, trace: list[Attempt]) -> str:
+    parts = [f"{a.provider}: {a.reason}" for a in trace if a.reason]
+    return headline + (" (" + "; ".join(parts) + ")" if parts else "")

@@ -1,0 +1,446 @@
+"""The refresh broker: one process refreshes each OAuth grant, ahead of expiry, once.
+
+A *grant* is one refresh-token lineage. The same grant may be mirrored in
+several stores (the home and workspace pi files after seeding; Codex's file
+and pi's ``openai-codex`` entry once linked): grants are found by grouping
+every refreshable entry by its refresh token, so each is refreshed once and
+written to every mirror.
+
+Schedule: a grant is refreshed ``lead`` seconds before its stored expiry
+(default 10 minutes; pi refreshes at its stored ``expires`` and Codex 5 minutes
+before the JWT ``exp``, so neither ever needs to). Deadlines are wall-clock
+times re-checked at least every minute, so a suspend/resume or a clock jump is
+noticed; every file change rescans.
+
+One refresh, in order:
+1. Under pi's lock (briefly: legacy pi gives up after ~0.2 s), re-read the
+   primary store. If someone else already refreshed, adopt theirs: no request.
+2. The token request, outside the lock, shielded from cancellation together
+   with step 3: the provider rotates the refresh token as it answers, so a
+   rotated token must reach the files even if takod is stopping.
+3. Write the new tokens to every mirror: pi files under pi's lock, merging only
+   that entry and only where the entry still holds the old refresh token;
+   Codex's file compare-before-write (Codex has no lock).
+Transient failures retry with exponential backoff and jitter; permanent ones
+(``invalid_grant``, ``refresh_token_reused``, ...) mark the grant
+``needs-login``, leave every file untouched and stop until a file changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+import httpx
+import structlog
+
+from takod.schema import GrantInfo
+
+from ..credentials import codex_auth, codex_link, pi_auth
+from ..credentials.files import FileProblem
+from ..credentials.pi_auth import OAuthEntry
+from ..credentials.pi_lock import LockError, pi_lock
+from .grants import REFRESHABLE_PI_PROVIDERS, RefreshPermanent, RefreshTransient, refresh_codex, refresh_pi_entry
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+log = structlog.get_logger("takod.refresh")
+
+DEFAULT_LEAD = 600.0
+MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend/resume)
+BACKOFF_MIN = 5.0
+BACKOFF_MAX = 600.0
+REQUEST_BUDGET = 60.0  # token request + persisting, shielded from cancellation
+LOCK_TIMEOUT = 5.0
+
+GrantState = Literal["scheduled", "refreshing", "retrying", "needs-login"]
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """One store holding a copy of a grant."""
+
+    kind: Literal["pi", "codex"]
+    path: Path
+    provider: str  # pi provider id; "openai-codex" for Codex's own file
+
+    def describe(self) -> str:
+        return f"{self.path}#{self.provider}" if self.kind == "pi" else str(self.path)
+
+
+@dataclass
+class Grant:
+    key: str
+    provider: str
+    refresh_token: str = field(repr=False)
+    mirrors: list[Mirror]
+    expires_at: float  # the earliest stored expiry among the mirrors, epoch seconds
+    signature: tuple[tuple[str, int, int], ...]  # (path, mtime_ns, size) of the mirrors when seen
+    state: GrantState = "scheduled"
+    attempts: int = 0
+    retry_at: float | None = None
+    last_refresh: float | None = None
+    last_error: str | None = None
+    guidance: str | None = None
+
+    def due_at(self, lead: float) -> float:
+        if self.state == "retrying" and self.retry_at is not None:
+            return self.retry_at
+        due = self.expires_at - lead
+        if self.last_refresh is not None and self.expires_at > self.last_refresh:
+            # A token that lives less than the lead would be refreshed in a loop:
+            # never refresh before half of a fresh token's life has passed.
+            due = max(due, self.last_refresh + (self.expires_at - self.last_refresh) / 2)
+        return due
+
+
+def _key(provider: str, refresh_token: str) -> str:
+    return f"{provider}:{hashlib.sha256(refresh_token.encode()).hexdigest()[:12]}"
+
+
+def _signature(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for path in sorted(set(paths)):
+        try:
+            st = path.stat()
+            out.append((str(path), st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((str(path), 0, -1))
+    return tuple(out)
+
+
+@dataclass
+class _Found:
+    provider: str
+    refresh: str
+    expires_at: float
+    mirrors: list[Mirror]
+
+
+def scan(pi_files: list[Path], env: Mapping[str, str]) -> list[_Found]:
+    """Every refreshable grant in the given pi files and Codex's file, grouped by
+    refresh token (blocking: run in a worker thread)."""
+    found: dict[str, _Found] = {}
+
+    def add(provider: str, refresh: str, expires_at: float, mirror: Mirror) -> None:
+        entry = found.get(refresh)
+        if entry is None:
+            found[refresh] = _Found(provider, refresh, expires_at, [mirror])
+        else:
+            entry.expires_at = min(entry.expires_at, expires_at)
+            entry.mirrors.append(mirror)
+
+    for path in pi_files:
+        try:
+            auth = pi_auth.read_auth(path)
+        except FileProblem:
+            continue  # reported by the state manager; never refreshed from a file we cannot parse
+        if auth is None or not auth.writable:
+            continue
+        for provider, entry in auth.entries.items():
+            if isinstance(entry, OAuthEntry) and entry.refresh and provider in REFRESHABLE_PI_PROVIDERS:
+                add(provider, entry.refresh, entry.expires / 1000, Mirror("pi", path, provider))
+    home = codex_auth.codex_home(env)
+    try:
+        if codex_auth.file_is_writable(codex_auth.read_store_mode(home)):
+            codex = codex_auth.read_auth(codex_auth.auth_path(home))
+            if codex is not None and codex.auth_mode == "chatgpt" and codex.refresh_token:
+                # Codex refreshes 5 min before exp; an unknown exp means refresh now.
+                expires = codex.expires_at if codex.expires_at is not None else time.time()
+                add(codex_link.PI_PROVIDER, codex.refresh_token, expires, Mirror("codex", Path(codex.path), "openai-codex"))
+    except FileProblem:
+        pass
+    return list(found.values())
+
+
+class RefreshBroker:
+    """Schedules and performs refreshes; one task group for its lifetime."""
+
+    def __init__(self, daemon: "Daemon", env: Mapping[str, str], lead: float = DEFAULT_LEAD):
+        self.daemon = daemon
+        self.env = env
+        self.lead = lead
+        self.grants: dict[str, Grant] = {}
+        self._inflight: dict[str, anyio.Event] = {}
+        self._successor: dict[str, str] = {}  # old grant key -> key after its token rotated
+        self._last_refresh: dict[str, float] = {}  # grant key -> when takod last refreshed it
+        self._wakeup = anyio.Event()
+        self._http: httpx.AsyncClient | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # lifetime ---------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with httpx.AsyncClient(timeout=30.0) as http, anyio.create_task_group() as tg:
+            self._http, self._tg = http, tg
+            await self.rescan()
+            task_status.started()
+            await self._schedule()
+
+    async def _schedule(self) -> None:
+        while True:
+            wall, mono = time.time(), time.monotonic()
+            sleep: float | None = None
+            for grant in list(self.grants.values()):
+                if grant.state in ("needs-login", "refreshing"):
+                    continue
+                delay = grant.due_at(self.lead) - wall
+                if delay <= 0:
+                    assert self._tg is not None
+                    self._tg.start_soon(self.refresh, grant.key, False)
+                else:
+                    sleep = delay if sleep is None else min(sleep, delay)
+            with anyio.move_on_after(min(sleep, MAX_SLEEP) if sleep is not None else float("inf")):
+                await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            drift = (time.time() - wall) - (time.monotonic() - mono)
+            if abs(drift) > 5:
+                log.info("wall clock jumped (suspend/resume?); re-evaluating refresh deadlines", drift_s=round(drift, 1))
+
+    def poke(self) -> None:
+        self._wakeup.set()
+
+    # grants -----------------------------------------------------------------
+
+    async def rescan(self) -> None:
+        """Re-read every store; keep what we know about grants that still exist."""
+        files = self.daemon.state.pi_files()
+        found = await anyio.to_thread.run_sync(scan, files, self.env)
+        grants: dict[str, Grant] = {}
+        for f in found:
+            key = _key(f.provider, f.refresh)
+            signature = _signature([m.path for m in f.mirrors])
+            old = self.grants.get(key)
+            if old is not None and old.state == "needs-login" and old.signature == signature:
+                grants[key] = old  # stays dead until one of its files changes
+                continue
+            grant = Grant(key, f.provider, f.refresh, f.mirrors, f.expires_at, signature)
+            grant.last_refresh = self._last_refresh.get(key)
+            if old is not None:
+                grant.last_refresh, grant.last_error = old.last_refresh, old.last_error
+                if old.state in ("refreshing", "retrying"):
+                    grant.state, grant.attempts, grant.retry_at = old.state, old.attempts, old.retry_at
+            grants[key] = grant
+        self.grants = grants
+        # Forget rotated-away lineages so months of refreshes do not pile up.
+        self._last_refresh = {k: v for k, v in self._last_refresh.items() if k in grants}
+        self._successor = {k: v for k, v in self._successor.items() if v in grants}
+        self.poke()
+
+    def needs_login(self) -> set[tuple[str, str]]:
+        """(file path, provider) of every mirror whose grant can no longer be refreshed."""
+        return {
+            (str(m.path), "codex" if m.kind == "codex" else m.provider)
+            for g in self.grants.values()
+            if g.state == "needs-login"
+            for m in g.mirrors
+        }
+
+    def info(self, grant: Grant) -> GrantInfo:
+        return GrantInfo(
+            id=grant.key,
+            provider=grant.provider,
+            mirrors=[m.describe() for m in grant.mirrors],
+            expires_at=grant.expires_at,
+            refresh_at=None if grant.state == "needs-login" else grant.due_at(self.lead),
+            last_refresh=grant.last_refresh,
+            last_error=grant.last_error,
+            state=grant.state,
+            guidance=grant.guidance,
+        )
+
+    # refreshing ---------------------------------------------------------------
+
+    async def refresh(self, key: str, force: bool = True) -> Grant | None:
+        """Refresh grant ``key`` (single flight: concurrent callers share one refresh)."""
+        waiting = self._inflight.get(key)
+        if waiting is not None:
+            await waiting.wait()
+            return self._current(key)
+        grant = self.grants.get(key)
+        if grant is None:
+            return None
+        done = self._inflight[key] = anyio.Event()
+        grant.state = "refreshing"
+        try:
+            await self._refresh(grant, force)
+        finally:
+            del self._inflight[key]
+            done.set()
+            self.poke()
+        return self._current(key)
+
+    def _current(self, key: str) -> Grant | None:
+        """The grant as it is now, following rotations of its refresh token."""
+        seen = set()
+        while key in self._successor and key not in seen:
+            seen.add(key)
+            key = self._successor[key]
+        return self.grants.get(key)
+
+    async def _refresh(self, grant: Grant, force: bool) -> None:
+        log_ = log.bind(grant=grant.key, provider=grant.provider)
+        primary = grant.mirrors[0]
+        try:
+            adopted = await anyio.to_thread.run_sync(self._someone_else_refreshed, grant, force)
+        except (FileProblem, LockError) as exc:
+            self._retry(grant, f"cannot check {primary.path}: {exc}")
+            return
+        if adopted:
+            log_.info("refresh not needed: the stored token is already fresh", reason=adopted[0])
+            await self._adopt(grant, adopted[1])
+            return
+        assert self._http is not None
+        try:
+            # Shielded: once the request is sent the provider may rotate the token,
+            # and the rotated token must be written even if we are being stopped.
+            with anyio.CancelScope(shield=True), anyio.fail_after(REQUEST_BUDGET):
+                written, new_refresh = await self._request_and_persist(grant)
+        except RefreshTransient as exc:
+            self._retry(grant, exc.reason, exc.retry_after)
+            log_.warning("refresh failed; will retry", error=exc.reason, attempts=grant.attempts)
+            return
+        except RefreshPermanent as exc:
+            try:
+                adopted = await anyio.to_thread.run_sync(self._someone_else_refreshed, grant, True)
+            except (FileProblem, LockError) as check:
+                # Whether another process refreshed first cannot be told now: look again later.
+                self._retry(grant, f"refresh rejected ({exc.code}); cannot check {primary.path}: {check}")
+                log_.warning("refresh rejected; will check the stored token again", error=grant.last_error)
+                return
+            if adopted:
+                log_.info("refresh rejected because another process refreshed first; adopted theirs")
+                await self._adopt(grant, adopted[1])
+                return
+            grant.state, grant.last_error, grant.guidance = "needs-login", exc.code, exc.guidance
+            log_.warning("refresh rejected; login needed", error=exc.code)
+            self.daemon.bus.publish(
+                "auth", {"kind": "needs-login", "grant": grant.key, "provider": grant.provider,
+                         "error": exc.code, "guidance": exc.guidance}
+            )
+            await self.daemon.state.grants_changed()
+            return
+        except (TimeoutError, FileProblem, LockError, OSError) as exc:
+            self._retry(grant, f"{type(exc).__name__}: {exc}")
+            log_.warning("refresh failed; will retry", error=grant.last_error)
+            return
+        grant.state, grant.attempts, grant.retry_at = "scheduled", 0, None
+        grant.last_refresh, grant.last_error, grant.guidance = time.time(), None, None
+        new_key = _key(grant.provider, new_refresh)
+        self._last_refresh[new_key] = grant.last_refresh
+        if new_key != grant.key:
+            self._successor[grant.key] = new_key
+        log_.info("refreshed", mirrors=written)
+        self.daemon.bus.publish("auth", {"kind": "refreshed", "grant": grant.key, "provider": grant.provider,
+                                          "mirrors": written})
+        await self._after_change()
+
+    async def _adopt(self, grant: Grant, current_refresh: str | None) -> None:
+        """Take what another process stored instead of refreshing; callers waiting
+        on ``grant`` follow its lineage to the token stored now."""
+        grant.state, grant.attempts, grant.retry_at = "scheduled", 0, None
+        if current_refresh is not None and current_refresh != grant.refresh_token:
+            self._successor[grant.key] = _key(grant.provider, current_refresh)
+        await self._after_change()
+
+    async def _after_change(self) -> None:
+        await self.rescan()
+        await self.daemon.state.grants_changed()
+
+    def _retry(self, grant: Grant, error: str, retry_after: float | None = None) -> None:
+        grant.attempts += 1
+        backoff = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (grant.attempts - 1)) * random.uniform(0.5, 1.5)
+        grant.state, grant.last_error = "retrying", error
+        grant.retry_at = time.time() + max(backoff, retry_after or 0.0)
+
+    def _someone_else_refreshed(self, grant: Grant, force: bool) -> tuple[str, str | None] | None:
+        """Re-read the primary store (pi's under its lock): None if we should refresh,
+        else why not and the refresh token stored now (None when the login is gone)."""
+        primary = grant.mirrors[0]
+        if primary.kind == "pi":
+            with pi_lock(primary.path, timeout=LOCK_TIMEOUT):
+                auth = pi_auth.read_auth(primary.path)
+            entry = auth.entries.get(primary.provider) if auth else None
+            if not isinstance(entry, OAuthEntry):
+                return "entry gone", None
+            current_refresh, expires_at = entry.refresh, entry.expires / 1000
+        else:
+            codex = codex_auth.read_auth(primary.path)
+            if codex is None or not codex.refresh_token:
+                return "login gone", None
+            current_refresh = codex.refresh_token
+            expires_at = codex.expires_at if codex.expires_at is not None else 0.0
+        if current_refresh != grant.refresh_token:
+            return "refreshed by someone else", current_refresh
+        if not force and expires_at - self.lead > time.time():
+            return "not due", current_refresh
+        return None
+
+    async def _request_and_persist(self, grant: Grant) -> tuple[list[str], str]:
+        """Request new tokens and write them everywhere; returns (mirrors written, refresh token now)."""
+        assert self._http is not None
+        now = time.time()
+        codex_mirror = next((m for m in grant.mirrors if m.kind == "codex"), None)
+        if codex_mirror is not None:
+            codex = await anyio.to_thread.run_sync(codex_auth.read_auth, codex_mirror.path)
+            if codex is None:
+                raise FileProblem(codex_mirror.path, "missing", "disappeared")
+            update = await refresh_codex(codex, self._http, self.env, now)
+            written = await anyio.to_thread.run_sync(self._persist_codex, grant, codex_mirror, update)
+            return written, update.refresh_token or grant.refresh_token
+        entry = await anyio.to_thread.run_sync(self._read_entry, grant.mirrors[0])
+        new = await refresh_pi_entry(grant.provider, entry, self._http, self.env, int(now * 1000))
+        return await anyio.to_thread.run_sync(self._persist_pi, grant, new), new.refresh
+
+    @staticmethod
+    def _read_entry(mirror: Mirror) -> OAuthEntry:
+        auth = pi_auth.read_auth(mirror.path)
+        entry = auth.entries.get(mirror.provider) if auth else None
+        if not isinstance(entry, OAuthEntry):
+            raise FileProblem(mirror.path, "missing", f"no longer holds {mirror.provider}")
+        return entry
+
+    def _persist_pi(self, grant: Grant, new: OAuthEntry) -> list[str]:
+        """Write ``new`` into every pi mirror still holding the old refresh token."""
+        written: list[str] = []
+        for mirror in grant.mirrors:
+            def choose(current: pi_auth.PiEntry | None) -> OAuthEntry | None:
+                if isinstance(current, OAuthEntry) and current.refresh == grant.refresh_token:
+                    return new
+                return None
+
+            try:
+                if pi_auth.replace_entry(mirror.path, mirror.provider, choose, lock_timeout=LOCK_TIMEOUT) is not None:
+                    written.append(mirror.describe())
+            except (FileProblem, LockError, OSError) as exc:
+                # Keep going: the other mirrors must get the rotated token regardless.
+                log.error("could not write the refreshed token", mirror=mirror.describe(), error=str(exc))
+        if not written:
+            raise FileProblem(grant.mirrors[0].path, "unwritable", "no mirror accepted the refreshed token")
+        return written
+
+    def _persist_codex(self, grant: Grant, mirror: Mirror, update: codex_auth.TokenRefresh) -> list[str]:
+        """Codex's file first (compare-before-write), then each pi copy via the link."""
+        written: list[str] = []
+        home = codex_auth.codex_home(self.env)
+        if codex_auth.write_refreshed_tokens(home, update, grant.refresh_token):
+            written.append(mirror.describe())
+        codex = codex_auth.read_auth(mirror.path)
+        for other in grant.mirrors:
+            if other.kind != "pi":
+                continue
+            try:
+                if codex_link.apply_to_pi(other.path, codex, lock_timeout=LOCK_TIMEOUT).action == "update_pi":
+                    written.append(other.describe())
+            except (FileProblem, LockError, OSError) as exc:
+                log.error("could not write the refreshed token", mirror=other.describe(), error=str(exc))
+        if not written:
+            raise FileProblem(mirror.path, "unwritable", "no mirror accepted the refreshed token")
+        return written
