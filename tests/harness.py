@@ -33,9 +33,18 @@ _SCRUB_PREFIXES = (
 )
 
 
+TOKEN_URL_VARS = (
+    "TAKOD_OPENAI_TOKEN_URL", "TAKOD_ANTHROPIC_TOKEN_URL", "TAKOD_COPILOT_TOKEN_URL", "TAKOD_GOOGLE_TOKEN_URL",
+    "CODEX_REFRESH_TOKEN_URL_OVERRIDE",
+)
+
+
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """A minimal environment rooted at ``home`` (no host credentials)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES)}
+    # Nothing may leave this machine: token endpoints default to a closed loopback port,
+    # so a test that forgets its fake server gets "connection refused", never the internet.
+    env.update({var: "http://127.0.0.1:9/unreachable" for var in TOKEN_URL_VARS})
     env.update(
         HOME=str(home),
         TAKOD_SOCKET=str(home / "run" / "rpc.sock"),
