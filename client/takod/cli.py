@@ -83,9 +83,20 @@ def _client(args: argparse.Namespace, *, spawn: bool | None = None) -> Client:
     return Client(args.socket, spawn=spawn, workspace=find_workspace(), name=f"takod-cli/{__version__}")
 
 
+# Variables a provider reads its key from, beyond *_API_KEY (pi-auth research §5.1).
+_KEY_VARS = ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_OAUTH_TOKEN", "COPILOT_GITHUB_TOKEN", "GH_TOKEN", "GITHUB_TOKEN")
+
+
+def _client_env() -> dict[str, str]:
+    """API keys in this shell's environment: a daemon started elsewhere (systemd,
+    another terminal) does not have them, but they are usable from here."""
+    return {k: v for k, v in os.environ.items() if v and (k.endswith("_API_KEY") or k in _KEY_VARS)}
+
+
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    env = _client_env()
     with _client(args) as c:
-        st = c.call("status")
+        st = c.call("status", {"env": env} if env else None)
     if out.json:
         out.emit_json(st)
         return EXIT_OK
@@ -94,6 +105,9 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     print(f"workspace  {st['workspace']}")
     selected = st["selected"]
     print(f"selected   {out.ok(selected) if selected else out.bad('none')}")
+    store = st.get("key_store")
+    if store and not store["secure"]:
+        print(f"keys       {out.bad('insecure storage')} ({store['reason']}): {store['backend']} — `takod auth` says more")
     print()
     width = max(len(p["name"]) for p in st["providers"]) if st["providers"] else 8
     for p in st["providers"]:
@@ -340,6 +354,9 @@ def _infer_params(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         params["format"] = args.format
     if args.local:
         params["local_only"] = True
+    env = _client_env()
+    if env:
+        params["env"] = env
     params.update(extra)
     return params
 

@@ -91,7 +91,8 @@ def log_path() -> Path:
     return state_dir() / "daemon.log"
 
 
-def _is_workspace(path: Path) -> bool:
+def is_marked_workspace(path: Path) -> bool:
+    """``tako.toml``, or all of AGENTS.md, SOUL.md and MEMORY.md."""
     if any((path / m).is_file() for m in WORKSPACE_MARKERS):
         return True
     return all((path / m).is_file() for m in WORKSPACE_MARKER_SET)
@@ -108,7 +109,7 @@ def find_workspace(start: Path | None = None) -> Path:
     except OSError:
         return home()
     for candidate in (here, *here.parents):
-        if _is_workspace(candidate):
+        if is_marked_workspace(candidate):
             return candidate
     return home()
 

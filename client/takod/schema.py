@@ -56,6 +56,7 @@ class PingParams(Params):
 
 class StatusParams(Params):
     workspace: str | None = None
+    env: dict[str, str] | None = None  # the client's environment: its API keys count too
 
 
 class ProviderStatus(Result):
@@ -88,6 +89,7 @@ class StatusResult(Result):
     providers: list[ProviderStatus]
     seq: int
     updated_at: float
+    key_store: "KeyStoreInfo | None" = None
 
 
 class ProbeParams(Params):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import structlog
 
+from takod.paths import is_marked_workspace
+
 from .credentials import codex_auth, codex_link, pi_auth
 from .credentials.files import FileProblem
 from .credentials.pi_lock import LockError
@@ -27,8 +29,10 @@ LOCK_TIMEOUT = 2.0
 
 
 def is_tako_workspace(root: Path) -> bool:
-    """Only real workspaces get a pi copy: never scatter .tako/ into arbitrary directories."""
-    return (root / ".tako").is_dir() or (root / "tako.toml").is_file()
+    """Only real workspaces get a pi copy: a directory with Tako's markers, or one
+    whose pi runtime Takobot already set up. A bare ``.tako/`` (e.g. left by
+    ``takod prefer`` in the home directory) does not count."""
+    return is_marked_workspace(root) or (root / ".tako" / "pi").is_dir()
 
 
 def sync_workspace(root: Path, env: Mapping[str, str], home: Path) -> list[str]:

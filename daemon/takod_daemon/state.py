@@ -59,6 +59,8 @@ KEY_PROVIDERS: dict[str, tuple[str, ...]] = {
     "GOOGLE_API_KEY": ("gemini",),
 }
 PI_KEY_NAMES = frozenset(k.name for k in CATALOGUE)
+# An environment key that the CLI prefers over its own login (research providers.md A4, B3).
+SHADOWING_ENV = {"claude": "ANTHROPIC_API_KEY", "codex": "CODEX_API_KEY"}
 
 
 def _problem_text(exc: FileProblem) -> str:
@@ -299,7 +301,7 @@ class StateManager:
 
     # facts -> readiness -----------------------------------------------------
 
-    def _key_credentials(self, ws: Workspace) -> dict[str, list[CredentialSummary]]:
+    def _key_credentials(self, ws: Workspace, env: Mapping[str, str]) -> dict[str, list[CredentialSummary]]:
         """API keys from the keyring, the settings file and the environment, per provider."""
         out: dict[str, list[CredentialSummary]] = {}
 
@@ -321,7 +323,7 @@ class StateManager:
         for name, value in ws.settings.api_keys.items():
             add(name, f"{ws.settings_file}:{name}", mask_secret(value), "plaintext in settings; run `takod key migrate`")
         for name in PI_KEY_NAMES | KEY_PROVIDERS.keys():
-            value = self.env.get(name)
+            value = env.get(name)
             if value:
                 add(name, f"env:{name}", mask_secret(value))
         return out
@@ -335,9 +337,12 @@ class StateManager:
                     out.setdefault(provider, []).append(name)
         return out
 
-    def facts(self, ws: Workspace) -> Facts:
+    def facts(self, ws: Workspace, env_overlay: Mapping[str, str] | None = None) -> Facts:
+        """What readiness is decided from; ``env_overlay`` is a client's own environment
+        (its API keys count as if the daemon had them)."""
         user = self.user
-        keyed = self._key_credentials(ws)
+        env = {**self.env, **env_overlay} if env_overlay else self.env
+        keyed = self._key_credentials(ws, env)
         creds: dict[str, list[CredentialSummary]] = {
             "pi": ws.pi_creds + user.credentials.get("pi-home", []) + keyed.get("pi", []),
         }
@@ -355,7 +360,14 @@ class StateManager:
         problems["pi"] = list(user.problems.get("pi-home", []))
         if ws.pi_problem:
             problems["pi"].append(ws.pi_problem)
+        # A reader and the key scan may both report one environment variable.
+        creds = {name: list({(c.source, c.provider, c.kind): c for c in found}.values()) for name, found in creds.items()}
         warnings: dict[str, list[str]] = {}
+        for provider, var in SHADOWING_ENV.items():
+            if env.get(var) and any(c.kind == "oauth" for c in creds.get(provider, [])):
+                warnings.setdefault(provider, []).append(
+                    f"env-shadowed: {var} in the environment is used instead of the {provider} login"
+                )
         if ws.settings_problem:
             for name in ("pi", "ollama", "codex", "claude", "gemini"):
                 warnings.setdefault(name, []).append(f"settings unusable, using the last good ones: {ws.settings_problem}")

@@ -8,14 +8,20 @@ import time
 from takod.schema import DaemonInfo, ProbeParams, StatusParams, StatusResult
 
 from ..api import registry
+from ..readiness import evaluate
 from ..rpc import Call
+from .auth import store_info
 from .core import workspace_of
 
 
-async def status_of(call: Call, workspace: str | None) -> StatusResult:
+async def status_of(call: Call, workspace: str | None, env: dict[str, str] | None = None) -> StatusResult:
     d = call.daemon
     ws = await d.state.workspace(workspace_of(call, workspace))
     now = time.time()
+    providers, selected, seq = ws.providers, ws.selected, ws.seq
+    if env:
+        # The client's own keys: evaluated for this answer only, never cached.
+        providers, selected = evaluate(d.state.facts(ws, env))
     return StatusResult(
         daemon=DaemonInfo(
             pid=os.getpid(),
@@ -29,17 +35,18 @@ async def status_of(call: Call, workspace: str | None) -> StatusResult:
             connections=len(d.connections),
         ),
         workspace=str(ws.root),
-        selected=ws.selected,
-        providers=ws.providers,
-        seq=ws.seq,
+        selected=selected,
+        providers=providers,
+        seq=seq,
         updated_at=ws.updated_at,
+        key_store=store_info(d.keys),
     )
 
 
 @registry.method("status", StatusParams)
 async def status(call: Call, p: StatusParams) -> StatusResult:
     """Warm state only: never spawns a provider or touches the network."""
-    return await status_of(call, p.workspace)
+    return await status_of(call, p.workspace, p.env)
 
 
 @registry.method("providers.probe", ProbeParams, timeout=60)
