@@ -10,9 +10,22 @@ Failure modes switch at run time with :meth:`FakeOllama.set_mode`:
 - ``refuse``: nothing listens on the port (connection refused);
 - ``hang``: accept, read the request, never answer;
 - ``http-500``: every API call answers 500 ``{"error": ...}``;
+- ``http-401`` / ``http-429``: every API call answers 401 ``unauthorized`` /
+  429 with ``Retry-After: retry_after`` (Ollama's cloud models and proxies);
 - ``stream-error``: chat/generate streams break off with an ``{"error": ...}``
   line after HTTP 200 (a non-streaming call gets a 500);
+- ``drop-mid-stream``: chat/generate streams stop after a few lines and the
+  connection closes without ending the chunked body;
+- ``malformed``: a line that is not JSON in the middle of a stream;
 - ``slow-stream``: chat/generate chunks ``chunk_delay`` seconds apart.
+
+Thinking: a model whose tag entry lists the ``thinking`` capability streams
+``thinking`` first when the request sets ``think``; any other model answers
+``think: true`` with Ollama's 400 ``"NAME" does not support thinking``.
+
+A client that goes away mid-stream (noticed while waiting between chunks or
+when a write fails) is recorded in ``ollama.disconnects``;
+:meth:`FakeOllama.wait_disconnect` waits for one, bounded.
 
 Use it as a context manager (``with FakeOllama() as ollama:``) or through the
 ``fake_ollama`` pytest fixture; ``ollama.host`` is an ``OLLAMA_HOST`` value.
@@ -25,16 +38,30 @@ import hashlib
 import json
 import math
 import re
+import select
+import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 import pytest
 
-Mode = Literal["ok", "refuse", "hang", "http-500", "stream-error", "slow-stream"]
+Mode = Literal[
+    "ok",
+    "refuse",
+    "hang",
+    "http-500",
+    "http-401",
+    "http-429",
+    "stream-error",
+    "drop-mid-stream",
+    "malformed",
+    "slow-stream",
+]
 
 CREATED_AT = "2026-08-21T10:00:00.000000000Z"
 STREAM_ERROR = "an error was encountered while running the model: unexpected EOF"
@@ -47,9 +74,11 @@ def tag_entry(
     family: str = "llama",
     parameter_size: str = "3.2B",
     quantization_level: str = "Q4_K_M",
+    capabilities: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One ``/api/tags`` model entry with every field Ollama sends."""
-    return {
+    """One ``/api/tags`` model entry with every field Ollama sends (``capabilities``
+    only when given, as older Ollama versions leave it out)."""
+    entry: dict[str, Any] = {
         "name": name,
         "model": name,
         "modified_at": "2026-08-01T12:00:00.123456789Z",
@@ -64,6 +93,9 @@ def tag_entry(
             "quantization_level": quantization_level,
         },
     }
+    if capabilities is not None:
+        entry["capabilities"] = capabilities
+    return entry
 
 
 def default_models() -> list[dict[str, Any]]:
@@ -92,6 +124,7 @@ class RecordedRequest:
     method: str
     path: str
     body: Any  # decoded JSON, or None
+    headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
 
 
 class FakeOllama:
@@ -103,16 +136,22 @@ class FakeOllama:
         models: list[dict[str, Any]] | None = None,
         version: str = "0.12.6",
         reply: str = "Hello from the fake Ollama, one token at a time.",
+        thinking: str = "Thinking it over first.",
         chunk_delay: float = 0.2,
         embedding_dims: int = 8,
+        retry_after: str = "7",
         mode: Mode = "ok",
     ) -> None:
         self.models = default_models() if models is None else models
         self.version = version
         self.reply = reply
+        self.thinking = thinking
         self.chunk_delay = chunk_delay
         self.embedding_dims = embedding_dims
+        self.retry_after = retry_after
         self.requests: list[RecordedRequest] = []
+        self.disconnects: list[str] = []
+        self._disconnected = threading.Condition()
         self.port = 0
         self._mode: Mode = mode
         self._server: ThreadingHTTPServer | None = None
@@ -182,6 +221,16 @@ class FakeOllama:
         """Sleep up to ``seconds``; True if the server is stopping."""
         return self._released.wait(seconds)
 
+    def note_disconnect(self, path: str) -> None:
+        with self._disconnected:
+            self.disconnects.append(path)
+            self._disconnected.notify_all()
+
+    def wait_disconnect(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until a client went away mid-stream."""
+        with self._disconnected:
+            return self._disconnected.wait_for(lambda: bool(self.disconnects), timeout)
+
 
 class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -223,12 +272,45 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
 
-    def _chunk(self, value: Any) -> None:
-        data = json.dumps(value).encode() + b"\n"
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+    def _chunk(self, value: Any) -> bool:
+        return self._raw_chunk(json.dumps(value).encode() + b"\n")
+
+    def _raw_chunk(self, data: bytes) -> bool:
+        """Write one HTTP chunk; False (and the disconnect noted) if the client is gone."""
+        try:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+            return True
+        except OSError:
+            self._gone()
+            return False
 
     def _end_stream(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
+        self._raw_chunk(b"")
+
+    def _gone(self) -> None:
+        self.close_connection = True
+        self.fake.note_disconnect(self.path)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` between chunks; False if the client went away or the
+        server is stopping meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self.fake.wait_released(0):
+            step = min(0.05, deadline - time.monotonic())
+            if step <= 0:
+                return True
+            readable, _, _ = select.select([self.connection], [], [], step)
+            if readable:
+                try:
+                    peek = self.connection.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    peek = b""
+                if not peek:
+                    self._gone()
+                    return False
+                time.sleep(step)
+        return False
 
     def _read_body(self) -> tuple[bytes, Any]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -240,13 +322,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _begin(self, body: Any = None) -> bool:
         """Record the request and apply the connection-level modes; False if handled."""
-        self.fake.requests.append(RecordedRequest(self.command, self.path, body))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.fake.requests.append(RecordedRequest(self.command, self.path, body, headers))
         if self.fake.mode == "hang":
             self.fake.wait_released(3600)
             self.close_connection = True
             return False
         if self.fake.mode == "http-500" and self.path.startswith("/api/"):
             self._error(500, "fake ollama: internal server error")
+            return False
+        if self.fake.mode == "http-401" and self.path.startswith("/api/"):
+            self._error(401, "unauthorized")
+            return False
+        if self.fake.mode == "http-429" and self.path.startswith("/api/"):
+            body = json.dumps({"error": "too many requests, please retry later"}).encode()
+            self.send_response(429)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Retry-After", self.fake.retry_after)
+            self.end_headers()
+            self.wfile.write(body)
             return False
         return True
 
@@ -284,20 +379,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, "model is required")
         elif not any(_same_model(body["model"], m["name"]) for m in self.fake.models):
             self._error(404, f"model '{body['model']}' not found")
+        elif body.get("think") and self.path != "/api/embed" and not self._can_think(body["model"]):
+            self._error(400, f'"{body["model"]}" does not support thinking')
         else:
             route(body)
+
+    def _can_think(self, model: str) -> bool:
+        entry = next(m for m in self.fake.models if _same_model(model, m["name"]))
+        return "thinking" in (entry.get("capabilities") or [])
 
     def _generate(self, body: dict[str, Any]) -> None:
         fake = self.fake
         chat = self.path == "/api/chat"
         tokens = re.findall(r"\S+\s*", fake.reply)
 
-        def piece(text: str, done: bool) -> dict[str, Any]:
+        thoughts = re.findall(r"\S+\s*", fake.thinking) if body.get("think") else []
+
+        def piece(text: str, done: bool, thinking: str | None = None) -> dict[str, Any]:
             chunk: dict[str, Any] = {"model": body["model"], "created_at": CREATED_AT}
             if chat:
                 chunk["message"] = {"role": "assistant", "content": text}
+                if thinking is not None:
+                    chunk["message"]["thinking"] = thinking
             else:
                 chunk["response"] = text
+                if thinking is not None:
+                    chunk["thinking"] = thinking
             chunk["done"] = done
             return chunk
 
@@ -322,16 +429,27 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         self._start_stream()
-        for i, token in enumerate(tokens):
-            if fake.mode == "stream-error" and i == min(2, len(tokens) - 1):
-                self._chunk({"error": STREAM_ERROR})
-                self._end_stream()
+        for thought in thoughts:
+            if not self._chunk(piece("", False, thought)):
                 return
-            if fake.mode == "slow-stream" and i and fake.wait_released(fake.chunk_delay):
-                break
-            self._chunk(piece(token, False))
-        self._chunk(final)
-        self._end_stream()
+        for i, token in enumerate(tokens):
+            if i == min(2, len(tokens) - 1):
+                if fake.mode == "stream-error":
+                    if self._chunk({"error": STREAM_ERROR}):
+                        self._end_stream()
+                    return
+                if fake.mode == "drop-mid-stream":
+                    self.close_connection = True
+                    return
+                if fake.mode == "malformed" and not self._raw_chunk(b'{"model": "llama3.2", "mess\n'):
+                    return
+            if fake.mode == "slow-stream" and i and not self._pause(fake.chunk_delay):
+                self.close_connection = True
+                return
+            if not self._chunk(piece(token, False)):
+                return
+        if self._chunk(final):
+            self._end_stream()
 
     def _embed(self, body: dict[str, Any]) -> None:
         texts = body.get("input", [])

@@ -44,6 +44,7 @@ from takod_daemon.inference.http_common import (
     request_timeout,
     run_guarded,
     scrub,
+    unreadable,
 )
 from takod_daemon.inference.sse import SSEEvent, SSEParser
 from takod_daemon.inference.types import (
@@ -305,7 +306,7 @@ class MessagesStream:
         try:
             event = _event_decoder.decode(sse.data)
         except msgspec.DecodeError as exc:
-            raise ProviderFailure("crashed", f"{self.where} sent an event that is not the API's: {exc}") from None
+            raise unreadable(self.where, "a stream event", exc) from None
         kind = event.type
         if kind == "error":
             error = event.error or ApiError()
@@ -393,7 +394,9 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit, http: httpx.AsyncC
     return await run_guarded(body, timeout=req.timeout, where=where, secrets=secrets)
 
 
-async def list_models(ctx: RunContext, http: httpx.AsyncClient, *, timeout: float = LIST_TIMEOUT) -> list[AnthropicModel]:
+async def list_models(
+    ctx: RunContext, http: httpx.AsyncClient, *, timeout: float = LIST_TIMEOUT
+) -> list[AnthropicModel]:
     """The models this key may use (``GET /v1/models``, every page)."""
     where = _where(ctx)
     secrets = (ctx.api_key,)
@@ -412,7 +415,7 @@ async def list_models(ctx: RunContext, http: httpx.AsyncClient, *, timeout: floa
             try:
                 page = msgspec.json.decode(response.content, type=ModelPage)
             except msgspec.DecodeError as exc:
-                raise ProviderFailure("crashed", f"{where} answered a model list that is not the API's: {exc}") from None
+                raise unreadable(where, "a model list", exc) from None
             models += page.data
             if not page.has_more or not page.last_id:
                 break

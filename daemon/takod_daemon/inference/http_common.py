@@ -166,6 +166,11 @@ def failure_for_status(
     return ProviderFailure(kind or kind_for_status(status, message), text, retry_after=retry_after)
 
 
+def unreadable(where: str, what: str, exc: Exception) -> ProviderFailure:
+    """A ``crashed`` failure: ``where`` answered ``what`` in a shape we cannot read."""
+    return ProviderFailure("crashed", f"{where} answered {what} that we cannot read: {exc}")
+
+
 def failure_for_transport(exc: Exception, where: str, secrets: Iterable[str | None] = ()) -> ProviderFailure:
     """A :class:`ProviderFailure` for httpx's transport errors."""
     detail = scrub(str(exc) or type(exc).__name__, secrets)

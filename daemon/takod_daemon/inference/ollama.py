@@ -39,6 +39,7 @@ from takod_daemon.inference.http_common import (
     request_timeout,
     run_guarded,
     scrub,
+    unreadable,
 )
 from takod_daemon.inference.types import (
     Chunk,
@@ -191,7 +192,7 @@ class ChatStream:
         try:
             chunk = _chunk_decoder.decode(line)
         except msgspec.DecodeError as exc:
-            raise ProviderFailure("crashed", f"{self.where} sent a line that is not Ollama's: {exc}") from None
+            raise unreadable(self.where, "a stream line", exc) from None
         if chunk.error is not None:
             said = scrub(chunk.error)
             raise ProviderFailure(kind_for_text(chunk.error), f"{self.where} failed mid-answer: {said}")
@@ -317,7 +318,7 @@ async def _tags(http: httpx.AsyncClient, url: str, where: str, timeout: float) -
     try:
         return msgspec.json.decode(response.content, type=OllamaTags).models or []
     except msgspec.DecodeError as exc:
-        raise ProviderFailure("crashed", f"{where}/api/tags answered something that is not Ollama's: {exc}") from None
+        raise unreadable(where, "a model list", exc) from None
 
 
 async def list_models(ctx: RunContext, http: httpx.AsyncClient, *, timeout: float = LIST_TIMEOUT) -> list[OllamaModel]:
@@ -356,7 +357,7 @@ async def embed(
         try:
             reply = msgspec.json.decode(response.content, type=OllamaEmbedReply)
         except msgspec.DecodeError as exc:
-            raise ProviderFailure("crashed", f"{where}/api/embed answered something that is not Ollama's: {exc}") from None
+            raise unreadable(where, "embeddings", exc) from None
         if len(reply.embeddings) != len(payload.input):
             raise ProviderFailure(
                 "crashed", f"{where} returned {len(reply.embeddings)} vectors for {len(payload.input)} texts"

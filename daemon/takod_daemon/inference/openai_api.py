@@ -38,7 +38,7 @@ Choices where the APIs leave room:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import msgspec
@@ -54,6 +54,7 @@ from takod_daemon.inference.http_common import (
     request_timeout,
     run_guarded,
     scrub,
+    unreadable,
 )
 from takod_daemon.inference.sse import SSEEvent, SSEParser
 from takod_daemon.inference.types import (
@@ -90,8 +91,8 @@ class OpenAIBackend(msgspec.Struct, frozen=True, kw_only=True):
     needs_key: bool = True
 
 
-def _b(name: str, key_env: str, base_url: str, default_model: str | None = None, **quirks: object) -> OpenAIBackend:
-    return OpenAIBackend(name=name, key_env=key_env, base_url=base_url, default_model=default_model, **quirks)  # type: ignore[arg-type]
+def _b(name: str, key_env: str, base_url: str, default_model: str | None = None, **quirks: Any) -> OpenAIBackend:
+    return OpenAIBackend(name=name, key_env=key_env, base_url=base_url, default_model=default_model, **quirks)
 
 
 BACKENDS: tuple[OpenAIBackend, ...] = (
@@ -258,7 +259,7 @@ class ModelList(msgspec.Struct, frozen=True):
 class EmbeddingsRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     model: str
     input: list[str]
-    encoding_format: str = "float"
+    encoding_format: Literal["float"]  # always sent: some servers default to base64
     dimensions: int | None = None
 
 
@@ -436,7 +437,7 @@ class ChatStream:
         try:
             chunk = _chunk_decoder.decode(data)
         except msgspec.DecodeError as exc:
-            raise ProviderFailure("crashed", f"{self.where} sent an event that is not the API's: {exc}") from None
+            raise unreadable(self.where, "a stream event", exc) from None
         if chunk.error is not None:
             said = scrub(_error_text(chunk.error), self.secrets)
             raise ProviderFailure(kind_for_error(chunk.error), f"{self.where} failed mid-answer: {said}")
@@ -461,7 +462,8 @@ class ChatStream:
     def result(self) -> RunResult:
         if not self.done and self.finish_reason is None:
             raise ProviderFailure("unavailable", f"{self.where} ended the stream before finishing the answer")
-        return _result(self.where, "".join(self.text), "".join(self.thinking), self.model, self.usage, self.finish_reason)
+        text, thinking = "".join(self.text), "".join(self.thinking)
+        return _result(self.where, text, thinking, self.model, self.usage, self.finish_reason)
 
 
 def _result(
@@ -491,7 +493,7 @@ def completion_result(where: str, body: bytes) -> tuple[RunResult, list[Chunk]]:
         error = decode_error(body)
         if error.message:
             raise ProviderFailure(kind_for_error(error), f"{where} failed: {scrub(_error_text(error))}") from None
-        raise ProviderFailure("crashed", f"{where} answered something that is not the API's: {exc}") from None
+        raise unreadable(where, "a completion", exc) from None
     if not completion.choices:
         raise ProviderFailure("empty", f"{where} answered no choices")
     choice = completion.choices[0]
@@ -567,7 +569,7 @@ async def list_models(ctx: RunContext, http: httpx.AsyncClient, *, timeout: floa
         try:
             return msgspec.json.decode(response.content, type=ModelList).data
         except msgspec.DecodeError as exc:
-            raise ProviderFailure("crashed", f"{where} answered a model list that is not the API's: {exc}") from None
+            raise unreadable(where, "a model list", exc) from None
 
     return await run_guarded(body, timeout=timeout, where=where, secrets=secrets)
 
@@ -586,7 +588,7 @@ async def embed(
     where = _where(base)
     secrets = (ctx.api_key,)
     _check_key(ctx, backend_for_url(base))
-    payload = EmbeddingsRequest(model=model, input=list(texts), dimensions=dimensions)
+    payload = EmbeddingsRequest(model=model, input=list(texts), encoding_format="float", dimensions=dimensions)
     if not payload.input:
         return EmbedResult(model=model, vectors=[])
 
@@ -602,7 +604,7 @@ async def embed(
         try:
             reply = msgspec.json.decode(response.content, type=EmbeddingsReply)
         except msgspec.DecodeError as exc:
-            raise ProviderFailure("crashed", f"{where} answered embeddings that are not the API's: {exc}") from None
+            raise unreadable(where, "embeddings", exc) from None
         items = sorted(reply.data, key=lambda item: item.index)
         if [item.index for item in items] != list(range(len(payload.input))):
             raise ProviderFailure("crashed", f"{where} returned {len(items)} vectors for {len(payload.input)} texts")

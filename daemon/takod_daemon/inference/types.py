@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
+
+from ..credentials.summary import SecretStruct
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -84,7 +86,7 @@ class ProviderFailure(Exception):
         self.retry_after = retry_after
 
 
-class RunContext(msgspec.Struct, frozen=True, kw_only=True):
+class RunContext(SecretStruct, frozen=True, kw_only=True):
     """Where and with what a runner runs.
 
     ``env`` is the complete environment for a child process (keys from the key
@@ -92,6 +94,8 @@ class RunContext(msgspec.Struct, frozen=True, kw_only=True):
     to run, when the provider is a CLI; ``base_url`` and ``api_key`` are for
     HTTP backends.
     """
+
+    __secret_fields__: ClassVar[frozenset[str]] = frozenset({"env", "api_key"})
 
     workspace: Path
     env: Mapping[str, str]

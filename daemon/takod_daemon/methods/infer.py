@@ -208,16 +208,17 @@ async def embed(call: Call, p: EmbedParams) -> EmbedResult:
         if provider == "ollama":
             from ..inference import ollama
 
-            model = p.model or "nomic-embed-text"
-            vectors = await ollama.embed(p.texts, model, ctx, engine.http)
+            result = await ollama.embed(p.texts, p.model or "nomic-embed-text", ctx, engine.http)
         else:
             from ..inference import openai_api
 
-            model = p.model or "text-embedding-3-small"
-            vectors = await openai_api.embed(p.texts, model, ctx, engine.http)
+            result = await openai_api.embed(p.texts, p.model or "text-embedding-3-small", ctx, engine.http)
     except ProviderFailure as exc:
         raise RpcError("provider_failed", f"{provider}: {exc}") from None
-    return EmbedResult(provider=provider, model=model, embeddings=vectors, dimensions=len(vectors[0]) if vectors else 0)
+    vectors = result.vectors
+    return EmbedResult(
+        provider=provider, model=result.model, embeddings=vectors, dimensions=len(vectors[0]) if vectors else 0
+    )
 
 
 @registry.method("models.list", ModelsParams, timeout=60)
@@ -241,11 +242,11 @@ async def models_list(call: Call, p: ModelsParams) -> ModelsResult:
             if provider == "ollama":
                 from ..inference import ollama
 
-                names = await ollama.list_models(ctx, engine.http)
+                names = [m.name for m in await ollama.list_models(ctx, engine.http)]
             elif provider in routing.API_BACKENDS and routing.API_BACKENDS[provider][1] == "openai":
                 from ..inference import openai_api
 
-                names = await openai_api.list_models(ctx, engine.http)
+                names = [m.id for m in await openai_api.list_models(ctx, engine.http)]
             else:
                 errors[provider] = "listing models is not supported for this provider"
                 continue
