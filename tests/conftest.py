@@ -6,6 +6,15 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# A noisy 2-core machine: no per-example deadline, slow generation is not a failure.
+settings.register_profile(
+    "takod",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+settings.load_profile("takod")
 
 from tests.harness import DaemonProcess, clean_env
 

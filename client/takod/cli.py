@@ -138,6 +138,22 @@ def cmd_paths(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _lock_is_free(path: Path) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def cmd_stop(args: argparse.Namespace, out: Output) -> int:
     client = _client(args, spawn=False)
     try:
@@ -151,18 +167,15 @@ def cmd_stop(args: argparse.Namespace, out: Output) -> int:
         return EXIT_OK
     finally:
         client.close()
-    # Wait until it has really let go of the socket, so `stop && serve` works.
+    # Wait until it has let go of its instance lock (the last thing it does), so
+    # `stop && serve` works. Not the pid: an exited but unreaped daemon still has one.
+    sock = Path(args.socket) if args.socket else socket_path()
     deadline = time.monotonic() + 10
     stopped = False
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            stopped = True
-            break
-        except PermissionError:
-            break
-        time.sleep(0.02)
+    while time.monotonic() < deadline and not stopped:
+        stopped = _lock_is_free(lock_path(sock))
+        if not stopped:
+            time.sleep(0.02)
     if out.json:
         out.emit_json({"stopped": stopped, "running": not stopped, "pid": pid})
     else:

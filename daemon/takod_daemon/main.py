@@ -36,6 +36,19 @@ def _log_mode(choice: str) -> str:
     return "console" if sys.stderr.isatty() else "json"
 
 
+def _raise_fd_limit() -> None:
+    """Every client is a file descriptor: lift the soft limit (often 1024) to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     ready = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
@@ -51,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not line.startswith("ok"):
             print(f"takod: {line}", file=sys.stderr)
 
+    _raise_fd_limit()
     sock = args.socket or socket_path()
     state = state_dir()
     problem = ensure_private_dir(state)

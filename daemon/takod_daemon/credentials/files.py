@@ -91,7 +91,7 @@ def decode_json(raw: RawFile, type_: type | object = object) -> object:
         return msgspec.json.decode(data, type=type_)
     except msgspec.ValidationError as exc:
         raise FileProblem(raw.path, "invalid", f"has unexpected content ({_where(exc)})") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for invalid UTF-8
         raise FileProblem(raw.path, "malformed", f"is not valid JSON ({_where(exc)})") from None
 
 

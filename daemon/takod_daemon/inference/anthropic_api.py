@@ -270,7 +270,7 @@ def failure_from_body(
     """A failure for an HTTP error answer of the Messages API."""
     try:
         error = msgspec.json.decode(body, type=ErrorBody).error
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         error = ApiError(message=body.decode("utf-8", "replace"))
     message = f"{error.type}: {error.message}" if error.type else error.message
     return failure_for_status(
@@ -305,7 +305,7 @@ class MessagesStream:
         event that is not JSON."""
         try:
             event = _event_decoder.decode(sse.data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise unreadable(self.where, "a stream event", exc) from None
         kind = event.type
         if kind == "error":
@@ -414,7 +414,7 @@ async def list_models(
                 raise failure_from_body(where, response.status_code, response.content, response.headers, secrets)
             try:
                 page = msgspec.json.decode(response.content, type=ModelPage)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise unreadable(where, "a model list", exc) from None
             models += page.data
             if not page.has_more or not page.last_id:

@@ -191,7 +191,7 @@ class ChatStream:
             return []
         try:
             chunk = _chunk_decoder.decode(line)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise unreadable(self.where, "a stream line", exc) from None
         if chunk.error is not None:
             said = scrub(chunk.error)
@@ -244,7 +244,7 @@ def error_text(body: bytes) -> str:
     """What an Ollama error body says (``{"error": "..."}``, else the raw text)."""
     try:
         said = msgspec.json.decode(body, type=OllamaError).error
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         said = ""
     return said or body.decode("utf-8", "replace").strip()
 
@@ -317,7 +317,7 @@ async def _tags(http: httpx.AsyncClient, url: str, where: str, timeout: float) -
         raise failure_from_body(where, response.status_code, response.content, response.headers)
     try:
         return msgspec.json.decode(response.content, type=OllamaTags).models or []
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise unreadable(where, "a model list", exc) from None
 
 
@@ -356,7 +356,7 @@ async def embed(
             raise failure_from_body(where, response.status_code, response.content, response.headers)
         try:
             reply = msgspec.json.decode(response.content, type=OllamaEmbedReply)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise unreadable(where, "embeddings", exc) from None
         if len(reply.embeddings) != len(payload.input):
             raise ProviderFailure(

@@ -381,7 +381,7 @@ def _error_text(error: ApiError) -> str:
 def decode_error(body: bytes) -> ApiError:
     try:
         return msgspec.json.decode(body, type=ErrorBody).as_error()
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return ApiError(message=body.decode("utf-8", "replace"))
 
 
@@ -436,7 +436,7 @@ class ChatStream:
             return []
         try:
             chunk = _chunk_decoder.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise unreadable(self.where, "a stream event", exc) from None
         if chunk.error is not None:
             said = scrub(_error_text(chunk.error), self.secrets)
@@ -489,7 +489,7 @@ def completion_result(where: str, body: bytes) -> tuple[RunResult, list[Chunk]]:
     result and the chunks to emit for it."""
     try:
         completion = msgspec.json.decode(body, type=ChatCompletion)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         error = decode_error(body)
         if error.message:
             raise ProviderFailure(kind_for_error(error), f"{where} failed: {scrub(_error_text(error))}") from None
@@ -568,7 +568,7 @@ async def list_models(ctx: RunContext, http: httpx.AsyncClient, *, timeout: floa
             raise failure_from_body(where, response.status_code, response.content, response.headers, secrets)
         try:
             return msgspec.json.decode(response.content, type=ModelList).data
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise unreadable(where, "a model list", exc) from None
 
     return await run_guarded(body, timeout=timeout, where=where, secrets=secrets)
@@ -603,7 +603,7 @@ async def embed(
             raise failure_from_body(where, response.status_code, response.content, response.headers, secrets)
         try:
             reply = msgspec.json.decode(response.content, type=EmbeddingsReply)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise unreadable(where, "embeddings", exc) from None
         items = sorted(reply.data, key=lambda item: item.index)
         if [item.index for item in items] != list(range(len(payload.input))):

@@ -275,12 +275,12 @@ async def _get(client: httpx.AsyncClient, path: str, reply_type: type[_Reply]) -
     if response.status_code != 200:
         try:
             said = msgspec.json.decode(response.content, type=_ErrorReply).error
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             said = ""
         raise _BadResponse(f"{path} answered HTTP {response.status_code}" + (f": {said}" if said else ""))
     try:
         return msgspec.json.decode(response.content, type=reply_type)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _BadResponse(f"{path} answered something that is not Ollama's ({exc})") from None
 
 

@@ -155,7 +155,7 @@ def error_code(body: bytes) -> str | None:
     top-level ``code``. None when there is none or it does not look like a code."""
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     if not isinstance(doc, dict):
         return None
@@ -245,7 +245,7 @@ def _decode_answer(body: bytes, answer_type: type[_Answer], grant: str) -> _Answ
         # JSON of the wrong shape came from the endpoint itself: a retry would
         # post a refresh token it may already have spent.
         raise _permanent(grant, "malformed_response") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         raise RefreshTransient("the token endpoint's success answer is not JSON") from None
 
 
