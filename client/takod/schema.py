@@ -214,7 +214,7 @@ class KeyInfoResult(Result):
 
 class KeyListResult(Result):
     keys: list[KeyInfoResult]
-    store: KeyStoreInfo
+    store: KeyStoreInfo | None
 
 
 class KeyClearResult(Result):
@@ -226,7 +226,7 @@ class KeyMigrateResult(Result):
     migrated: list[str]
     failed: list[str]
     removed_from_settings: list[str]
-    store: KeyStoreInfo
+    store: KeyStoreInfo | None
 
 
 # infer / embed / models.list / health ---------------------------------------

@@ -417,6 +417,11 @@ class KeyStore:
         return f"<KeyStore {self._files.dir} ({state})>"
 
     @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` has finished once (it may take its whole timeout on a hung keyring)."""
+        return self._status is not None
+
+    @property
     def status(self) -> StoreStatus:
         """Where keys go now and, when that is the file, why and how to fix it."""
         return self._opened()

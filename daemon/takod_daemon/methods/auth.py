@@ -32,7 +32,10 @@ from ..rpc import Call
 from .core import workspace_of
 
 
-def store_info(keys: KeyStore) -> KeyStoreInfo:
+def store_info(keys: KeyStore) -> KeyStoreInfo | None:
+    """The key store's state; None while it is still probing the keyring."""
+    if not keys.is_open:
+        return None
     st = keys.status
     return KeyStoreInfo(backend=st.keyring or st.backend if st.secure else "file", secure=st.secure, reason=st.reason, hint=st.hint)
 
