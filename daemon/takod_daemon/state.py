@@ -464,6 +464,7 @@ class StateManager:
             await self._read_user_credentials("codex")
             for ws in list(self.workspaces.values()):
                 await self._sync_links(ws)
+                await self._read_ws_pi(ws)  # see our own write now, not one watch step later
 
         codex_home = codex_auth.codex_home(self.env)
         for path in (codex_auth.auth_path(codex_home), codex_auth.config_path(codex_home)):
