@@ -284,7 +284,7 @@ class InferStarted(Result):
 
 class EmbedParams(Params):
     texts: list[str]
-    model: str | None = None  # default: the workspace's Ollama embedding model, else nomic-embed-text
+    model: str | None = None  # default: nomic-embed-text (ollama), text-embedding-3-small (openai)
     provider: Literal["ollama", "openai"] = "ollama"
     workspace: str | None = None
 

@@ -26,7 +26,7 @@ from takod.schema import (
 
 from ..api import registry
 from ..credentials.settings import remove_api_keys
-from ..key_names import UnknownKeyName
+from ..key_names import UnknownKeyName, normalise_key_name
 from ..keystore import KeyStore, KeyStoreError
 from ..rpc import Call
 from .core import workspace_of
@@ -133,7 +133,7 @@ async def key_clear(call: Call, p: KeyClearParams) -> KeyClearResult:
     except (UnknownKeyName, KeyStoreError, ValueError) as exc:
         raise _key_error(exc) from None
     await call.daemon.state.keys_changed()
-    return KeyClearResult(name=p.name.strip().upper(), removed=removed)
+    return KeyClearResult(name=normalise_key_name(p.name), removed=removed)
 
 
 @registry.method("keys.list", KeyListParams)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import msgspec
+import structlog
 
 from takod.protocol import STREAM_METHOD, RpcError, invalid
 from takod.schema import (
@@ -29,9 +30,12 @@ from ..api import registry
 from ..inference import routing
 from ..inference.engine import Attempt, NoProvider, Sink
 from ..inference.types import InferRequest, Message, ProviderFailure
+from ..readiness import evaluate
 from ..rpc import Call
 from ..state import Workspace
 from .core import autocmd_data_supported, workspace_of
+
+log = structlog.get_logger("takod.infer")
 
 
 def _request(p: InferParams) -> InferRequest:
@@ -115,9 +119,12 @@ async def _make_sink(call: Call, p: InferParams) -> Sink:
 async def _run(call: Call, p: InferParams, ws: Workspace, request: InferRequest, sink: Sink) -> InferResult:
     engine = call.daemon.engine
     text = "\n".join(m.content for m in request.messages) + (request.system or "")
+    providers, selected = ws.providers, ws.selected
+    if p.env:  # the client's own keys may make more providers ready for this prompt
+        providers, selected = evaluate(call.daemon.state.facts(ws, p.env))
     route = routing.plan(
-        ws.providers,
-        ws.selected,
+        providers,
+        selected,
         provider=p.provider,
         model=p.model,
         local_only=p.local_only,
@@ -173,6 +180,9 @@ async def infer(call: Call, p: InferParams) -> InferResult | InferStarted:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                     await sink("end", {"error": "cancelled: stream cancelled"})
                 raise
+            except Exception:  # a bug must end this stream, not the client's connection
+                log.exception("stream failed", stream_id=call.msgid)
+                await sink("end", {"error": "internal: the stream failed unexpectedly; see the daemon log"})
             else:
                 await sink("end", {"result": msgspec.to_builtins(result)})
 
@@ -228,6 +238,9 @@ async def models_list(call: Call, p: ModelsParams) -> ModelsResult:
     engine = call.daemon.engine
     found: list[ModelEntry] = []
     errors: dict[str, str] = {}
+    if p.provider is not None and p.provider != "ollama" and p.provider not in routing.API_BACKENDS:
+        known = ", ".join(["ollama", *routing.API_BACKENDS])
+        raise invalid("invalid_params", f"models can be listed for {known}; not for {p.provider!r}")
     wanted = [p.provider] if p.provider else ["ollama", *routing.API_BACKENDS]
     keys = _api_keys(call, ws, None)
     env = await engine.child_env(ws, None)
