@@ -18,9 +18,10 @@ One refresh, in order:
 2. The token request, outside the lock, shielded from cancellation together
    with step 3: the provider rotates the refresh token as it answers, so a
    rotated token must reach the files even if takod is stopping.
-3. Write the new tokens to every mirror: pi files under pi's lock, merging only
-   that entry and only where the entry still holds the old refresh token;
-   Codex's file compare-before-write (Codex has no lock).
+3. Write the new tokens to every mirror: pi files under pi's lock (waiting out
+   a live holder: the old token is spent now), merging only that entry and only
+   where the entry still holds the old refresh token; Codex's file
+   compare-before-write (Codex has no lock).
 Transient failures retry with exponential backoff and jitter; permanent ones
 (``invalid_grant``, ``refresh_token_reused``, ...) mark the grant
 ``needs-login``, leave every file untouched and stop until a file changes.
@@ -33,6 +34,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -57,8 +59,11 @@ DEFAULT_LEAD = 600.0
 MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend/resume)
 BACKOFF_MIN = 5.0
 BACKOFF_MAX = 600.0
-REQUEST_BUDGET = 60.0  # token request + persisting, shielded from cancellation
-LOCK_TIMEOUT = 5.0
+LOCK_TIMEOUT = 5.0  # checking before a request: nothing is lost by trying again later
+# Saving a rotated token: the old one is spent, so wait out any live holder. pi holds
+# its lock at most for one refresh (30 s timeout); a dead holder's goes stale after 30 s.
+PERSIST_LOCK_TIMEOUT = 40.0
+REQUEST_BUDGET = 90.0  # token request + persisting, shielded from cancellation
 
 GrantState = Literal["scheduled", "refreshing", "retrying", "needs-login"]
 
@@ -217,16 +222,17 @@ class RefreshBroker:
         for f in found:
             key = _key(f.provider, f.refresh)
             signature = _signature([m.path for m in f.mirrors])
-            old = self.grants.get(key)
-            if old is not None and old.state == "needs-login" and old.signature == signature:
-                grants[key] = old  # stays dead until one of its files changes
-                continue
-            grant = Grant(key, f.provider, f.refresh, f.mirrors, f.expires_at, signature)
-            grant.last_refresh = self._last_refresh.get(key)
-            if old is not None:
-                grant.last_refresh, grant.last_error = old.last_refresh, old.last_error
-                if old.state in ("refreshing", "retrying"):
-                    grant.state, grant.attempts, grant.retry_at = old.state, old.attempts, old.retry_at
+            grant = self.grants.get(key)
+            if grant is None:
+                grant = Grant(key, f.provider, f.refresh, f.mirrors, f.expires_at, signature)
+                grant.last_refresh = self._last_refresh.get(key)
+            else:
+                # Update the known grant in place: a refresh in flight holds this very
+                # object and records its outcome (retrying, needs-login) on it.
+                if grant.state == "needs-login" and grant.signature != signature:
+                    # One of its files changed (a new login?): try again.
+                    grant.state, grant.attempts, grant.retry_at, grant.guidance = "scheduled", 0, None, None
+                grant.mirrors, grant.expires_at, grant.signature = f.mirrors, f.expires_at, signature
             grants[key] = grant
         self.grants = grants
         # Forget rotated-away lineages so months of refreshes do not pile up.
@@ -366,38 +372,61 @@ class RefreshBroker:
         primary = grant.mirrors[0]
         if primary.kind == "pi":
             with pi_lock(primary.path, timeout=LOCK_TIMEOUT):
-                auth = pi_auth.read_auth(primary.path)
-            entry = auth.entries.get(primary.provider) if auth else None
-            if not isinstance(entry, OAuthEntry):
-                return "entry gone", None
-            current_refresh, expires_at = entry.refresh, entry.expires / 1000
+                stored = self._stored(primary)
         else:
-            codex = codex_auth.read_auth(primary.path)
-            if codex is None or not codex.refresh_token:
-                return "login gone", None
-            current_refresh = codex.refresh_token
-            expires_at = codex.expires_at if codex.expires_at is not None else 0.0
+            stored = self._stored(primary)
+        if stored is None:
+            return ("entry gone" if primary.kind == "pi" else "login gone"), None
+        current_refresh, expires_at = stored
         if current_refresh != grant.refresh_token:
             return "refreshed by someone else", current_refresh
-        if not force and expires_at - self.lead > time.time():
+        if not force and expires_at - self.lead > time.time() and not self._stale_copy(grant):
             return "not due", current_refresh
         return None
+
+    def _stale_copy(self, grant: Grant) -> bool:
+        """Whether another mirror still holding this grant's token is due. A login that
+        does not rotate (Copilot, Google) may have been renewed in one copy only:
+        refreshing renews every copy, while adopting would leave the grant due and
+        the scheduler spinning on it."""
+        due = time.time() + self.lead
+        for mirror in grant.mirrors[1:]:
+            try:
+                stored = self._stored(mirror)
+            except FileProblem:
+                continue
+            if stored is not None and stored[0] == grant.refresh_token and stored[1] <= due:
+                return True
+        return False
+
+    @staticmethod
+    def _stored(mirror: Mirror) -> tuple[str, float] | None:
+        """(refresh token, expiry) that ``mirror`` holds now; None when its login is gone."""
+        if mirror.kind == "pi":
+            auth = pi_auth.read_auth(mirror.path)
+            entry = auth.entries.get(mirror.provider) if auth else None
+            return (entry.refresh, entry.expires / 1000) if isinstance(entry, OAuthEntry) else None
+        codex = codex_auth.read_auth(mirror.path)
+        if codex is None or not codex.refresh_token:
+            return None
+        return codex.refresh_token, codex.expires_at if codex.expires_at is not None else 0.0
 
     async def _request_and_persist(self, grant: Grant) -> tuple[list[str], str]:
         """Request new tokens and write them everywhere; returns (mirrors written, refresh token now)."""
         assert self._http is not None
         now = time.time()
+        started = list(grant.mirrors)
         codex_mirror = next((m for m in grant.mirrors if m.kind == "codex"), None)
         if codex_mirror is not None:
             codex = await anyio.to_thread.run_sync(codex_auth.read_auth, codex_mirror.path)
             if codex is None:
                 raise FileProblem(codex_mirror.path, "missing", "disappeared")
             update = await refresh_codex(codex, self._http, self.env, now)
-            written = await anyio.to_thread.run_sync(self._persist_codex, grant, codex_mirror, update)
+            written = await anyio.to_thread.run_sync(self._persist_codex, grant, started, codex, update)
             return written, update.refresh_token or grant.refresh_token
         entry = await anyio.to_thread.run_sync(self._read_entry, grant.mirrors[0])
         new = await refresh_pi_entry(grant.provider, entry, self._http, self.env, int(now * 1000))
-        return await anyio.to_thread.run_sync(self._persist_pi, grant, new), new.refresh
+        return await anyio.to_thread.run_sync(self._persist_pi, grant, started, new), new.refresh
 
     @staticmethod
     def _read_entry(mirror: Mirror) -> OAuthEntry:
@@ -407,17 +436,23 @@ class RefreshBroker:
             raise FileProblem(mirror.path, "missing", f"no longer holds {mirror.provider}")
         return entry
 
-    def _persist_pi(self, grant: Grant, new: OAuthEntry) -> list[str]:
+    @staticmethod
+    def _all_mirrors(grant: Grant, started: list[Mirror]) -> list[Mirror]:
+        """The mirrors known when the request went out and those found since: a rescan
+        meanwhile may have missed a copy (read half-written) or found a new one."""
+        return list(dict.fromkeys([*started, *grant.mirrors]))
+
+    def _persist_pi(self, grant: Grant, started: list[Mirror], new: OAuthEntry) -> list[str]:
         """Write ``new`` into every pi mirror still holding the old refresh token."""
         written: list[str] = []
-        for mirror in grant.mirrors:
+        for mirror in self._all_mirrors(grant, started):
             def choose(current: pi_auth.PiEntry | None) -> OAuthEntry | None:
                 if isinstance(current, OAuthEntry) and current.refresh == grant.refresh_token:
                     return new
                 return None
 
             try:
-                if pi_auth.replace_entry(mirror.path, mirror.provider, choose, lock_timeout=LOCK_TIMEOUT) is not None:
+                if pi_auth.replace_entry(mirror.path, mirror.provider, choose, lock_timeout=PERSIST_LOCK_TIMEOUT) is not None:
                     written.append(mirror.describe())
             except (FileProblem, LockError, OSError) as exc:
                 # Keep going: the other mirrors must get the rotated token regardless.
@@ -426,21 +461,43 @@ class RefreshBroker:
             raise FileProblem(grant.mirrors[0].path, "unwritable", "no mirror accepted the refreshed token")
         return written
 
-    def _persist_codex(self, grant: Grant, mirror: Mirror, update: codex_auth.TokenRefresh) -> list[str]:
-        """Codex's file first (compare-before-write), then each pi copy via the link."""
+    def _persist_codex(
+        self, grant: Grant, started: list[Mirror], before: codex_auth.CodexAuth, update: codex_auth.TokenRefresh
+    ) -> list[str]:
+        """Codex's file first (compare-before-write), then each pi copy that still
+        holds the token just spent, mapped from the new tokens as the link maps them.
+        (Not the link's newer-token test: tokens issued within one second look the
+        same age.) A failure on one store never keeps the others from the new tokens."""
         written: list[str] = []
         home = codex_auth.codex_home(self.env)
-        if codex_auth.write_refreshed_tokens(home, update, grant.refresh_token):
-            written.append(mirror.describe())
-        codex = codex_auth.read_auth(mirror.path)
-        for other in grant.mirrors:
+        path = Path(before.path)
+        try:
+            if codex_auth.write_refreshed_tokens(home, update, grant.refresh_token):
+                written.append(str(path))
+        except (FileProblem, OSError) as exc:
+            # Caught mid-write by Codex, say: the link copies pi's newer tokens back later.
+            log.error("could not write the refreshed token", mirror=str(path), error=str(exc))
+        tokens = {"id_token": before.id_token, "access_token": before.access_token,
+                  "refresh_token": before.refresh_token, "account_id": before.account_id}
+        now = datetime.now(timezone.utc)
+        codex = codex_auth.parse_auth(
+            codex_auth.apply_refresh({"auth_mode": "chatgpt", "tokens": tokens}, update, now), path
+        )
+        now_ms = int(now.timestamp() * 1000)
+        for other in self._all_mirrors(grant, started):
             if other.kind != "pi":
                 continue
+
+            def choose(current: pi_auth.PiEntry | None) -> OAuthEntry | None:
+                if not isinstance(current, OAuthEntry) or current.refresh != grant.refresh_token:
+                    return None
+                return codex_link.pi_entry_from_codex(codex, current, now_ms)
+
             try:
-                if codex_link.apply_to_pi(other.path, codex, lock_timeout=LOCK_TIMEOUT).action == "update_pi":
+                if pi_auth.replace_entry(other.path, other.provider, choose, lock_timeout=PERSIST_LOCK_TIMEOUT) is not None:
                     written.append(other.describe())
-            except (FileProblem, LockError, OSError) as exc:
+            except (FileProblem, LockError, OSError, ValueError) as exc:
                 log.error("could not write the refreshed token", mirror=other.describe(), error=str(exc))
         if not written:
-            raise FileProblem(mirror.path, "unwritable", "no mirror accepted the refreshed token")
+            raise FileProblem(path, "unwritable", "no mirror accepted the refreshed token")
         return written
