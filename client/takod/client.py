@@ -22,13 +22,13 @@ from typing import Any, Iterator, TypeVar
 import msgspec
 
 from . import __version__
-from .autostart import StartFailed, spawn_daemon
 from .paths import socket_path as default_socket_path
 from .protocol import (
     CANCEL_METHOD,
     STREAM_METHOD,
     ERROR_VALIDATION,
     FrameSplitter,
+    Message,
     Notification,
     ProtocolError,
     Request,
@@ -125,6 +125,9 @@ class Client:
                     f"takod is not running (no daemon at {self.socket_path}); start it with `takod serve`"
                     " or unset TAKOD_NO_SPAWN to let clients start it"
                 ) from None
+            # Imported only here: it pulls in subprocess, which most CLI runs never need.
+            from .autostart import StartFailed, spawn_daemon
+
             try:
                 spawn_daemon(self.socket_path)
             except StartFailed as start:
@@ -292,8 +295,7 @@ class Client:
             self.close()
             raise ConnectionLost("takod closed the connection")
         try:
-            for frame in self._splitter.feed(data):
-                msg = decode_message(frame)
+            for msg in self._messages(data):
                 if isinstance(msg, Response):
                     self._responses[msg.msgid] = msg
                 elif isinstance(msg, Notification):
@@ -304,3 +306,21 @@ class Client:
         except (ProtocolError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             self.close()
             raise ConnectionLost(f"takod sent something unreadable: {exc}") from None
+
+    def _messages(self, data: bytes) -> list[Message]:
+        """The messages that ``data`` completes, with what earlier reads left over."""
+        if not self._splitter.buffered:
+            # A reply to a sequential call usually arrives as exactly one whole
+            # message in one read. msgspec then checks and decodes it in one pass
+            # of C, where the splitter's pure-Python header scan alone costs ~40 µs
+            # for a status reply. Anything else (part of a message, several of
+            # them) msgspec rejects, and the splitter takes over. This skips the
+            # splitter's nesting limit for such a message (msgspec's recursion
+            # limit applies instead): fine for replies from our own daemon, and
+            # the size limit still holds, as one recv is at most 256 KiB. The
+            # daemon keeps every limit: it always splits.
+            try:
+                return [decode_message(data)]
+            except (ProtocolError, RecursionError):
+                pass
+        return [decode_message(frame) for frame in self._splitter.feed(data)]

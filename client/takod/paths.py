@@ -15,7 +15,6 @@ Standard library only: the CLI imports this at start.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import stat
@@ -65,6 +64,8 @@ def socket_path() -> Path:
                 candidate = Path(base) / "takod" / "rpc.sock"
                 break
         if candidate is None:
+            import hashlib  # only this rare rule needs it; it costs ~3 ms of every CLI start
+
             host8 = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
             candidate = _xdg_state_home() / "takod" / f"s.{host8}.sock"
     if len(os.fsencode(candidate)) >= SUN_PATH_MAX:

@@ -1,36 +1,58 @@
-"""One client connection: read frames, serve requests concurrently, write replies.
+"""One client connection: frames in, replies out, over an asyncio Transport.
 
-Structure (one task group per connection):
-- the reader splits the byte stream into frames and dispatches them; each
-  request runs in its own task and cancel scope, so replies go out as work
-  finishes (pipelining) and ``$/cancel`` or a hang-up stops the work;
-- one writer task owns the socket's send side, fed by a bounded queue: a
-  client that does not read its replies fills the queue, handlers then wait,
-  the outstanding-request semaphore runs out and the reader stops reading.
-  Back-pressure all the way down, no unbounded buffers;
-- one pump task per subscription moves events from its bounded queue to the
-  writer, so publishers never wait on a slow client.
+Why a Transport and not an anyio byte stream: a ``status`` round trip should
+cost little more than the least a Python msgpack-rpc server can do
+(bench/rpc.py). With a Protocol the socket stays registered with the event
+loop (no epoll add/remove per read), bytes arrive in a callback, and replies go
+straight to ``transport.write``: no reader or writer task, no queue between
+them, no wake-ups.
+
+Reading. ``data_received`` splits the byte stream into frames and dispatches
+them in order, at most BATCH per event-loop pass, so one pipelining client
+cannot hold the loop for long. Frames read but not yet dispatched wait in a
+backlog, and reading pauses while the backlog is not empty: it never holds
+more than one read.
+
+Serving. Inline methods (see rpc.py: plain ``def`` handlers, or an async
+method's fast path when it can answer from warm state) are answered during
+dispatch, and the replies of one pass leave in one write. Every other request
+runs in its own task in the connection's task group, under a cancel scope
+carrying the method's time limit: ``$/cancel``, ``close`` (shutdown, with a
+reason) and a hang-up (the group is cancelled) really stop the work. The task
+group also holds subscription pumps, background streams and nested calls to
+the peer.
+
+Back-pressure, never unbounded buffers:
+- the transport calls ``pause_writing`` when more than its high-water mark
+  (64 KiB) of output is unsent: dispatching and reading stop, and tasks wait
+  in :meth:`send` until ``resume_writing``. A client that never reads its
+  replies costs bounded memory and, once stalled, no CPU;
+- MAX_OUTSTANDING requests running in tasks: reading stops until one finishes.
+Each subscription has its own bounded queue, drained by its pump through
+:meth:`send`, so publishers never wait on a slow client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
+import socket
+from collections import deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import anyio
 import msgspec
 import structlog
-from anyio.abc import ByteStream
 
 from takod.protocol import (
     CANCEL_METHOD,
     EVENT_METHOD,
     FrameSplitter,
+    Message,
     Notification,
     ProtocolError,
     Request,
-    Response,
     RpcError,
     decode_message,
     encode_notification,
@@ -39,29 +61,36 @@ from takod.protocol import (
 )
 
 from .events import Subscription
-from .rpc import Call, decode_params
+from .rpc import SLOW, Call, Method, decode_params
 
 if TYPE_CHECKING:
     from .daemon import Daemon
 
 log = structlog.get_logger("takod.conn")
 
-MAX_OUTSTANDING = 1000  # requests in flight per connection before we stop reading
-SEND_QUEUE = 128  # encoded frames waiting for the writer
-READ_CHUNK = 256 * 1024
+MAX_OUTSTANDING = 1000  # requests running in tasks per connection before we stop reading
+BATCH = 64  # frames dispatched per event-loop pass, before other connections get their turn
 
 
-class Connection:
-    def __init__(self, daemon: "Daemon", stream: ByteStream, conn_id: int, peer_pid: int | None):
+class Connection(asyncio.Protocol):
+    """One client. The asyncio Protocol callbacks run on the event loop outside
+    any task and never wait; everything that awaits runs in :meth:`run`'s task group."""
+
+    def __init__(self, daemon: "Daemon", sock: socket.socket, conn_id: int, peer_pid: int | None):
         self.daemon = daemon
-        self.stream = stream
         self.conn_id = conn_id
         self.peer_pid = peer_pid
         self.client_name: str | None = None
         self.workspace: str | None = None
         self.nvim_data: bool | None = None  # the peer Neovim accepts autocmd data (asked on first need)
-        self._send, self._outbox = anyio.create_memory_object_stream[bytes](SEND_QUEUE)
-        self._slots = anyio.Semaphore(MAX_OUTSTANDING)
+        self._sock = sock  # the transport owns it once run() has started
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.Transport | None = None
+        self._splitter = FrameSplitter()
+        self._backlog: deque[bytes] = deque()  # frames read, not dispatched yet
+        self._drain_scheduled = False
+        self._write_resumed: anyio.Event | None = None  # set by resume_writing; None while writes flow
+        self._outstanding = 0  # requests running in tasks, until their reply is written
         self._inflight: dict[int, anyio.CancelScope] = {}
         self._streams: dict[int, anyio.CancelScope] = {}  # stream_id -> its work, after the request
         self._cancel_reason: dict[int, RpcError] = {}
@@ -69,8 +98,9 @@ class Connection:
         self._calls: dict[int, list[Any]] = {}  # our own requests to the peer: [event, error, result]
         self._call_ids = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
-        self._closing = False
-        self._delivering = 0  # pumps between taking events and queueing them
+        self._closing = False  # dispatch nothing more
+        self._done = anyio.Event()  # the peer hung up or broke the protocol, or close() has finished
+        self._delivering = 0  # pumps between taking events and writing them
 
     # lifetime ---------------------------------------------------------------
 
@@ -79,58 +109,132 @@ class Connection:
         with structlog.contextvars.bound_contextvars(conn=self.conn_id, peer_pid=self.peer_pid):
             try:
                 async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    tg.start_soon(self._writer)
-                    await self._reader()
-                    tg.cancel_scope.cancel()
+                    self._tg = tg  # before the transport exists: data_received may start tasks at once
+                    # The protocol callbacks run in a copy of this context: their log lines carry conn too.
+                    await asyncio.get_running_loop().connect_accepted_socket(lambda: self, self._sock)
+                    await self._done.wait()
+                    tg.cancel_scope.cancel()  # in-flight work, pumps and streams stop with the connection
             finally:
+                self._hang_up()  # a drain still scheduled must not start tasks in the finished group
                 for sub in self._subs.values():
                     self.daemon.bus.unsubscribe(sub)
                 self._subs.clear()
-                with anyio.move_on_after(1, shield=True):
-                    await self.stream.aclose()
+                # close() has given queued output its time; a peer that is gone or not reading gets no more.
+                if self._transport is not None:
+                    self._transport.abort()
+                else:
+                    self._sock.close()
                 log.debug("connection closed", client=self.client_name)
 
     async def close(self, reason: RpcError) -> None:
-        """Stop serving: in-flight requests are answered with ``reason``, queued
-        replies are flushed (briefly), then the socket closes."""
+        """Stop serving: read nothing more, answer in-flight requests with
+        ``reason``, give queued replies and events about a second to go out,
+        then drop the connection."""
         self._closing = True
+        if self._transport is not None:
+            self._transport.pause_reading()
         for msgid, scope in list(self._inflight.items()):
             self._cancel_reason[msgid] = reason
             scope.cancel()
         with anyio.move_on_after(1):
-            # Let answers and already-published events (e.g. "stopping") go out first.
-            while self._inflight or self._delivering or any(sub.queue or sub.lost for sub in self._subs.values()):
+            while self._sending():
                 await anyio.sleep(0.01)
-            await self._send.aclose()  # the writer drains what is queued, then ends
-            while self._tg is not None and self._writer_running:
-                await anyio.sleep(0.01)
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self._done.set()
+
+    def _sending(self) -> bool:
+        """Whether replies or already-published events (e.g. "stopping") are still on their way out."""
+        if self._done.is_set():
+            return False
+        transport = self._transport
+        return bool(
+            self._outstanding
+            or self._delivering
+            or any(sub.queue or sub.lost for sub in self._subs.values())
+            or (transport is not None and transport.get_write_buffer_size())
+        )
+
+    # asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._backlog.extend(self._splitter.feed(data))
+        except ProtocolError as exc:
+            self._violation(exc)
+            return
+        self._drain()
+
+    def eof_received(self) -> None:
+        self._hang_up()  # a peer that stops sending has hung up: its requests are not answered
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._hang_up()
+
+    def pause_writing(self) -> None:
+        self._write_resumed = anyio.Event()
+
+    def resume_writing(self) -> None:
+        if self._write_resumed is not None:
+            self._write_resumed.set()
+            self._write_resumed = None
+        self._schedule_drain()
+
+    def _hang_up(self) -> None:
+        self._closing = True
+        self._backlog.clear()
+        self._done.set()
+
+    def _violation(self, exc: ProtocolError) -> None:
+        log.warning("protocol violation, closing connection", reason=str(exc))
+        self._hang_up()
+        assert self._transport is not None
+        self._transport.abort()  # at once: the peer learns it now, and unsent replies are dropped
 
     # reading ----------------------------------------------------------------
 
-    async def _reader(self) -> None:
-        splitter = FrameSplitter()
-        while True:
-            try:
-                data = await self.stream.receive(READ_CHUNK)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                return
-            try:
-                for frame in splitter.feed(data):
-                    await self._dispatch(decode_message(frame))
-            except ProtocolError as exc:
-                log.warning("protocol violation, closing connection", reason=str(exc))
-                return
-            if self._closing:
-                return
+    def _stalled(self) -> bool:
+        """Whether dispatching (and so reading) must wait."""
+        return self._closing or self._write_resumed is not None or self._outstanding >= MAX_OUTSTANDING
 
-    async def _dispatch(self, msg: Request | Response | Notification) -> None:
+    def _schedule_drain(self) -> None:
+        """Go on with the backlog, and with reading, on the next event-loop pass."""
+        if not self._drain_scheduled and self._loop is not None:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Dispatch backlogged frames; then read on, unless something holds us back."""
+        self._drain_scheduled = False
+        transport = self._transport
+        assert transport is not None
+        replies: list[bytes] = []  # inline answers of this pass, written together
+        budget = BATCH
+        try:
+            while self._backlog and budget and not self._stalled():
+                budget -= 1
+                self._dispatch(decode_message(self._backlog.popleft()), replies)
+        except ProtocolError as exc:
+            self._violation(exc)
+            return
+        if replies and not transport.is_closing():
+            transport.write(b"".join(replies))  # may call pause_writing: checked just below
+        if self._backlog or self._stalled():
+            transport.pause_reading()
+            if self._backlog and not self._stalled():
+                self._schedule_drain()  # out of budget: continue after the loop's other callbacks
+            # else whatever stalls us schedules the drain when it clears
+        else:
+            transport.resume_reading()
+
+    def _dispatch(self, msg: Message, replies: list[bytes]) -> None:
         if isinstance(msg, Request):
-            await self._slots.acquire()  # back-pressure: stop reading until a slot frees
-            assert self._tg is not None
-            self._tg.start_soon(self._serve, msg)
+            self._request(msg, replies)
         elif isinstance(msg, Notification):
             try:
                 params = msgspec.msgpack.decode(msg.params)
@@ -166,9 +270,9 @@ class Connection:
 
     # serving ----------------------------------------------------------------
 
-    async def _serve(self, req: Request) -> None:
-        error: Any = None
-        result: Any = None
+    def _request(self, req: Request, replies: list[bytes]) -> None:
+        """Answer ``req`` inline if its method can, else start its task."""
+        call = Call(self.daemon, self, req.msgid, req.method)
         method = self.daemon.registry.get(req.method)
         try:
             if method is None:
@@ -176,64 +280,78 @@ class Connection:
             params = decode_params(method, req.params)
             if not method.secret_params:
                 log.debug("request", method=req.method, msgid=req.msgid)
-            call = Call(self.daemon, self, req.msgid, req.method)
-            with anyio.CancelScope() as scope:
-                self._inflight[req.msgid] = scope
-                with anyio.fail_after(method.timeout if method.timeout is not None else math.inf):
+            if method.inline is not None:
+                result = method.inline(call, params)
+                if result is not SLOW:
+                    replies.append(self._response(call, None, result))
+                    return
+        except Exception as exc:
+            replies.append(self._response(call, self._error(call, method, exc), None))
+            return
+        # Registered now, not when the task first runs, so that a $/cancel
+        # right behind the request in the same read finds it.
+        timeout = math.inf if method.timeout is None else method.timeout
+        scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
+        self._inflight[req.msgid] = scope
+        self._outstanding += 1
+        assert self._tg is not None
+        self._tg.start_soon(self._serve, call, method, params, scope)
+
+    async def _serve(self, call: Call, method: Method, params: Any, scope: anyio.CancelScope) -> None:
+        """A request that may wait, in its own task; its slot is freed once the reply is written."""
+        error: Any = None
+        result: Any = None
+        try:
+            try:
+                assert method.handler is not None, f"inline-only method {call.method} returned SLOW"
+                with scope:
                     result = await method.handler(call, params)
-            if scope.cancelled_caught:
-                raise self._cancel_reason.pop(req.msgid, RpcError("cancelled", "request cancelled"))
-        except RpcError as exc:
-            error, result = exc.to_wire(), None
-        except TimeoutError:
-            error, result = RpcError("timeout", f"{req.method} took longer than {method.timeout} s").to_wire(), None
-        except Exception:
-            log.exception("handler failed", method=req.method)
-            error, result = RpcError("internal", f"{req.method} failed unexpectedly; see the daemon log").to_wire(), None
+                if scope.cancelled_caught:
+                    # $/cancel and close() leave a reason; without one, the time limit struck.
+                    raise self._cancel_reason.pop(call.msgid, None) or RpcError(
+                        "timeout", f"{call.method} took longer than {method.timeout} s"
+                    )
+            except Exception as exc:
+                error, result = self._error(call, method, exc), None
+            finally:
+                if self._inflight.get(call.msgid) is scope:
+                    del self._inflight[call.msgid]
+                self._cancel_reason.pop(call.msgid, None)
+            await self.send(self._response(call, error, result))
         finally:
-            self._inflight.pop(req.msgid, None)
-            self._cancel_reason.pop(req.msgid, None)
+            self._outstanding -= 1
+            if self._outstanding == MAX_OUTSTANDING - 1:
+                self._schedule_drain()  # a slot is free again: dispatch and read on
+
+    def _error(self, call: Call, method: Method | None, exc: Exception) -> list[Any]:
+        """The wire error for a request that raised ``exc``; a bug is logged, never sent."""
+        if isinstance(exc, RpcError):
+            return exc.to_wire()
+        if isinstance(exc, TimeoutError):  # a time limit of the handler's own
+            timeout = method.timeout if method is not None else None
+            return RpcError("timeout", f"{call.method} took longer than {timeout} s").to_wire()
+        log.exception("handler failed", method=call.method)
+        return RpcError("internal", f"{call.method} failed unexpectedly; see the daemon log").to_wire()
+
+    def _response(self, call: Call, error: Any, result: Any) -> bytes:
         try:
-            frame = encode_response(req.msgid, error, result)
+            return encode_response(call.msgid, error, result)
         except (TypeError, msgspec.EncodeError):
-            log.exception("result not encodable", method=req.method)
-            frame = encode_response(req.msgid, RpcError("internal", "result not encodable").to_wire(), None)
-        try:
-            await self.send(frame)
-        finally:
-            self._slots.release()
+            log.exception("result not encodable", method=call.method)
+            return encode_response(call.msgid, RpcError("internal", "result not encodable").to_wire(), None)
 
     # writing ----------------------------------------------------------------
 
-    _writer_running = False
-
     async def send(self, frame: bytes) -> None:
-        """Queue one encoded frame; waits while the client is not reading."""
-        try:
-            await self._send.send(frame)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # the connection is closing; the peer will not see it
+        """Write one encoded frame; waits while the client is not reading.
+        Dropped once the connection is going away: the peer would not see it."""
+        while self._write_resumed is not None:
+            await self._write_resumed.wait()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame)
 
     async def notify(self, method: str, params: list[Any]) -> None:
         await self.send(encode_notification(method, params))
-
-    async def _writer(self) -> None:
-        self._writer_running = True
-        try:
-            async with self._outbox:
-                async for frame in self._outbox:
-                    batch = [frame]
-                    while len(batch) < 64:
-                        try:
-                            batch.append(self._outbox.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    await self.stream.send(b"".join(batch))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            assert self._tg is not None
-            self._tg.cancel_scope.cancel()  # the peer is gone: stop reading and serving too
-        finally:
-            self._writer_running = False
 
     # background streams ----------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The listening socket: bind (or take one from a supervisor) and accept clients.
 
 Every accepted connection is checked for the peer's uid before a single byte
-is read: the 0700 directory is the first barrier, this is the second.
+is read: the 0700 directory is the first barrier, this is the second. Then the
+raw socket goes to an asyncio transport (see connection.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import structlog
-from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskStatus
+from anyio.abc import TaskStatus
 
 from .connection import Connection
 from .peercred import peer_of
@@ -88,38 +89,42 @@ def activated_socket(name: str = "rpc") -> socket.socket | None:
 async def serve(
     daemon: "Daemon", sock: socket.socket, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    """Accept connections until cancelled; each runs in the daemon's task group."""
-    listener: SocketListener = await SocketListener.from_socket(sock)
+    """Accept connections until cancelled; each runs in this task group."""
     ids = itertools.count(1)
-    async with listener, anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg:
         task_status.started()
         while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                log.warning("accept failed", error=exc.strerror)
-                await anyio.sleep(0.1)
-                continue
-            tg.start_soon(_handle, daemon, stream, next(ids))
+            await anyio.wait_readable(sock)
+            # Take every connection already waiting: one wake-up for a burst of clients.
+            while True:
+                try:
+                    client, _ = sock.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                    log.warning("accept failed", error=exc.strerror)
+                    await anyio.sleep(0.1)
+                    break
+                client.setblocking(False)
+                tg.start_soon(_handle, daemon, client, next(ids))
 
 
-async def _handle(daemon: "Daemon", stream: SocketStream, conn_id: int) -> None:
-    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
+async def _handle(daemon: "Daemon", sock: socket.socket, conn_id: int) -> None:
     try:
-        peer = peer_of(raw)
+        peer = peer_of(sock)
     except OSError as exc:
         log.warning("refused connection: peer credentials unavailable", error=str(exc))
-        await stream.aclose()
+        sock.close()
         return
     if peer.uid != os.getuid():
         log.warning("refused connection from another user", peer_uid=peer.uid, peer_pid=peer.pid)
-        await stream.aclose()
+        sock.close()
         return
     if len(daemon.connections) >= MAX_CONNECTIONS:
         log.warning("refused connection: too many connections", limit=MAX_CONNECTIONS)
-        await stream.aclose()
+        sock.close()
         return
-    conn = Connection(daemon, stream, conn_id, peer.pid)
+    conn = Connection(daemon, sock, conn_id, peer.pid)
     daemon.connections.add(conn)
     try:
         await conn.run()

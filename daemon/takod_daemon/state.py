@@ -159,10 +159,15 @@ class StateManager:
 
     # workspaces -------------------------------------------------------------
 
+    def loaded(self, root: str | Path) -> Workspace | None:
+        """The workspace at ``root`` if it is loaded already (under this spelling
+        of its root), else None. Memory only: no filesystem lookups, no waiting."""
+        return self._by_name.get(str(root))
+
     async def workspace(self, root: str | Path) -> Workspace:
         """The workspace at ``root``, loaded (and watched) on first use."""
-        known = self._by_name.get(str(root))
-        if known is not None:  # the hot path of every status call: no filesystem lookups
+        known = self.loaded(root)
+        if known is not None:  # the hot path of every status call
             return known
         path = Path(root).expanduser().resolve()
         # Requests arriving while another one loads this workspace wait for it:

@@ -1,4 +1,8 @@
-"""Core methods: hello, ping, subscribe, unsubscribe, shutdown."""
+"""Core methods: hello, ping, subscribe, unsubscribe, shutdown.
+
+``hello``, ``ping`` and ``unsubscribe`` only touch memory, so they are plain
+functions: answered inline, without a task (see :mod:`takod_daemon.rpc`).
+"""
 
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ async def autocmd_data_supported(call: Call) -> bool:
 
 
 @registry.method("hello", HelloParams)
-async def hello(call: Call, p: HelloParams) -> HelloResult:
+def hello(call: Call, p: HelloParams) -> HelloResult:
     if p.client:
         call.conn.client_name = p.client[:100]
     if p.workspace:
@@ -68,7 +72,7 @@ async def hello(call: Call, p: HelloParams) -> HelloResult:
 
 
 @registry.method("ping", PingParams)
-async def ping(call: Call, p: PingParams) -> str:
+def ping(call: Call, p: PingParams) -> str:
     return "pong"
 
 
@@ -87,7 +91,7 @@ async def subscribe(call: Call, p: SubscribeParams) -> SubscribeResult:
 
 
 @registry.method("unsubscribe", UnsubscribeParams)
-async def unsubscribe(call: Call, p: UnsubscribeParams) -> UnsubscribeResult:
+def unsubscribe(call: Call, p: UnsubscribeParams) -> UnsubscribeResult:
     return UnsubscribeResult(removed=call.conn.remove_subscription(p.sub_id))
 
 

@@ -9,14 +9,14 @@ from takod.schema import DaemonInfo, ProbeParams, StatusParams, StatusResult
 
 from ..api import registry
 from ..readiness import evaluate
-from ..rpc import Call
+from ..rpc import SLOW, Call, Slow
+from ..state import Workspace
 from .auth import store_info
 from .core import workspace_of
 
 
-async def status_of(call: Call, workspace: str | None, env: dict[str, str] | None = None) -> StatusResult:
+def _status(call: Call, ws: Workspace, env: dict[str, str] | None) -> StatusResult:
     d = call.daemon
-    ws = await d.state.workspace(workspace_of(call, workspace))
     now = time.time()
     providers, selected, seq = ws.providers, ws.selected, ws.seq
     if env:
@@ -43,7 +43,21 @@ async def status_of(call: Call, workspace: str | None, env: dict[str, str] | Non
     )
 
 
-@registry.method("status", StatusParams)
+async def status_of(call: Call, workspace: str | None, env: dict[str, str] | None = None) -> StatusResult:
+    ws = await call.daemon.state.workspace(workspace_of(call, workspace))
+    return _status(call, ws, env)
+
+
+def warm_status(call: Call, p: StatusParams) -> StatusResult | Slow:
+    """``status`` inline when it is pure memory: the workspace is loaded and the
+    client sent no keys of its own (those are evaluated per request)."""
+    if p.env:
+        return SLOW
+    ws = call.daemon.state.loaded(workspace_of(call, p.workspace))
+    return SLOW if ws is None else _status(call, ws, None)
+
+
+@registry.method("status", StatusParams, inline=warm_status)
 async def status(call: Call, p: StatusParams) -> StatusResult:
     """Warm state only: never spawns a provider or touches the network."""
     return await status_of(call, p.workspace, p.env)
