@@ -271,6 +271,8 @@ def test_dropped_connection_is_transient(oauth_server: FakeOAuthServer) -> None:
     oauth_server.fail_transient(1, kind="drop")
     failure = expect_failure(RefreshTransient, oauth_server, "anthropic", entry)
     assert failure.reason.startswith("network error: ")
+    # The server notes the request after hanging up, so the client can see the drop first.
+    assert oauth_server.wait_for_requests(1, timeout=10)
     assert oauth_server.requests[-1].outcome == "dropped"
     assert refresh(oauth_server, "anthropic", entry).refresh == oauth_server.current_refresh("anthropic")
 
