@@ -111,13 +111,17 @@ class Engine:
         env = dict(self.daemon.state.env)
         for name, value in ws.settings.api_keys.items():
             env.setdefault(name, value)
-        for info in await self.daemon.keys.list():
+        # The names the daemon already knows (re-read after every key change; routing
+        # went by them too): listing the store again would read every value once more,
+        # one keyring round trip each, before the provider starts; and a store that
+        # cannot be listed (an unreadable key file) would fail the prompt.
+        for name in self.daemon.state.user.stored_keys:
             try:
-                value = await self.daemon.keys.get(info.name)
-            except Exception:  # a keyring that stopped answering: run without that key
+                value = await self.daemon.keys.get(name)
+            except Exception:  # a keyring that stopped answering, an unreadable key file: run without that key
                 continue
             if value:
-                env[info.name] = value
+                env[name] = value
         if overlay:
             env.update(overlay)
         if is_tako_workspace(ws.root):
