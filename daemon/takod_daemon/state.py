@@ -45,6 +45,7 @@ log = structlog.get_logger("takod.state")
 
 CLI_NAMES = ("codex", "claude", "gemini")
 BIN_NAMES = ("pi", "codex", "claude", "gemini", "ollama", "node")
+KEYRING_START_WAIT = 3.0  # longest start-up delay a slow keyring may cause
 OLLAMA_INTERVAL_OK = 60.0
 OLLAMA_INTERVAL_MIN = 5.0
 OLLAMA_INTERVAL_MAX = 300.0
@@ -135,16 +136,21 @@ class StateManager:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            # A locked Secret Service can take its whole timeout to answer: serve meanwhile.
-            tg.start_soon(self._open_keys)
+            # A locked Secret Service can take its whole timeout to answer: serve meanwhile,
+            # but give a healthy keyring a moment so the first status already counts its keys.
+            keys_open = anyio.Event()
+            tg.start_soon(self._open_keys, keys_open)
             await self._load_user()
             await self.workspace(self.daemon.default_workspace)
             await tg.start(self.watcher.run, self._on_files_changed)
+            with anyio.move_on_after(KEYRING_START_WAIT):
+                await keys_open.wait()
             task_status.started()
 
-    async def _open_keys(self) -> None:
+    async def _open_keys(self, done: anyio.Event) -> None:
         await self.daemon.keys.open()
         await self.keys_changed()
+        done.set()
 
     async def reload(self) -> None:
         """Re-read every fact (SIGHUP, or a client's ``providers.probe``)."""
