@@ -38,7 +38,7 @@ from .key_names import UnknownKeyName, normalise_key_name
 from .keystore import KeyStoreError
 from .refresh import endpoints
 from .refresh.endpoints import Endpoint
-from .refresh.grants import _openai_account_id
+from .refresh.grants import RefreshError, _openai_account_id, parse_pi_response
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -57,9 +57,19 @@ CODEX_SCOPE = "openid profile email offline_access"
 ANTHROPIC_REDIRECT = "http://localhost:53692/callback"
 ANTHROPIC_SCOPES = "org:create_api_key user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload"
 ANTHROPIC_MARGIN_MS = 300_000
+# GitHub's device flow on github.com (pi asks for a GHE domain; takod does github.com only).
+COPILOT_DEVICE = Endpoint("TAKOD_COPILOT_DEVICE_URL", "https://github.com/login/device/code")
+COPILOT_AUTH = Endpoint("TAKOD_COPILOT_AUTH_URL", "https://github.com/login/oauth/access_token")
+COPILOT_CLIENT_ID = "Iv1.b507a08c87ecfe98"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+# pi waits interval*1.2 between polls, *1.4 after a slow_down (pi-auth.md §2.1).
+POLL_FACTOR, SLOW_POLL_FACTOR = 1.2, 1.4
 
 # Login provider names (and aliases) -> pi provider id of an OAuth flow.
-OAUTH_PROVIDERS = {"openai-codex": "openai-codex", "codex": "openai-codex", "anthropic": "anthropic", "claude": "anthropic"}
+OAUTH_PROVIDERS = {
+    "openai-codex": "openai-codex", "codex": "openai-codex", "anthropic": "anthropic", "claude": "anthropic",
+    "github-copilot": "github-copilot", "copilot": "github-copilot",
+}
 # API-key provider names -> the key store name the key goes under.
 KEY_PROVIDERS = {
     "openai": "OPENAI_API_KEY",
@@ -174,6 +184,20 @@ def parse_authorization_input(text: str) -> tuple[str | None, str | None]:
         query = parse_qs(value.lstrip("?"))
         return (query.get("code") or [None])[0], (query.get("state") or [None])[0]
     return value, None
+
+
+class _DeviceCode(msgspec.Struct, frozen=True):
+    device_code: str
+    user_code: str
+    verification_uri: str
+    interval: float = 5.0
+    expires_in: float = 900.0
+
+
+class _DevicePoll(msgspec.Struct, frozen=True):
+    access_token: str | None = None
+    error: str | None = None
+    interval: float | None = None
 
 
 class _Tokens(msgspec.Struct, frozen=True):
@@ -312,6 +336,8 @@ class LoginManager:
                         stored = await self._api_key(session, target)
                     elif target == "openai-codex":
                         stored = await self._codex(session)
+                    elif target == "github-copilot":
+                        stored = await self._copilot(session)
                     else:
                         stored = await self._anthropic(session)
                 session.state = "done"
@@ -321,6 +347,8 @@ class LoginManager:
             self._fail(session, "timeout", f"no answer within {int(timeout)} s; run `takod login {target}` again")
         except LoginFailed as exc:
             self._fail(session, exc.code, exc.hint)
+        except msgspec.DecodeError:
+            self._fail(session, "bad_response", "the login server answered something unexpected; retry later")
         except httpx.HTTPError as exc:
             self._fail(session, "unreachable", f"token endpoint unreachable ({type(exc).__name__}); check the network and retry")
         finally:
@@ -402,9 +430,49 @@ class LoginManager:
                            expires=int(time.time() * 1000 + tokens.expires_in * 1000 - ANTHROPIC_MARGIN_MS))
         return await self._store(session, "anthropic", entry)
 
-    async def _post(self, url: str, content: str, content_type: str, who: str) -> bytes:
+    async def _copilot(self, session: Session) -> str:
+        env = session.env
+        ua = {"User-Agent": endpoints.COPILOT_HEADERS["User-Agent"]}
+        device = msgspec.json.decode(await self._post(
+            COPILOT_DEVICE.url(env), urlencode([("client_id", COPILOT_CLIENT_ID), ("scope", "read:user")]),
+            endpoints.FORM, "GitHub", ua), type=_DeviceCode)
+        self.publish(session, "device_code", f"open {device.verification_uri} and enter the code {device.user_code}",
+                     url=device.verification_uri, code=device.user_code)
+        github_token = await self._poll_device(session, device, ua)
+        request = endpoints.copilot_request(github_token, None, env)
         assert self.http is not None
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        response = await self.http.get(request.url, headers=request.headers)
+        if response.status_code != 200:
+            raise LoginFailed("copilot_refused", f"GitHub gave no Copilot token (HTTP {response.status_code}); "
+                              "check that this account has Copilot")
+        try:
+            entry = parse_pi_response("github-copilot", OAuthEntry(access="", refresh=github_token, expires=0),
+                                      response.content, int(time.time() * 1000))
+        except RefreshError:
+            raise LoginFailed("bad_token_response", "GitHub's Copilot token answer lacked token or expires_at") from None
+        return await self._store(session, "github-copilot", entry)
+
+    async def _poll_device(self, session: Session, device: "_DeviceCode", headers: dict[str, str]) -> str:
+        """Poll GitHub until the user entered the code, pacing as pi does."""
+        fields = urlencode([("client_id", COPILOT_CLIENT_ID), ("device_code", device.device_code), ("grant_type", DEVICE_GRANT)])
+        interval, factor = max(1.0, device.interval), POLL_FACTOR
+        with anyio.move_on_after(device.expires_in):
+            while True:
+                await anyio.sleep(interval * factor)
+                answer = msgspec.json.decode(
+                    await self._post(COPILOT_AUTH.url(session.env), fields, endpoints.FORM, "GitHub", headers), type=_DevicePoll)
+                if answer.access_token:
+                    return answer.access_token
+                if answer.error == "slow_down":
+                    interval = answer.interval if answer.interval and answer.interval > 0 else interval + 5
+                    factor = SLOW_POLL_FACTOR
+                elif answer.error != "authorization_pending":
+                    raise LoginFailed(answer.error or "device_flow_failed", "GitHub ended the device login; start it again")
+        raise LoginFailed("device_code_expired", "the code expired before it was entered; start the login again")
+
+    async def _post(self, url: str, content: str, content_type: str, who: str, extra: Mapping[str, str] | None = None) -> bytes:
+        assert self.http is not None
+        headers = {"Content-Type": content_type, "Accept": "application/json", **(extra or {})}
         response = await self.http.post(url, content=content, headers=headers)
         if response.status_code != 200:
             # The body may quote the code: only the status goes out.

@@ -37,22 +37,55 @@ def jwt(claims: dict[str, Any]) -> str:
 
 
 class FakeLoginServer:
-    """Serves ``/openai/oauth/token`` (form) and ``/anthropic/v1/oauth/token`` (JSON)."""
+    """Serves ``/openai/oauth/token`` (form), ``/anthropic/v1/oauth/token`` (JSON), GitHub's
+    device flow under ``/github/`` (one ``slow_down``, then pending until :attr:`approved`)
+    and the Copilot token at ``/copilot/token``."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.codes: dict[str, str] = {}  # code -> the S256 challenge it was issued for
         self.issued: dict[str, str] = {}  # endpoint -> the last access token
         self.account = "acct-" + secrets.token_hex(4)
+        self.device_code = "dc_" + secrets.token_hex(8)
+        self.user_code = "ABCD-1234"
+        self.approved = threading.Event()  # the user entered the code
+        self.slow_downs = 1  # answers slow_down this often before anything else
+        self.github_token = "gho_" + secrets.token_hex(10)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                server.requests.append({"endpoint": "copilot", "auth": self.headers.get("Authorization"),
+                                        "editor": self.headers.get("Editor-Version")})
+                if self.path != "/copilot/token" or self.headers.get("Authorization") != f"Bearer {server.github_token}":
+                    return self._answer(401, {"message": "Bad credentials"})
+                token = f"tid={secrets.token_hex(8)};exp=2000000000;proxy-ep=proxy.individual.githubcopilot.com"
+                server.issued["copilot"] = token
+                self._answer(200, {"token": token, "expires_at": 2_000_000_000})
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
                 ctype = self.headers.get("Content-Type", "")
+                if self.path.startswith("/github/"):
+                    fields = {k: v[0] for k, v in parse_qs(raw).items()}
+                    server.requests.append({"endpoint": self.path, "fields": fields})
+                    if fields.get("client_id") != "Iv1.b507a08c87ecfe98":
+                        return self._answer(400, {"error": "incorrect_client_credentials"})
+                    if self.path == "/github/login/device/code" and fields.get("scope") == "read:user":
+                        return self._answer(200, {"device_code": server.device_code, "user_code": server.user_code,
+                                                  "verification_uri": "https://github.com/login/device",
+                                                  "expires_in": 900, "interval": 1})
+                    if fields.get("device_code") != server.device_code:
+                        return self._answer(200, {"error": "incorrect_device_code"})
+                    if server.slow_downs > 0:
+                        server.slow_downs -= 1
+                        return self._answer(200, {"error": "slow_down", "interval": 1})
+                    if not server.approved.is_set():
+                        return self._answer(200, {"error": "authorization_pending"})
+                    return self._answer(200, {"access_token": server.github_token, "token_type": "bearer"})
                 if self.path == "/openai/oauth/token" and ctype.startswith("application/x-www-form-urlencoded"):
                     fields = {k: v[0] for k, v in parse_qs(raw).items()}
                     endpoint = "openai"
@@ -103,6 +136,9 @@ class FakeLoginServer:
             "TAKOD_ANTHROPIC_TOKEN_URL": f"{self.base}/anthropic/v1/oauth/token",
             "TAKOD_OPENAI_AUTH_URL": f"{self.base}/openai/oauth/authorize",
             "TAKOD_ANTHROPIC_AUTH_URL": f"{self.base}/anthropic/oauth/authorize",
+            "TAKOD_COPILOT_DEVICE_URL": f"{self.base}/github/login/device/code",
+            "TAKOD_COPILOT_AUTH_URL": f"{self.base}/github/login/oauth/access_token",
+            "TAKOD_COPILOT_TOKEN_URL": f"{self.base}/copilot/token",
         }
 
     def __enter__(self) -> "FakeLoginServer":

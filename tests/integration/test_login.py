@@ -233,3 +233,21 @@ def test_cli_usage_errors(home: Path, login_daemon: DaemonProcess) -> None:
     assert bad.returncode == 2 and json.loads(bad.stdout)["error"]["code"] == "unknown_provider"
     none = run("login", "answer", "x")
     assert none.returncode == 2 and "no_login" in none.stderr
+
+
+def test_copilot_device_flow(home: Path, login_daemon: DaemonProcess, login_server: FakeLoginServer) -> None:
+    with login_daemon.client() as c:
+        login_id = _start(c, "copilot")
+        [prompt] = _events(c, login_id, {"device_code"})
+        assert prompt["code"] == login_server.user_code and prompt["url"] == "https://github.com/login/device"
+        wait_for(lambda: sum(r["endpoint"].endswith("access_token") for r in login_server.requests) >= 2, timeout=20)
+        login_server.approved.set()  # the user typed the code in
+        assert _events(c, login_id, {"done", "failed"})[-1]["kind"] == "done"
+        polls = [r for r in login_server.requests if r["endpoint"].endswith("access_token")]
+        assert polls[0]["fields"]["grant_type"] == "urn:ietf:params:oauth:grant-type:device_code"
+        copilot = [r for r in login_server.requests if r["endpoint"] == "copilot"]
+        assert copilot[-1]["editor"] == "vscode/1.107.0"
+        entry = _auth(home)["github-copilot"]
+        assert entry == {"type": "oauth", "access": login_server.issued["copilot"], "refresh": login_server.github_token,
+                         "expires": 2_000_000_000_000 - 300_000}
+    _assert_no_secrets(login_daemon.log_text(), login_server.github_token, entry["access"])
