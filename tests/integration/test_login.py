@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 from takod.client import Client
 from tests.fakes.login_server import FakeLoginServer
-from tests.harness import REPO, DaemonProcess, clean_env, wait_for
+from tests.harness import DaemonProcess, clean_env, wait_for
 
 UNKNOWN = {"custom-provider": {"type": "api_key", "key": "keep-me", "x": [1, 2]}, "zz-extra": {"note": "kept"}}
 
@@ -251,3 +252,42 @@ def test_copilot_device_flow(home: Path, login_daemon: DaemonProcess, login_serv
         assert entry == {"type": "oauth", "access": login_server.issued["copilot"], "refresh": login_server.github_token,
                          "expires": 2_000_000_000_000 - 300_000}
     _assert_no_secrets(login_daemon.log_text(), login_server.github_token, entry["access"])
+
+
+def test_cli_login_answered_from_another_terminal(home: Path, login_daemon: DaemonProcess, login_server: FakeLoginServer) -> None:
+    takod = [sys.executable, "-m", "takod"]
+    login = subprocess.Popen([*takod, "login", "codex", "--json"], env=login_daemon.env, cwd=home,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert login.stdout is not None
+        prompt = json.loads(login.stdout.readline())
+        assert prompt["kind"] == "open_url"
+        q = {k: v[0] for k, v in parse_qs(urlsplit(prompt["url"]).query).items()}
+        code = login_server.issue_code(q["code_challenge"])
+        answer = subprocess.run([*takod, "login", "answer", f"{code}#{q['state']}", "--id", prompt["login_id"], "--json"],
+                                env=login_daemon.env, cwd=home, capture_output=True, text=True, timeout=60)
+        assert answer.returncode == 0, answer.stderr
+        assert json.loads(answer.stdout) == {"login_id": prompt["login_id"], "accepted": True}
+        rest, err = login.communicate(timeout=60)
+    finally:
+        login.kill()
+    assert login.returncode == 0, err
+    assert json.loads(rest.splitlines()[-1])["kind"] == "done"
+    entry = _auth(home)["openai-codex"]
+    _assert_no_secrets(rest + err + answer.stdout + login_daemon.log_text(), entry["access"], entry["refresh"], code)
+
+
+def test_cli_ctrl_c_cancels_the_login(home: Path, login_daemon: DaemonProcess) -> None:
+    login = subprocess.Popen([sys.executable, "-m", "takod", "login", "codex", "--json"], env=login_daemon.env,
+                             cwd=home, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert login.stdout is not None
+        login_id = json.loads(login.stdout.readline())["login_id"]
+        login.send_signal(signal.SIGINT)
+        login.communicate(timeout=60)
+    finally:
+        login.kill()
+    assert login.returncode == 130
+    with login_daemon.client() as c:
+        assert wait_for(lambda: c.call("login.status", {"login_id": login_id})["logins"][0]["state"] == "cancelled")
+    assert wait_for(lambda: _port_free(1455))
