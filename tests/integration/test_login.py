@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from takod.client import Client
 from tests.fakes.login_server import FakeLoginServer
+from tests.integration.test_refresh_broker import PiLockHolder
 from tests.harness import DaemonProcess, clean_env, wait_for
 
 UNKNOWN = {"custom-provider": {"type": "api_key", "key": "keep-me", "x": [1, 2]}, "zz-extra": {"note": "kept"}}
@@ -132,21 +134,23 @@ def test_codex_login_through_the_callback(home: Path, login_daemon: DaemonProces
 
 
 def test_codex_paste_waits_for_pis_lock(home: Path, login_daemon: DaemonProcess, login_server: FakeLoginServer) -> None:
-    lock = home / ".tako" / "pi" / "agent" / "auth.json.lock"
+    """pi holds its lock (pi's own proper-lockfile): the write waits for it, then lands."""
     with login_daemon.client() as c:
         login_id = _start(c, "openai-codex")
         [prompt] = _events(c, login_id, {"open_url"})
         q = {k: v[0] for k, v in parse_qs(urlsplit(prompt["url"]).query).items()}
         code = login_server.issue_code(q["code_challenge"])
-        lock.mkdir()  # pi holds its lock (a fresh directory)
+        holder = PiLockHolder(home / ".tako" / "pi" / "agent" / "auth.json")
         try:
             pasted = f"http://localhost:1455/auth/callback?code={code}&state={q['state']}"
             assert c.call("login.answer", {"login_id": login_id, "text": pasted})["accepted"] is True
             wait_for(lambda: login_server.requests)
+            time.sleep(0.5)  # room for a write that ignored the lock to land (and fail the test)
             assert "openai-codex" not in _auth(home)
             assert c.call("login.status", {"login_id": login_id})["logins"][0]["state"] == "running"
+            holder.release()  # not found compromised: takod waited instead of breaking it
         finally:
-            lock.rmdir()
+            holder.kill()
         done = _events(c, login_id, {"done", "failed"})[-1]
         assert done["kind"] == "done", done
         entry = _assert_codex_entry(home, login_server)
