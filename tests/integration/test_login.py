@@ -128,8 +128,9 @@ def test_codex_login_through_the_callback(home: Path, login_daemon: DaemonProces
         assert c.call("login.status", {"login_id": login_id})["logins"][0]["state"] == "done"
         assert wait_for(lambda: _port_free(1455))
         # The daemon sees the new login (file watcher / rescan).
-        inv = wait_for(lambda: [g for g in c.call("auth.inventory")["grants"] if g.get("provider") == "openai-codex"])
-        assert inv
+        assert wait_for(lambda: [g for g in c.call("auth.inventory")["grants"] if g.get("provider") == "openai-codex"])
+        assert wait_for(lambda: [cred for cred in c.call("auth.inventory")["credentials"]
+                                 if cred["provider"] == "pi" and cred["backend"] == "openai-codex" and not cred["expired"]])
     _assert_no_secrets(login_daemon.log_text(), entry["access"], entry["refresh"], code, req["fields"]["code_verifier"])
 
 
