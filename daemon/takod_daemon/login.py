@@ -92,8 +92,8 @@ class LoginFailed(Exception):
         self.hint = hint
 
 
-class LoginInfo(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What ``login.status`` shows of one login (never a secret)."""
+class LoginInfo(msgspec.Struct, frozen=True):
+    """What ``login.status`` shows of one login (never a secret); every key always present."""
 
     login_id: str
     provider: str
@@ -353,6 +353,8 @@ class LoginManager:
             self._fail(session, "unreachable", f"token endpoint unreachable ({type(exc).__name__}); check the network and retry")
         finally:
             session.waiting = False
+            for end in session.answers:
+                end.close()
             if session.state == "cancelled":
                 self.publish(session, "failed", "login cancelled", error="cancelled", hint="run it again when ready")
                 log.info("login cancelled", login_id=session.login_id, provider=target)

@@ -96,6 +96,7 @@ def _assert_codex_entry(home: Path, server: FakeLoginServer) -> dict[str, Any]:
 
 
 def _assert_no_secrets(text: str, *secrets: str) -> None:
+    assert "login started" in text  # the text holds the login's log lines: the check below means something
     for secret in secrets:
         assert secret not in text
 
