@@ -297,3 +297,19 @@ def test_cli_ctrl_c_cancels_the_login(home: Path, login_daemon: DaemonProcess) -
     with login_daemon.client() as c:
         assert wait_for(lambda: c.call("login.status", {"login_id": login_id})["logins"][0]["state"] == "cancelled")
     assert wait_for(lambda: _port_free(1455))
+
+
+def test_codex_with_the_callback_port_busy_is_paste_only(home: Path, login_daemon: DaemonProcess,
+                                                         login_server: FakeLoginServer) -> None:
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # earlier tests' TIME_WAIT
+        squatter.bind(("127.0.0.1", 1455))
+        squatter.listen()
+        with login_daemon.client() as c:
+            login_id = _start(c, "codex")
+            [prompt] = _events(c, login_id, {"open_url"})
+            assert "1455 is busy" in prompt["message"]
+            q = {k: v[0] for k, v in parse_qs(urlsplit(prompt["url"]).query).items()}
+            c.call("login.answer", {"text": login_server.issue_code(q["code_challenge"])})  # a bare code, as pi accepts
+            assert _events(c, login_id, {"done", "failed"})[-1]["kind"] == "done"
+    _assert_codex_entry(home, login_server)
