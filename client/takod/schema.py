@@ -354,3 +354,40 @@ class ShutdownParams(Params):
 class ShutdownResult(Result):
     stopping: bool
     pid: int
+
+
+# login.start / login.answer / login.cancel / login.status ------------------
+
+
+class LoginStartParams(Params):
+    provider: str  # openai-codex|codex, anthropic|claude, or an API-key provider (openai, gemini, ...) / key name
+    workspace: str | None = None  # where OAuth credentials go (<ws>/.tako/pi/agent/auth.json)
+    timeout: float | None = None  # seconds before the login gives up (default 900)
+
+
+class LoginStartResult(Result):
+    login_id: str
+    provider: str  # pi provider id or key name the login produces
+
+
+class LoginAnswerParams(Params):
+    text: str
+    login_id: str | None = None  # None: the only running login
+
+
+class LoginAnswerResult(Result):
+    login_id: str
+    accepted: bool  # False: no prompt was waiting
+
+
+class LoginCancelParams(Params):
+    login_id: str | None = None
+
+
+class LoginCancelResult(Result):
+    login_id: str
+    cancelled: bool
+
+
+class LoginStatusParams(Params):
+    login_id: str | None = None  # None: every login the daemon remembers

@@ -28,6 +28,7 @@ from .events import EventBus
 from .instance import InstanceLock
 from .inference.engine import Engine
 from .keystore import KeyStore
+from .login import LoginManager
 from .refresh.broker import DEFAULT_LEAD, RefreshBroker
 from .rpc import Registry
 from .server import activated_socket, bind_socket, serve
@@ -58,6 +59,7 @@ class Daemon:
         self.state = StateManager(self)
         self.broker = RefreshBroker(self, self.state.env, refresh_lead)
         self.engine = Engine(self)
+        self.logins = LoginManager(self)
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -91,6 +93,7 @@ class Daemon:
                 await tg.start(self.state.run)
                 await tg.start(self.broker.run)
                 await tg.start(self.engine.run)
+                await tg.start(self.logins.run)
                 await tg.start(serve, self, sock)
                 log.info(
                     "takod ready",

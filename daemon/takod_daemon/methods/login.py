@@ -1,0 +1,64 @@
+"""Assisted login methods: login.start, login.answer, login.cancel, login.status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from takod.protocol import RpcError, invalid
+from takod.schema import (
+    LoginAnswerParams,
+    LoginAnswerResult,
+    LoginCancelParams,
+    LoginCancelResult,
+    LoginStartParams,
+    LoginStartResult,
+    LoginStatusParams,
+)
+
+from ..api import registry
+from ..login import DEFAULT_TIMEOUT_S, LoginInfo, Session
+from ..rpc import Call
+from .core import workspace_of
+
+
+@registry.method("login.start", LoginStartParams)
+async def start(call: Call, p: LoginStartParams) -> LoginStartResult:
+    """Start a login and answer at once; its prompts arrive on the ``login`` topic."""
+    if p.timeout is not None and not 0 < p.timeout <= 3600:
+        raise invalid("invalid_params", "timeout must be in (0, 3600] seconds")
+    ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))
+    try:
+        session = call.daemon.logins.start(p.provider, Path(ws.root), call.daemon.state.env, p.timeout or DEFAULT_TIMEOUT_S)
+    except ValueError as exc:
+        raise invalid("unknown_provider", str(exc)) from None
+    except RuntimeError as exc:
+        raise RpcError("shutting_down", str(exc)) from None
+    return LoginStartResult(login_id=session.login_id, provider=session.provider)
+
+
+def _session(call: Call, login_id: str | None) -> Session:
+    session = call.daemon.logins.find(login_id)
+    if session is None:
+        what = f"no login {login_id}" if login_id else "no single running login; pass its id"
+        raise invalid("no_login", what)
+    return session
+
+
+@registry.method("login.answer", LoginAnswerParams, secret_params=True)
+async def answer(call: Call, p: LoginAnswerParams) -> LoginAnswerResult:
+    """Feed the login's pending prompt (a pasted code or URL, a key)."""
+    session = _session(call, p.login_id)
+    return LoginAnswerResult(login_id=session.login_id, accepted=call.daemon.logins.answer(session, p.text))
+
+
+@registry.method("login.cancel", LoginCancelParams)
+async def cancel(call: Call, p: LoginCancelParams) -> LoginCancelResult:
+    session = _session(call, p.login_id)
+    return LoginCancelResult(login_id=session.login_id, cancelled=call.daemon.logins.cancel(session))
+
+
+@registry.method("login.status", LoginStatusParams)
+async def status(call: Call, p: LoginStatusParams) -> dict[str, list[LoginInfo]]:
+    """The logins the daemon remembers (running and recently finished), newest last."""
+    sessions = [_session(call, p.login_id)] if p.login_id else list(call.daemon.logins.sessions.values())
+    return {"logins": [s.info() for s in sessions]}
