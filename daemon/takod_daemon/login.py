@@ -38,7 +38,7 @@ from .key_names import UnknownKeyName, normalise_key_name
 from .keystore import KeyStoreError
 from .refresh import endpoints
 from .refresh.endpoints import Endpoint
-from .refresh.grants import RefreshError, _openai_account_id, parse_pi_response
+from .refresh.grants import RefreshError, openai_account_id, parse_pi_response
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -402,7 +402,7 @@ class LoginManager:
                   ("code", code), ("code_verifier", verifier), ("redirect_uri", CODEX_REDIRECT)]
         body = await self._post(endpoints.OPENAI.url(session.env), urlencode(fields), endpoints.FORM, "OpenAI")
         tokens = parse_tokens(body, "OpenAI")
-        account = _openai_account_id(tokens.access_token)
+        account = openai_account_id(tokens.access_token)
         if account is None:  # pi: "Failed to extract accountId from token"
             raise LoginFailed("no_account_id", "the access token names no ChatGPT account; sign in with a ChatGPT account")
         entry = OAuthEntry(access=tokens.access_token, refresh=tokens.refresh_token,

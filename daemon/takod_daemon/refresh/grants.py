@@ -262,7 +262,7 @@ def _kept_extras(provider: str, entry: OAuthEntry) -> dict[str, Any]:
     return {k: v for k, v in entry.extra.items() if k in names}
 
 
-def _openai_account_id(access_token: str) -> str | None:
+def openai_account_id(access_token: str) -> str | None:
     """The ChatGPT account id pi reads: ``https://api.openai.com/auth`` ->
     ``chatgpt_account_id`` of the access token."""
     try:
@@ -293,7 +293,7 @@ def parse_pi_response(provider: str, entry: OAuthEntry, body: bytes, now_ms: int
         raise _permanent(provider, "malformed_response")
     extra = _kept_extras(provider, entry)
     if provider == "openai-codex":
-        account = _openai_account_id(answer.access_token) or entry.extra_str("accountId")
+        account = openai_account_id(answer.access_token) or entry.extra_str("accountId")
         if account:
             extra["accountId"] = account
     return OAuthEntry(
