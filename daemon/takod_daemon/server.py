@@ -60,32 +60,6 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
-def activated_socket(name: str = "rpc") -> socket.socket | None:
-    """A listening socket handed over by systemd (LISTEN_FDS), or None.
-
-    The variables are removed from our environment so children never see them.
-    """
-    env = os.environ
-    if env.get("LISTEN_PID") != str(os.getpid()) or not env.get("LISTEN_FDS"):
-        return None
-    try:
-        count = int(env["LISTEN_FDS"])
-    except ValueError:
-        return None
-    names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
-    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        env.pop(var, None)
-    chosen: socket.socket | None = None
-    for i in range(count):
-        fd = 3 + i
-        os.set_inheritable(fd, False)
-        if chosen is None and (not names or i >= len(names) or names[i] == name):
-            chosen = socket.socket(fileno=fd)
-    if chosen is not None:
-        chosen.setblocking(False)
-    return chosen
-
-
 async def serve(
     daemon: "Daemon", sock: socket.socket, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
