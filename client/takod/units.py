@@ -33,10 +33,13 @@ def launchd_socket_path(home: Path) -> Path:
     return home / "Library" / "Application Support" / "takod" / "rpc.sock"
 
 
-def _exec_arg(arg: str) -> str:
-    """One ExecStart= word: quoted, with systemd's specifier (%) and variable ($) expansion escaped."""
-    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
-    return f'"{escaped}"'
+def _exec_path(path: str) -> str:
+    """The ExecStart= executable: specifiers (%) escaped, quoted when it holds more than plain
+    path characters. systemd expands $VARS only in the arguments after it, never in the path."""
+    escaped = path.replace("%", "%%")
+    if path and all(c.isalnum() or c in "/._-+" for c in path):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _env_assignment(name: str, value: str) -> str:
@@ -65,7 +68,7 @@ WantedBy=sockets.target
 
 def render_service_unit(python: str, path_env: str) -> str:
     """``takod.service``: the daemon in the foreground, notify-ready, watchdogged, logging to journald."""
-    exec_start = " ".join(_exec_arg(a) for a in (python, *DAEMON_ARGS, "--log", "journal"))
+    exec_start = " ".join((_exec_path(python), *DAEMON_ARGS, "--log", "journal"))
     return f"""# {MARKER}
 [Unit]
 Description=takod inference daemon
