@@ -1,4 +1,4 @@
-"""The systemd user units and the launchd agent, rendered as text (pure functions).
+"""The systemd user units and the launchd agent: where they live, rendered as text (pure functions).
 
 ``takod service install`` writes these with this installation's absolute
 interpreter path; ``systemd/`` and ``launchd/`` in the source tree hold the
@@ -8,8 +8,9 @@ Standard library only.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 SOCKET_UNIT = "takod.socket"
 SERVICE_UNIT = "takod.service"
@@ -20,6 +21,31 @@ FD_NAME = "takod"
 # Every file install writes starts with this line; uninstall removes only such files.
 MARKER = "Written by `takod service install`; `takod service uninstall` removes it."
 DAEMON_ARGS = ("-m", "takod_daemon")
+
+
+def systemd_unit_dir(env: Mapping[str, str], home: Path) -> Path:
+    """Where user units go: ``$XDG_CONFIG_HOME/systemd/user``, default ``~/.config/systemd/user``."""
+    config = env.get("XDG_CONFIG_HOME", "")
+    return (Path(config) if os.path.isabs(config) else home / ".config") / "systemd" / "user"
+
+
+def runtime_dir(env: Mapping[str, str], uid: int) -> Path:
+    """The user manager's ``%t``: ``$XDG_RUNTIME_DIR`` when absolute, else ``/run/user/<uid>`` (pam_systemd's)."""
+    value = env.get("XDG_RUNTIME_DIR", "")
+    return Path(value) if os.path.isabs(value) else Path(f"/run/user/{uid}")
+
+
+def written_by_takod(path: Path) -> bool:
+    """The file at ``path`` carries install's marker (so uninstall may remove it)."""
+    try:
+        with open(path, "rb") as f:
+            return MARKER.encode() in f.read(4096)
+    except OSError:
+        return False
+
+
+def launchd_plist_path(home: Path) -> Path:
+    return home / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
 
 
 def systemd_socket_path(runtime_dir: Path) -> Path:

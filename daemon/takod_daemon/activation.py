@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 import sys
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -63,10 +64,13 @@ def take_systemd(name: str = FD_NAME) -> socket.socket | None:
     chosen: socket.socket | None = None
     for fd, fd_name in fds:
         try:
-            os.set_inheritable(fd, False)
+            is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
         except OSError:
-            log.warning("activation fd is not open", fd=fd)
+            is_socket = False
+        if not is_socket:
+            log.warning("activation fd is not an open socket, ignored", fd=fd)
             continue
+        os.set_inheritable(fd, False)
         if chosen is None and fd_name == name:
             chosen = socket.socket(fileno=fd)  # detects family and type from the fd
         else:

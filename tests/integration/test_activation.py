@@ -29,8 +29,10 @@ from tests.rawrpc import WAIT, RawConn
 WRAPPER = r"""
 import os, sys
 fd = int(sys.argv[1])
-os.dup2(fd, 3)  # dup2 leaves fd 3 inheritable
-os.close(fd)
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.set_inheritable(3, True)
 os.environ["LISTEN_PID"] = os.environ["WATCHDOG_PID"] = str(os.getpid())
 os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 """
