@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 from . import units
 from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Output, _lock_is_free
 from .client import Client, TakodError
-from .paths import check_private_dir, ensure_private_dir, home, lock_path, socket_path
+from .paths import DirProblem, check_private_dir, ensure_private_dir, home, lock_path, socket_path
 
 COMMAND_TIMEOUT = 30.0
 LINGER_DIR = Path("/var/lib/systemd/linger")
@@ -68,7 +68,7 @@ def environment_problems(
     env: Mapping[str, str],
     uid: int,
     user: str,
-    runtime_problem: str | None,
+    runtime_problem: DirProblem | None,
     linger: bool | None,
 ) -> list[Problem]:
     """What in this environment keeps a systemd user service from being reached or from outliving a logout."""
@@ -83,8 +83,8 @@ def environment_problems(
         ))
     elif runtime_problem is not None:
         problems.append(Problem(
-            "xdg_runtime_dir_unusable", f"XDG_RUNTIME_DIR {runtime_problem.split(': ', 1)[-1]}",
-            runtime_problem.rsplit("fix: ", 1)[-1],
+            "xdg_runtime_dir_unusable", f"XDG_RUNTIME_DIR {runtime_problem.path} {runtime_problem.reason}",
+            runtime_problem.fix,
         ))
     if linger is False:
         problems.append(Problem(
@@ -190,8 +190,7 @@ class Systemd:
     def advice(self) -> list[Problem]:
         runtime = self.env.get("XDG_RUNTIME_DIR", "")
         problem = check_private_dir(Path(runtime)) if os.path.isabs(runtime) else None
-        return environment_problems(self.env, self.uid, self.user, str(problem) if problem else None,
-                                    _linger(self.user))
+        return environment_problems(self.env, self.uid, self.user, problem, _linger(self.user))
 
     def logs_hint(self) -> str:
         return "journalctl --user -u takod"
