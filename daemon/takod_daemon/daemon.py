@@ -98,11 +98,16 @@ class Daemon:
                 else:
                     self.request_stop(signal.Signals(signum).name)
 
-    async def run(self, activated: Activated | None = None, on_ready: Callable[[], None] | None = None) -> None:
+    async def run(
+        self,
+        activated: Activated | None = None,
+        notifier: Notifier | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         """Serve until asked to stop. The caller holds the instance lock."""
         self.activated = activated is not None
+        notifier = notifier or Notifier(None, None)
         sock = activated.sock if activated is not None else bind_socket(self.socket_path)
-        notifier = Notifier.from_env()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals)
@@ -188,7 +193,9 @@ def run_daemon(
     """
     from . import methods  # noqa: F401  (registers every method)
 
+    # Both before anything copies the environment: provider CLIs must not inherit these variables.
     activated = activated_listener()
+    notifier = Notifier.from_env()
     if activated is not None:
         bound = activated.sock.getsockname()
         if isinstance(bound, str) and bound.startswith("/"):
@@ -202,8 +209,9 @@ def run_daemon(
         if activated is None:
             raise
         activated.sock.close()
+        notifier.close()
         raise SupervisorConflict(exc.pid, socket_path, activated.source) from None
     try:
-        anyio.run(Daemon(socket_path, state_dir, refresh_lead=refresh_lead).run, activated, on_ready)
+        anyio.run(Daemon(socket_path, state_dir, refresh_lead=refresh_lead).run, activated, notifier, on_ready)
     finally:
         lock.release()

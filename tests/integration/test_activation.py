@@ -135,15 +135,16 @@ def test_activated_daemon_serves_the_socket_it_was_given_and_talks_to_the_manage
     assert path.exists()  # the manager's socket file: never unlinked by the daemon
 
 
-def test_inherited_listen_variables_for_another_pid_are_ignored(home: Path) -> None:
-    env = activation_env(home, LISTEN_PID="1", TAKOD_SOCKET=str(home / "run" / "rpc.sock"))
-    proc = subprocess.run(
-        [sys.executable, "-c", "import os, takod_daemon.activation as a; print(a.activated_listener());"
-         "print(sorted(k for k in os.environ if k.startswith('LISTEN_')))"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )
+def test_inherited_variables_are_ignored_and_never_passed_on(home: Path) -> None:
+    env = activation_env(home, LISTEN_PID="1", TAKOD_SOCKET=str(home / "run" / "rpc.sock"),
+                         NOTIFY_SOCKET=str(home / "notify"), WATCHDOG_USEC="1000000", WATCHDOG_PID="1")
+    code = ("import os\nfrom takod_daemon.activation import activated_listener\nfrom takod_daemon.notify import Notifier\n"
+            "n = Notifier.from_env()\nprint(activated_listener(), n.watchdog)\n"
+            "print(sorted(k for k in os.environ if k.startswith(('LISTEN_', 'NOTIFY_', 'WATCHDOG_'))))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["None", "[]"]  # not ours, and not passed on either
+    # Not ours (LISTEN_PID, WATCHDOG_PID name another process), and gone before anything copies the environment.
+    assert proc.stdout.splitlines() == ["None None", "[]"]
 
 
 def test_activated_daemon_that_finds_the_lock_held_says_who_holds_it(home: Path) -> None:
