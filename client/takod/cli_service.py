@@ -155,8 +155,11 @@ class Systemd:
     def prepare(self) -> Problem | None:
         return None  # systemd makes the socket directory itself (DirectoryMode=0700)
 
-    def enable(self) -> Problem | None:
-        for args in (("daemon-reload",), ("enable", "--now", *self.unit_names)):
+    def enable(self, changed: bool) -> Problem | None:
+        steps: list[tuple[str, ...]] = [("daemon-reload",), ("enable", "--now", *self.unit_names)]
+        if changed:  # a daemon already running from the old unit (another Python) is replaced
+            steps.append(("try-restart", units.SERVICE_UNIT))
+        for args in steps:
             ran = self._systemctl(*args)
             if ran.returncode != 0:
                 return Problem("enable_failed", f"`systemctl --user {' '.join(args)}` failed: {ran.said}",
@@ -227,8 +230,9 @@ class Launchd:
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return None
 
-    def enable(self) -> Problem | None:
-        _run("launchctl", "bootout", self.target)  # an older copy of the job; failing means none was loaded
+    def enable(self, changed: bool) -> Problem | None:
+        # bootout first: bootstrap refuses a loaded job, and a changed plist must be re-read anyway.
+        _run("launchctl", "bootout", self.target)
         ran = _run("launchctl", "bootstrap", f"gui/{self.uid}", str(self.plist))
         if ran.returncode != 0:
             return Problem("enable_failed", f"`launchctl bootstrap` failed: {ran.said}",
@@ -289,7 +293,7 @@ def _stop_self_started(sock: Path) -> int | None:
     that path); return its pid. A daemon the manager started is left alone."""
     try:
         with Client(sock, spawn=False, timeout=10) as c:
-            if c.call("status")["daemon"]["activated"]:
+            if c.call("status")["daemon"].get("activated"):
                 return None
             pid: int = c.call("shutdown")["pid"]
     except TakodError:
@@ -347,13 +351,14 @@ def cmd_install(args: argparse.Namespace, out: Output) -> int:
     blocker = blocker or mgr.prepare()
     if blocker is not None:
         return fail(blocker, EXIT_ERROR)
+    changed = any(path.exists() and path.read_bytes() != data for path, data in files.items())
     for path, data in files.items():
         _write(path, data)
     result["written"] = True
     problem = None
     if enable:
         result["stopped_pid"] = _stop_self_started(mgr.socket)
-        problem = mgr.enable()
+        problem = mgr.enable(changed)
         result["enabled"] = problem is None
     advice = ([problem] if problem else []) + mgr.advice() + _client_socket_problem(args, mgr)
     result["problems"] = [p.as_dict() for p in advice]

@@ -161,3 +161,19 @@ def test_activated_daemon_that_finds_the_lock_held_says_who_holds_it(home: Path)
     stderr = (home / "daemon.stderr").read_text()
     assert f"takod (pid {os.getpid()}) holds the instance lock, but systemd owns {path} now" in stderr
     assert f"`kill {os.getpid()}`" in stderr
+
+
+def test_a_daemon_started_by_hand_never_steals_a_socket_someone_listens_on(home: Path) -> None:
+    listener, path = listening_socket(home)  # the service manager's, with no daemon behind it yet
+    inode = path.stat().st_ino
+    env = clean_env(home, TAKOD_SOCKET=str(path))
+    try:
+        result = subprocess.run([sys.executable, "-m", "takod_daemon", "--log", "json"], env=env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert f"cannot listen on {path}: something else listens on {path}" in result.stderr
+        assert path.stat().st_ino == inode
+        with RawConn(path):  # still the manager's: a client's connection waits in its backlog
+            pass
+    finally:
+        listener.close()

@@ -101,6 +101,8 @@ def test_status_shows_installed_current_units_and_their_state(env: dict[str, str
     assert "outdated: run `takod service install`" in human.stdout
     takod_json(env, "service", "install")
     assert sys.executable in service_unit.read_text()
+    # ... and restarts a daemon still running from the old unit.
+    assert systemctl_calls(home)[-1] == ["--user", "try-restart", "takod.service"]
 
 
 def test_uninstall_removes_exactly_what_install_wrote(env: dict[str, str], home: Path) -> None:
