@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 from . import units
 from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Output, _lock_is_free
 from .client import Client, TakodError
-from .paths import DirProblem, check_private_dir, ensure_private_dir, home, lock_path, socket_path
+from .paths import SUN_PATH_MAX, DirProblem, check_private_dir, ensure_private_dir, home, lock_path, socket_path
 
 COMMAND_TIMEOUT = 30.0
 LINGER_DIR = Path("/var/lib/systemd/linger")
@@ -223,6 +223,10 @@ class Launchd:
         return None
 
     def prepare(self) -> Problem | None:
+        if len(os.fsencode(self.socket)) >= SUN_PATH_MAX:
+            # Clients would fall back to /tmp (see takod.paths); an agent there could be cleaned away.
+            return Problem("socket_path_too_long", f"{self.socket} is too long for a Unix socket",
+                           "use a shorter home directory path; clients start takod themselves meanwhile")
         # launchd creates the socket but not its directory, and does not expand ~.
         problem = ensure_private_dir(self.socket.parent)
         if problem is not None:
