@@ -231,7 +231,10 @@ class Launchd:
         problem = ensure_private_dir(self.socket.parent)
         if problem is not None:
             return Problem("socket_dir", f"socket directory {problem.path}: {problem.reason}", problem.fix)
-        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            return Problem("log_dir", f"cannot create {self.log_dir}: {exc.strerror}", f"mkdir -p '{self.log_dir}'")
         return None
 
     def enable(self, changed: bool) -> Problem | None:
@@ -356,8 +359,12 @@ def cmd_install(args: argparse.Namespace, out: Output) -> int:
     if blocker is not None:
         return fail(blocker, EXIT_ERROR)
     changed = any(path.exists() and path.read_bytes() != data for path, data in files.items())
-    for path, data in files.items():
-        _write(path, data)
+    try:
+        for path, data in files.items():
+            _write(path, data)
+    except OSError as exc:
+        return fail(Problem("write_failed", f"cannot write {exc.filename}: {exc.strerror}",
+                            f"make {Path(exc.filename or path).parent} writable, then install again"), EXIT_ERROR)
     result["written"] = True
     problem = None
     if enable:
@@ -394,8 +401,12 @@ def cmd_uninstall(args: argparse.Namespace, out: Output) -> int:
         problem = blocker or mgr.disable()
         if problem is not None:
             problems.append(problem)
-        for path in ours:
-            path.unlink()
+        for path in list(ours):
+            try:
+                path.unlink()
+            except OSError as exc:
+                ours.remove(path)
+                problems.append(Problem("remove_failed", f"cannot remove {path}: {exc.strerror}", f"rm '{path}'"))
         mgr.after_removal()
     for path in kept:
         problems.append(Problem("not_ours", f"kept {path}: it was not written by takod", f"remove {path} yourself"))

@@ -249,3 +249,11 @@ def test_launchd_agent_install_and_uninstall(env: dict[str, str], home: Path) ->
         "dev.tako.takod": {"active": "loaded", "enabled": "enabled"}}
     assert takod_json(env, "service", "uninstall", "--manager", "launchd")["removed"] == [str(plist)]
     assert not plist.exists()
+
+
+def test_a_unit_directory_that_cannot_be_written_is_an_error_not_a_traceback(env: dict[str, str], home: Path) -> None:
+    (home / ".config").mkdir()
+    (home / ".config" / "systemd").write_text("a file where a directory should be")
+    result = takod_json(env, "service", "install", code=1)
+    assert result["written"] is False and [p["code"] for p in result["problems"]] == ["write_failed"]
+    assert ["--user", "daemon-reload"] not in systemctl_calls(home)
