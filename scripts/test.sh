@@ -6,7 +6,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-# 1. Debian packages: a stock Neovim, a real Secret Service (gnome-keyring + D-Bus), Node for the CLIs.
+# 1. Debian packages: a stock Neovim, a real Secret Service (gnome-keyring + D-Bus), Node for the CLIs,
+#    systemd-analyze to verify the user units.
 need_pkgs=()
 command -v nvim >/dev/null || need_pkgs+=(neovim)
 command -v gnome-keyring-daemon >/dev/null || need_pkgs+=(gnome-keyring)
@@ -14,6 +15,7 @@ command -v dbus-daemon >/dev/null || need_pkgs+=(dbus)
 command -v dbus-launch >/dev/null || need_pkgs+=(dbus-x11)
 command -v secret-tool >/dev/null || need_pkgs+=(libsecret-tools)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v node >/dev/null || need_pkgs+=(nodejs npm)
 if ((${#need_pkgs[@]})); then
     echo "==> apt-get install ${need_pkgs[*]}"

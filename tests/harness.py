@@ -28,7 +28,7 @@ TOOLS_BIN = REPO / ".tools" / "npm" / "node_modules" / ".bin"
 # Variables from the host that could leak real credentials or settings into a test.
 _SCRUB_PREFIXES = (
     "TAKOD_", "TAKO_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "OLLAMA_", "CODEX_", "CLAUDE_",
-    "PI_", "OPENROUTER_", "GROQ_", "XAI_", "MISTRAL_", "DEEPSEEK_", "XDG_", "LISTEN_", "NOTIFY_",
+    "PI_", "OPENROUTER_", "GROQ_", "XAI_", "MISTRAL_", "DEEPSEEK_", "XDG_", "LISTEN_", "NOTIFY_", "WATCHDOG_",
     "DBUS_", "PYTHON_KEYRING", "JOURNAL_", "AWS_", "AZURE_", "CEREBRAS_", "FIREWORKS_", "HF_",
 )
 

@@ -1,5 +1,11 @@
 """Start the daemon on demand when nothing listens on the socket (Watchman-style).
 
+An installed service comes first (the gpg-agent lesson: one start-up path,
+and the daemon's lock settles any race): when ``takod service install`` put
+units or an agent in place for this very socket, the service manager is asked
+to start it. Only when there is none, or the manager cannot be reached, does
+the client start the daemon itself.
+
 The daemon is started detached (new session, stdin from /dev/null, stdout
 and stderr to ``daemon.stderr`` in the state dir) with a *ready pipe*: it
 writes ``ok`` once it listens, ``already running ...`` if it lost the lock
@@ -15,8 +21,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
 
-from .paths import ensure_private_dir, state_dir
+from . import units
+from .paths import IS_MACOS, ensure_private_dir, home, state_dir
 
 READY_TIMEOUT = 15.0
 
@@ -33,6 +41,48 @@ def _tail(path: Path, limit: int = 2000) -> str:
             return f.read().decode("utf-8", "replace").strip()
     except OSError:
         return ""
+
+
+SERVICE_START_TIMEOUT = 10.0
+
+
+def service_start_command(socket: Path, env: Mapping[str, str], uid: int, home_dir: Path,
+                          macos: bool) -> list[str] | None:
+    """The command that makes the installed service listen on ``socket``, or None
+    when no service of ours is installed for that path (reads one file at most)."""
+    if macos:
+        plist = units.launchd_plist_path(home_dir)
+        if socket == units.launchd_socket_path(home_dir) and units.written_by_takod(plist):
+            return ["launchctl", "bootstrap", f"gui/{uid}", str(plist)]
+        return None
+    unit = units.systemd_unit_dir(env, home_dir) / units.SOCKET_UNIT
+    if socket == units.systemd_socket_path(units.runtime_dir(env, uid)) and units.written_by_takod(unit):
+        return ["systemctl", "--user", "start", units.SOCKET_UNIT]
+    return None
+
+
+def start_service(socket: Path) -> bool:
+    """Ask the installed service manager to listen on ``socket``; False if there is
+    none for it or it could not be reached (then the caller starts the daemon itself)."""
+    command = service_start_command(socket, os.environ, os.getuid(), home(), IS_MACOS)
+    if command is None:
+        return False
+    if IS_MACOS:
+        # A loaded agent only needs a kick; bootstrap is for one that is not loaded yet.
+        target = f"gui/{os.getuid()}/{units.LAUNCHD_LABEL}"
+        if _quiet(["launchctl", "kickstart", target]):
+            return True
+    return _quiet(command)
+
+
+def _quiet(command: list[str]) -> bool:
+    try:
+        return subprocess.run(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            timeout=SERVICE_START_TIMEOUT,
+        ).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def spawn_daemon(socket: Path) -> str:

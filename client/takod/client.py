@@ -126,10 +126,11 @@ class Client:
                     " or unset TAKOD_NO_SPAWN to let clients start it"
                 ) from None
             # Imported only here: it pulls in subprocess, which most CLI runs never need.
-            from .autostart import StartFailed, spawn_daemon
+            from .autostart import StartFailed, spawn_daemon, start_service
 
             try:
-                spawn_daemon(self.socket_path)
+                if not start_service(self.socket_path):
+                    spawn_daemon(self.socket_path)
             except StartFailed as start:
                 raise DaemonStartError(str(start)) from None
             self.started_daemon = True

@@ -25,16 +25,33 @@ from takod.protocol import PROTOCOL_VERSION, RpcError
 from .api import registry
 from .connection import Connection
 from .events import EventBus
-from .instance import InstanceLock
+from .instance import AlreadyRunning, InstanceLock
 from .inference.engine import Engine
 from .keystore import KeyStore
 from .login import LoginManager
 from .refresh.broker import DEFAULT_LEAD, RefreshBroker
 from .rpc import Registry
-from .server import activated_socket, bind_socket, serve
+from .activation import Activated, activated_listener
+from .notify import Notifier
+from .server import bind_socket, serve
 from .state import StateManager
 
 log = structlog.get_logger("takod.daemon")
+
+ACTIVATED_LOCK_WAIT = 10.0
+
+
+class SupervisorConflict(Exception):
+    """systemd/launchd gave us the socket, but a daemon it did not start holds the lock."""
+
+    def __init__(self, pid: int | None, socket_path: Path, source: str):
+        who = f"takod (pid {pid})" if pid else "another takod"
+        stop = f"`kill {pid}`" if pid else "stop it"
+        super().__init__(
+            f"{who} holds the instance lock, but {source} owns {socket_path} now, so that daemon is unreachable; "
+            f"{stop} and {source} starts takod on the next connection"
+        )
+        self.pid = pid
 
 
 class Daemon:
@@ -81,12 +98,16 @@ class Daemon:
                 else:
                     self.request_stop(signal.Signals(signum).name)
 
-    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+    async def run(
+        self,
+        activated: Activated | None = None,
+        notifier: Notifier | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         """Serve until asked to stop. The caller holds the instance lock."""
-        sock = activated_socket()
-        self.activated = sock is not None
-        if sock is None:
-            sock = bind_socket(self.socket_path)
+        self.activated = activated is not None
+        notifier = notifier or Notifier(None, None)
+        sock = activated.sock if activated is not None else bind_socket(self.socket_path)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals)
@@ -100,18 +121,45 @@ class Daemon:
                     version=self.version,
                     pid=os.getpid(),
                     socket=str(self.socket_path),
-                    activated=self.activated,
+                    activated=activated.source if activated is not None else None,
                 )
+                notifier.send(READY="1", STATUS=self._status_line())
+                if notifier.enabled:
+                    tg.start_soon(notifier.ping_watchdog)
+                    tg.start_soon(self._report_status, notifier)
                 if on_ready is not None:
                     on_ready()
                 await self._stop.wait()
                 log.info("stopping", reason=self.stop_reason)
+                notifier.send(STOPPING="1", STATUS=f"stopping: {self.stop_reason}")
                 await self._close_connections()
                 tg.cancel_scope.cancel()
         finally:
+            notifier.close()
             if not self.activated:
                 _remove_socket(self.socket_path)
             sock.close()
+
+    def _status_line(self) -> str:
+        """The one-line STATUS= systemctl shows: what the default workspace would use."""
+        ws = self.state.loaded(self.default_workspace)
+        selected = ws.selected if ws is not None else None
+        return f"serving {self.socket_path}; " + (f"provider {selected}" if selected else "no provider ready")
+
+    async def _report_status(self, notifier: Notifier) -> None:
+        """Keep the manager's STATUS= in step with readiness changes."""
+        sub = self.bus.subscribe(["status"], "notify")
+        try:
+            last = ""
+            while True:
+                await sub.wakeup.wait()
+                sub.take()
+                line = self._status_line()
+                if line != last:
+                    notifier.send(STATUS=line)
+                    last = line
+        finally:
+            self.bus.unsubscribe(sub)
 
     async def _close_connections(self) -> None:
         self.bus.publish("daemon", {"state": "stopping", "reason": self.stop_reason})
@@ -138,12 +186,32 @@ def run_daemon(
     on_ready: Callable[[], None] | None = None,
     refresh_lead: float = DEFAULT_LEAD,
 ) -> None:
-    """Take the instance lock, then serve. Raises AlreadyRunning / UnsafeDirectory."""
+    """Take the instance lock, then serve.
+
+    Raises AlreadyRunning / UnsafeDirectory, or SupervisorConflict when a
+    supervisor handed us its socket while a daemon it did not start holds the lock.
+    """
     from . import methods  # noqa: F401  (registers every method)
 
+    # Both before anything copies the environment: provider CLIs must not inherit these variables.
+    activated = activated_listener()
+    notifier = Notifier.from_env()
+    if activated is not None:
+        bound = activated.sock.getsockname()
+        if isinstance(bound, str) and bound.startswith("/"):
+            socket_path = Path(bound)  # the lock lives beside the socket the supervisor made
     lock = InstanceLock(lock_path(socket_path))
-    lock.acquire()
     try:
-        anyio.run(Daemon(socket_path, state_dir, refresh_lead=refresh_lead).run, on_ready)
+        # A daemon that is stopping lets go within seconds; wait for it, as a
+        # supervisor restarting us expects, but never for a live one.
+        lock.acquire(wait=ACTIVATED_LOCK_WAIT if activated is not None else 0.0)
+    except AlreadyRunning as exc:
+        if activated is None:
+            raise
+        activated.sock.close()
+        notifier.close()
+        raise SupervisorConflict(exc.pid, socket_path, activated.source) from None
+    try:
+        anyio.run(Daemon(socket_path, state_dir, refresh_lead=refresh_lead).run, activated, notifier, on_ready)
     finally:
         lock.release()

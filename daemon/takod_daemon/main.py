@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNSAFE
 
     from . import logs
-    from .daemon import run_daemon
+    from .daemon import SupervisorConflict, run_daemon
     from .instance import AlreadyRunning, UnsafeDirectory
     from .server import SocketInUse
 
@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except UnsafeDirectory as exc:
         tell(f"error: {exc}")
         return EXIT_UNSAFE
+    except SupervisorConflict as exc:
+        tell(f"error: {exc}")
+        return EXIT_FAILED
     except (SocketInUse, OSError) as exc:
         tell(f"error: cannot listen on {sock}: {exc}")
         return EXIT_FAILED

@@ -34,9 +34,25 @@ class SocketInUse(Exception):
     pass
 
 
+def _is_listening(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(os.fsencode(path))
+    except (BlockingIOError, InterruptedError):
+        return True  # a full backlog: someone listens
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def bind_socket(path: Path) -> socket.socket:
     """Bind a listening Unix socket at ``path``. The caller holds the instance lock,
-    so a socket file already there is a leftover from a dead daemon."""
+    so a socket file already there is a leftover from a dead daemon, unless
+    something still listens on it: a service manager's socket (takod.socket,
+    the launchd agent), which we must not steal."""
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -44,6 +60,11 @@ def bind_socket(path: Path) -> socket.socket:
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise SocketInUse(f"{path} exists and is not a socket; move it away and start again")
+        if _is_listening(path):
+            raise SocketInUse(
+                f"something else listens on {path} (the takod service's socket? `takod service status` says); "
+                "clients reach takod through it, no need to start one by hand"
+            )
         path.unlink()
         log.info("removed stale socket", path=str(path))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -58,32 +79,6 @@ def bind_socket(path: Path) -> socket.socket:
     sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
-
-
-def activated_socket(name: str = "rpc") -> socket.socket | None:
-    """A listening socket handed over by systemd (LISTEN_FDS), or None.
-
-    The variables are removed from our environment so children never see them.
-    """
-    env = os.environ
-    if env.get("LISTEN_PID") != str(os.getpid()) or not env.get("LISTEN_FDS"):
-        return None
-    try:
-        count = int(env["LISTEN_FDS"])
-    except ValueError:
-        return None
-    names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
-    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        env.pop(var, None)
-    chosen: socket.socket | None = None
-    for i in range(count):
-        fd = 3 + i
-        os.set_inheritable(fd, False)
-        if chosen is None and (not names or i >= len(names) or names[i] == name):
-            chosen = socket.socket(fileno=fd)
-    if chosen is not None:
-        chosen.setblocking(False)
-    return chosen
 
 
 async def serve(
