@@ -305,7 +305,7 @@ def reauth_hint(provider: str, error: str) -> str:
         "claude": "run `claude` and `/login`, or `takod login anthropic`",
         "gemini": "run `gemini` and sign in again, or `takod key set GEMINI_API_KEY`",
         "ollama": "check the Ollama host's credentials (`takod ollama host URL`)",
-    }.get(provider, f"`takod login {provider}`")
+    }.get(provider, f"store a working key: `takod key set {provider.upper().replace('-', '_')}_API_KEY`")
 
 
 def check_error_log(f: DoctorFacts) -> DoctorCheck:
