@@ -20,17 +20,16 @@ import msgspec
 
 from .cli import EXIT_NOT_READY, EXIT_OK, EXIT_UNAVAILABLE, Output, _client, _client_env
 from .client import ConnectError
-from .doctor_local import chmod_own, counts, local_checks, local_facts, mode_fixes
+from .doctor_local import PROXY_VARS, chmod_own, counts, local_checks, local_facts, mode_fixes
 from .paths import find_workspace, socket_path, state_dir
 from .schema import DoctorCheck, DoctorFix
 
-_PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
 _MARK = {"ok": ("ok", "32"), "warn": ("WARN", "33"), "fail": ("FAIL", "31")}
 
 
 def _env_names() -> list[str]:
     """Names (never values) of this shell's key and proxy variables."""
-    proxies = [k for k, v in os.environ.items() if v and k.upper() in _PROXY_VARS]
+    proxies = [k for k, v in os.environ.items() if v and k.upper() in PROXY_VARS]
     return sorted(set(_client_env()) | set(proxies))
 
 
@@ -76,18 +75,32 @@ def _local_report(args: argparse.Namespace, error: str) -> dict[str, Any]:
     })
 
 
-def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
+def _daemon_report(args: argparse.Namespace, out: Output) -> dict[str, Any]:
+    """``doctor.run`` in the daemon, its progress on stderr. Raises ConnectError."""
     params = {"fix": args.fix, "stream": True, "env_names": _env_names()}
+    result: dict[str, Any] = {}
+    with _client(args) as c:
+        for kind, payload in c.stream("doctor.run", params, timeout=900):
+            if kind == "progress" and not out.json:
+                print(out.dim(f"… {payload['message']}"), file=sys.stderr, flush=True)
+            elif kind == "result":
+                result = payload
+    return result
+
+
+def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
     try:
-        with _client(args) as c:
-            result: dict[str, Any] = {}
-            for kind, payload in c.stream("doctor.run", params, timeout=900):
-                if kind == "progress" and not out.json:
-                    print(out.dim(f"… {payload['message']}"), file=sys.stderr, flush=True)
-                elif kind == "result":
-                    result = payload
+        result = _daemon_report(args, out)
     except ConnectError as exc:
         result = _local_report(args, str(exc))
+        if result["fixes"] and all(f["ok"] for f in result["fixes"]):
+            # What kept the daemon from starting may be what was just fixed.
+            try:
+                local_fixes = result["fixes"]
+                result = _daemon_report(args, out)
+                result["fixes"] = local_fixes + result["fixes"]
+            except ConnectError:
+                pass
     if out.json:
         out.emit_json(result)
     else:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from .schema import DoctorCheck
 
+# Proxy variables doctor looks at (each also in lower case).
+PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
 # Files takod writes in its state directory; each must be 0600.
 STATE_FILES = ("daemon.log", "daemon.log.1", "keys.json", "key-index.json")
 

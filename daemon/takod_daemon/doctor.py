@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from takod.doctor_local import LocalFacts, PathFacts, local_checks
+from takod.doctor_local import PROXY_VARS, LocalFacts, PathFacts, local_checks
 from takod.schema import DoctorCheck, ProviderStatus
 
 from .keystore import StoreStatus
@@ -22,7 +22,6 @@ from .providers.detect import satisfies
 
 CLOCK_TOLERANCE_S = 300.0  # a token issued this far "in the future" means our clock is behind
 ERROR_WINDOW_S = 7 * 86400  # error-log records older than this are history
-PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 # Text of a failed prompt that means "log in again" (Takobot's §9.6 signals, widened).
 _REAUTH_RE = re.compile(

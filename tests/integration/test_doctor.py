@@ -154,3 +154,24 @@ def test_fix_installs_the_workspace_pi_runtime_offline(start: Any, workspace: Pa
     assert pi["reason"] == "no-credentials" and pi["detail"]["source"] == "workspace"
     code, report, _ = doctor_cli(d)
     assert by_id(report)["pi-runtime"]["verdict"] == "ok"
+
+
+def test_daemon_down_local_checks_and_mode_fix(home: Path) -> None:
+    env = {**clean_env(home), "TAKOD_NO_SPAWN": "1"}
+    run_dir = Path(env["TAKOD_SOCKET"]).parent
+    run_dir.mkdir(mode=0o755)
+    run_dir.chmod(0o755)  # a daemon refuses to start here
+
+    def doctor(*args: str) -> tuple[int, dict[str, Any]]:
+        proc = subprocess.run([sys.executable, "-m", "takod", "doctor", "--json", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+        return proc.returncode, json.loads(proc.stdout)
+
+    code, report = doctor()
+    assert code == 3 and report["daemon"] is False and report["ok"] is False
+    checks = by_id(report)
+    assert report["checks"][0]["id"] == "daemon" and checks["daemon"]["verdict"] == "fail"
+    assert checks["socket-dir"]["verdict"] == "fail" and checks["socket-dir"]["fixable"]
+    code, report = doctor("--fix")
+    assert report["fixes"] == [{"id": "socket-dir", "ok": True, "message": f"chmod 0700 {run_dir}"}]
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700 and by_id(report)["socket-dir"]["verdict"] == "ok"

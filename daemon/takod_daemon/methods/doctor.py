@@ -20,7 +20,7 @@ import anyio
 import msgspec
 import structlog
 
-from takod.doctor_local import chmod_own, counts, local_facts, mode_fixes, path_facts
+from takod.doctor_local import PROXY_VARS, chmod_own, counts, local_facts, mode_fixes, path_facts
 from takod.protocol import STREAM_METHOD
 from takod.schema import DoctorCheck, DoctorFix, DoctorParams, DoctorResult
 
@@ -28,9 +28,9 @@ from .. import doctor_fix
 from ..api import registry
 from ..credentials import codex_auth, pi_auth
 from ..credentials.files import FileProblem
-from ..credentials.pi_lock import LockError
 from ..credentials.jwt import JwtError, decode_claims
-from ..doctor import PROXY_VARS, DoctorFacts, ErrorRecord, TokenTime, mask_proxy, run_checks
+from ..credentials.pi_lock import LockError
+from ..doctor import DoctorFacts, ErrorRecord, TokenTime, mask_proxy, run_checks
 from ..inference.errorlog import error_log_path
 from ..links import is_tako_workspace
 from ..providers.detect import (
@@ -41,6 +41,7 @@ from ..providers.detect import (
     run_version,
     workspace_pi_path,
 )
+from ..redact import redact_text
 from ..rpc import Call
 from ..state import KEY_PROVIDERS, PI_KEY_NAMES, StateManager, Workspace
 from .core import workspace_of
@@ -73,7 +74,7 @@ def _read_errors(path: Path) -> list[ErrorRecord]:
             rec = _error_line.decode(line)
         except msgspec.DecodeError:
             continue  # a torn last line or a foreign one: not worth failing the check
-        out.append(ErrorRecord(rec.ts, rec.provider, rec.kind, rec.error))
+        out.append(ErrorRecord(rec.ts, rec.provider, rec.kind, redact_text(rec.error)))  # masked when written; again to be sure
     return out
 
 
@@ -132,6 +133,13 @@ def _files(call: Call, ws: Workspace) -> dict[str, Any]:
     binary = workspace_pi_path(root)
     manifest = read_manifest(binary) if binary.exists() else None
     out["pi_runtime_version"] = (manifest.version or "?") if manifest is not None else None
+    pi = ws.pi_binary
+    pi_manifest = read_manifest(pi.path) if pi is not None and pi.path else None
+    out["node_range"] = (pi_manifest.engines.get("node") if pi_manifest else None) or PI_FALLBACK_NODE_RANGE
+    path = env.get("PATH")
+    node = out["node_path"] = find_node(workspace=root, path=path)
+    npm_near_node = Path(node).with_name("npm") if node else None
+    out["npm_path"] = str(npm_near_node) if npm_near_node and os.access(npm_near_node, os.X_OK) else shutil.which("npm", path=path)
     log_path = error_log_path(root)
     out["error_log"] = str(log_path)
     try:
@@ -163,20 +171,14 @@ def _key_sources(state: StateManager, ws: Workspace, client_names: set[str]) -> 
 async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
     state, d = call.daemon.state, call.daemon
     env = state.env
-    path = env.get("PATH")
     files = await anyio.to_thread.run_sync(_files, call, ws)
-    pi = ws.pi_binary
-    pi_path = pi.path if pi is not None else None
-    manifest = read_manifest(pi_path) if pi_path else None
-    node = find_node(workspace=ws.root, path=path)
     node_version = None
-    if node is not None:
+    if files["node_path"] is not None:
         try:
-            node_version = await run_version(node, env=env, timeout=5)
+            node_version = await run_version(files["node_path"], env=env, timeout=5)
         except VersionProbeError:
             pass
-    npm_near_node = Path(node).with_name("npm") if node else None
-    npm = str(npm_near_node) if npm_near_node and os.access(npm_near_node, os.X_OK) else shutil.which("npm", path=path)
+    pi = ws.pi_binary
     client_names = set(p.env_names or [])
     return DoctorFacts(
         now=time.time(),
@@ -185,12 +187,9 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
         providers=ws.providers,
         selected=ws.selected,
         key_store=d.keys.status if d.keys.is_open else None,
-        node_path=node,
         node_version=node_version,
-        node_range=(manifest.engines.get("node") if manifest else None) or PI_FALLBACK_NODE_RANGE,
-        npm_path=npm,
         pi_runtime_path=str(doctor_fix.runtime_dir(ws.root)),
-        pi_on_path=pi_path if pi is not None and pi.source == "path" else None,
+        pi_on_path=pi.path if pi is not None and pi.source == "path" else None,
         pi_package=doctor_fix.pi_package(env),
         codex_installed=bool(state.user.binaries.get("codex") and state.user.binaries["codex"].path),
         key_sources=_key_sources(state, ws, client_names),
