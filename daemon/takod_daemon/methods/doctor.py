@@ -109,7 +109,7 @@ def _files(call: Call, ws: Workspace) -> dict[str, Any]:
     state, d = call.daemon.state, call.daemon
     env = state.env
     root = ws.root
-    out: dict[str, Any] = {"local": local_facts(d.socket_path, d.state_dir, env)}
+    out: dict[str, Any] = {"local": local_facts(d.socket_path, d.state_dir, env), "tako_workspace": is_tako_workspace(root)}
     auth_file = pi_auth.workspace_auth_path(root)
     out["ws_auth"] = path_facts(auth_file)
     try:
@@ -183,7 +183,6 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
     return DoctorFacts(
         now=time.time(),
         workspace=str(ws.root),
-        tako_workspace=is_tako_workspace(ws.root),
         providers=ws.providers,
         selected=ws.selected,
         key_store=d.keys.status if d.keys.is_open else None,
