@@ -233,6 +233,18 @@ async def _fix(call: Call, ws: Workspace, facts: DoctorFacts, checks: list[Docto
     return fixes
 
 
+async def _reprobe_keyring(call: Call) -> None:
+    """Open the key store again, so a keyring that came back (or went away) is
+    what the report says; readiness follows when that changed."""
+    keys = call.daemon.keys
+    if not keys.is_open:
+        return  # its first probe is still running; the check says so
+    before = keys.status
+    await keys.open()
+    if keys.status != before:
+        await call.daemon.state.keys_changed()
+
+
 @registry.method("doctor", DoctorParams, timeout=doctor_fix.NPM_TIMEOUT_S + 120)
 @registry.method("doctor.run", DoctorParams, timeout=doctor_fix.NPM_TIMEOUT_S + 120)
 async def run(call: Call, p: DoctorParams) -> DoctorResult:
@@ -246,6 +258,8 @@ async def run(call: Call, p: DoctorParams) -> DoctorResult:
             seq += 1
             await call.conn.notify(STREAM_METHOD, [call.msgid, seq, "progress", {"step": step, "message": message}])
 
+    await progress("keyring", "probing the OS keyring")
+    await _reprobe_keyring(call)
     await progress("checks", "checking")
     facts = await gather(call, ws, p)
     checks = run_checks(facts)
