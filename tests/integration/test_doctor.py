@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,6 +18,7 @@ import pytest
 
 from takod import RemoteError
 from tests.fakes.model_servers import FakeAnthropic
+from tests.fakes.oauth_server import make_jwt
 from tests.harness import TOOLS_BIN, DaemonProcess, clean_env, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,3 +177,26 @@ def test_daemon_down_local_checks_and_mode_fix(home: Path) -> None:
     code, report = doctor("--fix")
     assert report["fixes"] == [{"id": "socket-dir", "ok": True, "message": f"chmod 0700 {run_dir}"}]
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700 and by_id(report)["socket-dir"]["verdict"] == "ok"
+
+
+def test_codex_store_and_clock_skew_from_a_real_login_file(start: Any, home: Path) -> None:
+    now = time.time()
+    access = make_jwt({"iat": int(now + 7200), "exp": int(now + 90000),
+                       "https://api.openai.com/auth": {"chatgpt_account_id": "acct-1"}})
+    codex = home / ".codex"
+    codex.mkdir()
+    (codex / "config.toml").write_text('cli_auth_credentials_store = "auto"\n')
+    refresh = "rt-CANARYdoctorCLOCK0123456789abcdef"
+    (codex / "auth.json").write_text(json.dumps({
+        "auth_mode": "chatgpt", "OPENAI_API_KEY": None, "last_refresh": "2026-01-01T00:00:00.000000Z",
+        "tokens": {"id_token": make_jwt({"iat": int(now)}), "access_token": access, "refresh_token": refresh,
+                   "account_id": "acct-1"},
+    }))
+    d = start()
+    code, report, output = doctor_cli(d)
+    checks = by_id(report)
+    assert checks["codex-store"]["verdict"] == "ok" and "auto" in checks["codex-store"]["summary"]
+    clock = checks["clock"]
+    assert clock["verdict"] == "warn" and "min behind" in clock["summary"]
+    assert str(codex / "auth.json") in clock["detail"]
+    assert access not in output and refresh not in output
