@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from takod.doctor_local import PROXY_VARS, LocalFacts, PathFacts, local_checks
-from takod.schema import DoctorCheck, ProviderStatus
+from takod.schema import DoctorCheck, GrantInfo, ProviderStatus
 
 from .keystore import StoreStatus
 from .providers.detect import satisfies
@@ -82,6 +82,7 @@ class DoctorFacts:
     proxies: dict[str, str] = field(default_factory=dict)  # the daemon's, userinfo masked
     client_proxy_names: list[str] = field(default_factory=list)
     tokens: list[TokenTime] = field(default_factory=list)
+    grants: list[GrantInfo] = field(default_factory=list)  # the refresh broker's OAuth logins
     errors: list[ErrorRecord] = field(default_factory=list)
     error_log: str = ""
     error_log_problem: str | None = None
@@ -291,6 +292,24 @@ def check_clock(f: DoctorFacts) -> DoctorCheck:
                   fix="enable time sync (`timedatectl set-ntp true`); a wrong clock makes tokens look expired or not yet valid")
 
 
+def check_logins(grants: list[GrantInfo]) -> DoctorCheck:
+    """The OAuth logins takod keeps fresh, as the refresh broker sees them; its
+    guidance for a dead login already says how to log in again."""
+    dead = [g for g in grants if g.state == "needs-login"]
+    failing = [g for g in grants if g.state == "retrying"]
+    if dead:
+        return _check("logins", "warn", f"login needed: {', '.join(g.provider for g in dead)}",
+                      detail="; ".join(f"{g.provider} ({', '.join(g.mirrors)}): {g.last_error}" for g in dead),
+                      fix=" ".join(dict.fromkeys(g.guidance or f"`takod login {g.provider}`" for g in dead)))
+    if failing:
+        return _check("logins", "warn", f"refresh failing, retrying: {', '.join(g.provider for g in failing)}",
+                      detail="; ".join(f"{g.provider}: {g.last_error}" for g in failing),
+                      fix="check the network (and the proxy check); `takod auth refresh` retries now")
+    if not grants:
+        return _check("logins", "ok", "no OAuth logins for takod to keep fresh")
+    return _check("logins", "ok", f"{len(grants)} OAuth login(s) kept fresh: {', '.join(g.provider for g in grants)}")
+
+
 def reauth_hint(provider: str, error: str) -> str:
     """How to log in again after a failure of ``provider`` that reads like ``error``."""
     text = error.lower()
@@ -341,6 +360,7 @@ def run_checks(f: DoctorFacts, *, daemon_up: bool = True) -> list[DoctorCheck]:
         check_env_shadowing(f, f.providers),
         check_proxies(f),
         check_clock(f),
+        check_logins(f.grants),
         check_error_log(f),
     ]
     return checks

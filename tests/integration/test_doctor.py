@@ -79,7 +79,7 @@ def test_report_shape_and_exit_code(start: Any) -> None:
         assert check["verdict"] in ("ok", "warn", "fail")
     checks = by_id(report)
     for cid in ("socket-dir", "socket", "state-dir", "keyring", "provider:pi", "providers", "node", "pi-runtime",
-                "pi-auth", "codex-store", "env-shadowing", "proxy", "clock", "error-log"):
+                "pi-auth", "codex-store", "env-shadowing", "proxy", "clock", "logins", "error-log"):
         assert cid in checks, cid
     # A fresh HOME: nothing is ready, which is a failure (exit 4, like `takod health`).
     assert checks["providers"]["verdict"] == "fail" and report["ok"] is False and code == 4

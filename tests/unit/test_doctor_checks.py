@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from takod.doctor_local import LocalFacts, PathFacts, check_private_dir, check_runtime_dir, check_socket, mode_fixes
-from takod.schema import ProviderStatus
+from takod.schema import GrantInfo, ProviderStatus
 from takod_daemon.doctor import (
     DoctorFacts,
     ErrorRecord,
@@ -12,6 +12,7 @@ from takod_daemon.doctor import (
     check_codex_store,
     check_env_shadowing,
     check_error_log,
+    check_logins,
     check_pi_auth,
     check_pi_runtime,
     check_provider,
@@ -151,3 +152,20 @@ def test_run_checks_has_stable_unique_ids() -> None:
     ids = [c.id for c in run_checks(facts())]
     assert len(ids) == len(set(ids))
     assert ids[:2] == ["socket-dir", "socket"] and "error-log" in ids and "provider:ollama" in ids
+
+
+def grant(state: str, **kw: object) -> GrantInfo:
+    base: dict[str, object] = dict(id="openai-codex:ab", provider="openai-codex", mirrors=["/h/.codex/auth.json"],
+                                   expires_at=NOW, refresh_at=None, last_refresh=None, last_error=None, state=state,
+                                   guidance=None)
+    base.update(kw)
+    return GrantInfo(**base)  # type: ignore[arg-type]
+
+
+def test_logins_from_the_refresh_broker() -> None:
+    assert check_logins([]).verdict == "ok"
+    assert check_logins([grant("scheduled")]).verdict == "ok"
+    dead = check_logins([grant("needs-login", last_error="invalid_grant",
+                               guidance="The provider no longer accepts this login's refresh token. Log in again: run `codex login`.")])
+    assert dead.verdict == "warn" and "invalid_grant" in (dead.detail or "") and "`codex login`" in (dead.fix or "")
+    assert check_logins([grant("retrying", last_error="timeout")]).verdict == "warn"

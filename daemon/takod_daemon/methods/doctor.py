@@ -194,6 +194,7 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
         key_sources=_key_sources(state, ws, client_names),
         proxies={k: mask_proxy(v) for k, v in env.items() if k.upper() in PROXY_VARS and v},
         client_proxy_names=sorted(n for n in client_names if n.upper() in PROXY_VARS),
+        grants=[d.broker.info(g) for g in d.broker.grants.values()],
         **files,
     )
 
