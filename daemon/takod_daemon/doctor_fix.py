@@ -66,7 +66,7 @@ def ensure_workspace_auth(workspace: Path, env: Mapping[str, str], home: Path) -
                 held.ensure_held()
                 atomic_write(target, b"{}", 0o600)
                 return f"created {target} ({{}}, mode 0600)"
-    return chmod_own(str(target), 0o600)
+    return chmod_own(os.path.realpath(target), 0o600)
 
 
 async def install_pi_runtime(

@@ -111,7 +111,7 @@ def _files(call: Call, ws: Workspace) -> dict[str, Any]:
     root = ws.root
     out: dict[str, Any] = {"local": local_facts(d.socket_path, d.state_dir, env), "tako_workspace": is_tako_workspace(root)}
     auth_file = pi_auth.workspace_auth_path(root)
-    out["ws_auth"] = path_facts(auth_file)
+    out["ws_auth"] = path_facts(os.path.realpath(auth_file))  # dotfile managers link it; pi follows links
     try:
         auth = pi_auth.read_auth(auth_file)
         out["ws_auth_entries"] = len(auth.entries) if auth else 0
