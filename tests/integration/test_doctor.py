@@ -45,7 +45,9 @@ def start(home: Path, workspace: Path) -> Iterator[Any]:
     started: list[DaemonProcess] = []
 
     def make(**extra: str) -> DaemonProcess:
-        env = clean_env(home, TAKO_WORKSPACE=str(workspace), PATH="/usr/bin:/bin", **extra)
+        # Any --fix installs pi from the local package (a file: spec), npm offline: never the registry.
+        offline = {"TAKOD_PI_PACKAGE": f"file:{PI_PACKAGE_DIR}", "npm_config_offline": "true"}
+        env = clean_env(home, TAKO_WORKSPACE=str(workspace), PATH="/usr/bin:/bin", **{**offline, **extra})
         d = DaemonProcess(home, env).start()
         started.append(d)
         return d
@@ -132,9 +134,8 @@ def test_error_log_login_failure_gives_reauth_guidance(start: Any, workspace: Pa
 
 
 def test_fix_installs_the_workspace_pi_runtime_offline(start: Any, workspace: Path) -> None:
-    require_tool(TOOLS_BIN / "pi", "pi")
-    # A file: spec of the already-installed package: npm needs no registry for it.
-    d = start(TAKOD_PI_PACKAGE=f"file:{PI_PACKAGE_DIR}", npm_config_offline="true")
+    require_tool(TOOLS_BIN / "pi", "pi")  # start() points TAKOD_PI_PACKAGE at its package
+    d = start()
     code, report, _ = doctor_cli(d)
     before = by_id(report)
     assert before["pi-runtime"]["verdict"] == "warn" and before["pi-runtime"]["fixable"]
