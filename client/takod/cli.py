@@ -594,10 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
     w = add("watch", cmd_watch, "print events (status, auth, daemon, login) as they happen")
     w.add_argument("--topic", action="append", choices=TOPICS, help="only this topic (repeatable)")
     from . import cli_login
+    from . import cli_doctor
     from . import cli_service
 
     cli_login.register(add, common)
     cli_service.register(add, common)
+    cli_doctor.register(add, common)
     s = add("serve", cmd_serve, "run the daemon in the foreground")
     s.add_argument("--log", choices=["auto", "console", "json", "journal"], default="auto", help="log output format")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")

@@ -391,3 +391,41 @@ class LoginCancelResult(Result):
 
 class LoginStatusParams(Params):
     login_id: str | None = None  # None: every login the daemon remembers
+
+
+# doctor / doctor.run ----------------------------------------------------------
+
+
+class DoctorParams(Params):
+    fix: bool = False  # repair what is safe, then check again
+    stream: bool = False  # send `progress` chunks as takod.stream notifications while it works
+    env_names: list[str] | None = None  # names (never values) of key and proxy variables in the client's shell
+    workspace: str | None = None
+
+
+class DoctorCheck(Result):
+    """One diagnosis: ``verdict`` ok | warn | fail; ``fix`` says what to do (text)."""
+
+    id: str  # stable: socket-dir, keyring, provider:pi, pi-runtime, ...
+    verdict: Literal["ok", "warn", "fail"]
+    summary: str
+    detail: str | None = None
+    fix: str | None = None
+    fixable: bool = False  # `takod doctor --fix` can repair it
+
+
+class DoctorFix(Result):
+    """One repair `--fix` attempted."""
+
+    id: str  # the check it was for
+    ok: bool
+    message: str
+
+
+class DoctorResult(Result):
+    ok: bool  # no check failed
+    workspace: str
+    daemon: bool  # the daemon ran these checks (False: the client's own checks only)
+    checks: list[DoctorCheck]
+    fixes: list[DoctorFix]
+    counts: dict[str, int]  # ok / warn / fail

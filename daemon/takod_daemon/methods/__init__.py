@@ -1,3 +1,3 @@
 """RPC method implementations; importing this package registers them all."""
 
-from . import auth, core, infer, login, settings, status  # noqa: F401
+from . import auth, core, doctor, infer, login, settings, status  # noqa: F401
