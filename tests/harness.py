@@ -51,6 +51,8 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
         TAKOD_STATE_DIR=str(home / "state"),
         PYTHONPATH=os.pathsep.join(str(REPO / p) for p in ("client", "daemon")),
         PYTHONUNBUFFERED="1",
+        # npm (doctor --fix, the CLIs' update checks) must never fetch from the registry.
+        npm_config_offline="true",
     )
     env.update(extra)
     return env
