@@ -391,6 +391,10 @@ class Connection(asyncio.Protocol):
 
     # subscriptions ------------------------------------------------------------
 
+    @property
+    def subscription_count(self) -> int:
+        return len(self._subs)
+
     def add_subscription(self, sub: Subscription, nvim_data: bool) -> None:
         self._subs[sub.sub_id] = sub
         assert self._tg is not None

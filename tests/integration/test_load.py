@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from tests.harness import DaemonProcess
-from tests.rawrpc import RawConn
+from tests.rawrpc import RawConn, error_of
 
 BURST = 1000
 
@@ -89,3 +89,18 @@ def test_a_burst_of_connects_while_the_daemon_is_stalled_waits_in_the_backlog(da
     finally:
         for s in socks:
             s.close()
+
+
+def test_subscriptions_per_connection_are_capped_and_the_connection_stays(daemon: DaemonProcess) -> None:
+    # Each subscription holds a queue and a task: uncapped, one connection could hold any amount of memory.
+    with RawConn(daemon.socket) as conn:
+        conn.send(*[[0, i, "subscribe", [{"topics": ["daemon"]}]] for i in range(1, 66)])
+        replies = {msg[1]: msg for msg in (conn.response(i) for i in range(1, 66))}
+        ok = [r for r in replies.values() if r[2] is None]
+        refused = [r for r in replies.values() if r[2] is not None]
+        assert len(ok) == 64
+        assert [error_of(r) for r in refused] == [(1, "too_many_subscriptions")]
+        assert conn.call(100, "unsubscribe", {"sub_id": ok[0][3]["sub_id"]})[3] == {"removed": True}
+        assert conn.call(101, "subscribe", {"topics": ["daemon"]})[2] is None
+        with RawConn(daemon.socket) as other:  # the cap is per connection
+            assert other.call(1, "subscribe", {})[2] is None
