@@ -55,7 +55,8 @@ def main() -> int:
         while alive and open_after > 1 and time.monotonic() < deadline:
             time.sleep(0.1)
             open_after = connections_open(path)
-        time.sleep(0.5)
+        while alive and resources(daemon.pid)["fds"] > before["fds"] and time.monotonic() < deadline + 10:
+            time.sleep(0.1)  # the daemon closes its side of each connection asynchronously
         after = resources(daemon.pid) if alive else {"rss_kib": -1, "fds": -1, "threads": -1}
         logged = log_events(daemon)
         # A handler's traceback, or asyncio's "Fatal error: protocol.data_received() call failed": bugs.

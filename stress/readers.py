@@ -20,6 +20,9 @@
    stops reading it (back-pressure); RSS stays bounded; once it reads, every
    request is answered.
 4. One connection asking for more subscriptions than the per-connection limit.
+5. Frames of tiny items: ``--tiny-frames`` frames of 16 MiB, each an array of
+   one-byte nils (the costliest bytes to split), while a control connection
+   pings; the control latency shows how fairly the event loop is shared.
 """
 
 from __future__ import annotations
@@ -238,6 +241,53 @@ def subscription_limit(report: Report, daemon: Any, args: Any) -> None:
     report.check("the capped connection is still served", served)
 
 
+def tiny_items(report: Report, daemon: Any, args: Any) -> None:
+    import threading
+
+    n = 16 * 1024 * 1024 - 64
+    frame = b"\x94\x00\x01\xa4ping\x91\xdd" + struct.pack(">I", n) + b"\xc0" * n
+    control = RawConn(daemon.socket)
+    lat: list[float] = []
+    failures = 0
+    done = threading.Event()
+
+    def ping() -> None:
+        nonlocal failures
+        i = 0
+        while not done.is_set():
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                ok = control.call(i, "ping")[3] == "pong"
+            except (TimeoutError, Closed, OSError):
+                ok = False
+            lat.append(time.perf_counter() - t0)
+            failures += not ok
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=ping)
+    thread.start()
+    t0 = time.monotonic()
+    with RawConn(daemon.socket) as hostile:
+        for _ in range(args.tiny_frames):
+            hostile.send_bytes(frame)
+        answers = [hostile.response(1, timeout=120) for _ in range(args.tiny_frames)]
+    elapsed = time.monotonic() - t0
+    done.set()
+    thread.join()
+    control.close()
+    mib = args.tiny_frames * len(frame) / (1 << 20)
+    report.figures["tiny_items"] = {
+        "frames": args.tiny_frames, "items_each": n, "seconds": round(elapsed, 2),
+        "split_mib_per_s": round(mib / elapsed, 2), "control_latency_ms": latency_ms(lat),
+        "control_failures": failures,
+    }
+    report.check("tiny items: every frame answered (invalid_params)", all(a[2] is not None for a in answers))
+    report.check("tiny items: control connection served throughout", failures == 0)
+    report.check(f"tiny items: control p50 under {args.tiny_p50_ms} ms",
+                 latency_ms(lat)["p50"] < args.tiny_p50_ms)
+
+
 def main() -> int:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--stalled", type=int, default=200, help="slowloris connections (default 200)")
@@ -248,6 +298,9 @@ def main() -> int:
     p.add_argument("--key-ops", type=int, default=3000, help="keys.set/clear calls publishing events (default 3000)")
     p.add_argument("--unread", type=int, default=100_000, help="requests of the never-reading client (default 100000)")
     p.add_argument("--subscribe-attempts", type=int, default=1000, help="subscribes on one connection (default 1000)")
+    p.add_argument("--tiny-frames", type=int, default=1, help="16 MiB frames of one-byte items (default 1)")
+    p.add_argument("--tiny-p50-ms", type=float, default=20.0,
+                   help="fail if the control p50 during those frames is higher (default 20)")
     p.add_argument("--rss-growth-mib", type=float, default=16.0, help="RSS growth allowed per phase (default 16)")
     args = p.parse_args()
     report = Report("readers", {k: v for k, v in vars(args).items() if k != "json"})
@@ -259,6 +312,7 @@ def main() -> int:
         never_reading_subscriber(report, daemon, args)
         never_reading_client(report, daemon, args)
         subscription_limit(report, daemon, args)
+        tiny_items(report, daemon, args)
         report.figures["daemon_log"] = log_events(daemon)
         report.check("daemon alive at the end", daemon.proc is not None and daemon.proc.poll() is None)
     return report.finish(args.json)
