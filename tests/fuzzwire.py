@@ -187,37 +187,35 @@ def _splice(rng: random.Random, a: bytes, b: bytes) -> bytes:
     return a[: rng.randrange(1, len(a) + 1)] + b[rng.randrange(len(b)) :]
 
 
+def _burst(rng: random.Random, data: bytes) -> bytes:
+    """A pipelined burst of valid messages with one bit-flipped frame among them."""
+    frames = [pack(rng.choice(CORPUS)) for _ in range(rng.randint(5, 60))]
+    frames.insert(rng.randrange(len(frames)), _bitflip(rng, data))
+    return b"".join(frames)
+
+
+# Mutation name -> mutator(rng, message, its packed bytes).
+MUTATIONS: dict[str, Callable[[random.Random, Any, bytes], bytes]] = {
+    "bitflip": lambda rng, msg, data: _bitflip(rng, data),
+    "byteset": lambda rng, msg, data: _byteset(rng, data),
+    "truncate": lambda rng, msg, data: _truncate(rng, data),
+    "huge": lambda rng, msg, data: _huge(rng, data),
+    "wrong_type": lambda rng, msg, data: _wrong_type(rng, msg),
+    "deep": lambda rng, msg, data: _deep(rng, msg),
+    "unknown_method": lambda rng, msg, data: _unknown_method(rng),
+    "values": lambda rng, msg, data: _values_params(rng, msg) if msg[0] in (0, 2) else data,
+    "garbage": lambda rng, msg, data: _garbage(rng),
+    "splice": lambda rng, msg, data: _splice(rng, data, pack(rng.choice(CORPUS))),
+    "burst": lambda rng, msg, data: _burst(rng, data),
+    "valid": lambda rng, msg, data: data,
+}
+
+
 def mutate(rng: random.Random) -> tuple[str, bytes]:
     """One mutated frame (or a few bytes that pose as one), and the mutation's name."""
     msg = rng.choice(CORPUS)
-    data = pack(msg)
-    kind = rng.choice(["bitflip", "byteset", "truncate", "huge", "wrong_type", "deep", "unknown_method",
-                       "values", "garbage", "splice", "valid", "burst"])
-    if kind == "bitflip":
-        return kind, _bitflip(rng, data)
-    if kind == "byteset":
-        return kind, _byteset(rng, data)
-    if kind == "truncate":
-        return kind, _truncate(rng, data)
-    if kind == "huge":
-        return kind, _huge(rng, data)
-    if kind == "wrong_type":
-        return kind, _wrong_type(rng, msg)
-    if kind == "deep":
-        return kind, _deep(rng, msg)
-    if kind == "unknown_method":
-        return kind, _unknown_method(rng)
-    if kind == "values" and msg[0] in (0, 2):
-        return kind, _values_params(rng, msg)
-    if kind == "garbage":
-        return kind, _garbage(rng)
-    if kind == "splice":
-        return kind, _splice(rng, data, pack(rng.choice(CORPUS)))
-    if kind == "burst":  # a pipelined burst of valid requests with one bad frame in it
-        frames = [pack(rng.choice(CORPUS)) for _ in range(rng.randint(5, 60))]
-        frames.insert(rng.randrange(len(frames)), _bitflip(rng, data))
-        return kind, b"".join(frames)
-    return "valid", data
+    kind = rng.choice(sorted(MUTATIONS))
+    return kind, MUTATIONS[kind](rng, msg, pack(msg))
 
 
 @dataclass
