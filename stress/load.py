@@ -212,14 +212,23 @@ def main() -> int:
 
             warm = await pipelined(path, min(20_000, args.requests), args.pipes, args.window)
             before = resources(daemon.pid)
-            run = await pipelined(path, args.requests, args.pipes, args.window)
+            # In tenths, with RSS after each: a leak climbs steadily, allocator warm-up levels off.
+            tenths = [args.requests // 10 + (1 if i < args.requests % 10 else 0) for i in range(10)]
+            series, seconds, unexpected = [], 0.0, 0
+            for share in tenths:
+                part = await pipelined(path, share, args.pipes, args.window)
+                seconds += part["seconds"]
+                unexpected += part["unexpected_errors"]
+                series.append(resources(daemon.pid)["rss_kib"])
+            run = {"requests": args.requests, "seconds": round(seconds, 2), "per_s": round(args.requests / seconds, 1),
+                   "unexpected_errors": unexpected}
             await asyncio.sleep(0.5)
             after = resources(daemon.pid)
             growth_mib = (after["rss_kib"] - before["rss_kib"]) / 1024
             report.figures["many_requests"] = {
                 **run, "warmup_requests": warm["requests"],
                 "rss_kib_before": before["rss_kib"], "rss_kib_after": after["rss_kib"],
-                "rss_growth_mib": round(growth_mib, 2),
+                "rss_growth_mib": round(growth_mib, 2), "rss_kib_each_tenth": series,
                 "fds_before": before["fds"], "fds_after": after["fds"],
                 "threads_before": before["threads"], "threads_after": after["threads"],
             }

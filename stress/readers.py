@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from typing import Any
 
@@ -196,7 +197,7 @@ def never_reading_client(report: Report, daemon: Any, args: Any) -> None:
     lat, failures = control_latencies(control, args.control_calls, 1)
     client.sock.settimeout(None)
     client.sock.setblocking(True)
-    import threading
+
 
     rest = threading.Thread(target=client.sock.sendall, args=(view[sent:],))
     rest.start()
@@ -242,7 +243,7 @@ def subscription_limit(report: Report, daemon: Any, args: Any) -> None:
 
 
 def tiny_items(report: Report, daemon: Any, args: Any) -> None:
-    import threading
+
 
     n = 16 * 1024 * 1024 - 64
     frame = b"\x94\x00\x01\xa4ping\x91\xdd" + struct.pack(">I", n) + b"\xc0" * n
