@@ -7,12 +7,13 @@ loop (no epoll add/remove per read), bytes arrive in a callback, and replies go
 straight to ``transport.write``: no reader or writer task, no queue between
 them, no wake-ups.
 
-Reading. ``data_received`` splits the byte stream into frames and dispatches
-them in order, at most SCAN_SLICE bytes split and BATCH frames dispatched per
-event-loop pass, so one client cannot hold the loop for long (splitting costs
-about a microsecond per msgpack item: 16 MiB of one-byte items would be
-seconds in one go). Bytes read but not yet split, and frames split but not yet
-dispatched, wait; reading pauses meanwhile: it never holds more than one read.
+Reading. ``data_received`` buffers a read; the drain splits it into frames and
+dispatches them in order, at most SCAN_SLICE bytes split and BATCH frames
+dispatched per event-loop pass, so one client cannot hold the loop for long
+(splitting costs about a microsecond per msgpack item: 16 MiB of one-byte
+items would be seconds in one go). Bytes not yet split, and frames split but
+not yet dispatched, wait; reading pauses meanwhile: it never holds more than
+one read.
 
 Serving. Inline methods (see rpc.py: plain ``def`` handlers, or an async
 method's fast path when it can answer from warm state) are answered during
@@ -89,7 +90,6 @@ class Connection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
         self._splitter = FrameSplitter()
-        self._unsplit = memoryview(b"")  # the rest of the last read, not split into frames yet
         self._backlog: deque[bytes] = deque()  # frames split, not dispatched yet
         self._drain_scheduled = False
         self._write_resumed: anyio.Event | None = None  # set by resume_writing; None while writes flow
@@ -166,7 +166,8 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self._unsplit = memoryview(data)  # empty before: reading pauses until a read is all split
+        # Only buffered here: _drain splits it a slice at a time. Reading pauses until it is all split.
+        self._splitter.feed(data, max_scan=0)
         self._drain()
 
     def eof_received(self) -> None:
@@ -186,7 +187,6 @@ class Connection(asyncio.Protocol):
 
     def _hang_up(self) -> None:
         self._closing = True
-        self._unsplit = memoryview(b"")
         self._backlog.clear()
         self._done.set()
 
@@ -219,10 +219,9 @@ class Connection(asyncio.Protocol):
         try:
             while budget and not self._stalled():
                 if not self._backlog:
-                    if split or not self._unsplit:
+                    if split or not self._splitter.unscanned:
                         break
-                    chunk, self._unsplit = self._unsplit[:SCAN_SLICE], self._unsplit[SCAN_SLICE:]
-                    self._backlog.extend(self._splitter.feed(chunk))
+                    self._backlog.extend(self._splitter.feed(max_scan=SCAN_SLICE))
                     split = True
                     continue
                 budget -= 1
@@ -232,7 +231,7 @@ class Connection(asyncio.Protocol):
             return
         if replies and not transport.is_closing():
             transport.write(b"".join(replies))  # may call pause_writing: checked just below
-        pending = bool(self._backlog or self._unsplit)
+        pending = bool(self._backlog or self._splitter.unscanned)
         if pending or self._stalled():
             transport.pause_reading()
             if pending and not self._stalled():
