@@ -180,40 +180,63 @@ class FrameSplitter:
         self._buf = bytearray()
         self._pos = 0  # scan position inside the current (first) frame
         self._stack: list[int] = []  # items still owed at each open container level
+        self._starved = False  # the last scan stopped for want of data, not of budget
 
     @property
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+    @property
+    def unscanned(self) -> int:
+        """Bytes a ``feed()`` without new data could still scan (left by a ``max_scan``
+        budget); 0 when the splitter waits for more data."""
+        return 0 if self._starved else len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview = b"", max_scan: int | None = None) -> list[bytes]:
         """Add bytes; return every frame now complete, in order.
+
+        With ``max_scan``, stop after starting items in about that many bytes
+        (payloads are skipped by length and do not count) and leave the rest
+        for a later ``feed()``: scanning costs about a microsecond per item,
+        so a caller sharing an event loop can bound each call's work.
 
         Raises :class:`ProtocolError` on a limit violation or a byte that can
         never start a valid msgpack item; the stream is unusable afterwards.
         """
-        self._buf += data
+        if data:
+            self._buf += data
+            self._starved = False
         frames: list[bytes] = []
-        while self._buf:
-            end = self._scan()
+        stop = None if max_scan is None else self._pos + max_scan
+        while len(self._buf) > self._pos:
+            end = self._scan(stop)
             if end is None:
                 break
             frames.append(bytes(self._buf[:end]))
             del self._buf[:end]
             self._pos = 0
+            if stop is not None:
+                stop -= end
         return frames
 
-    def _scan(self) -> int | None:
-        """Advance over whole items; return the frame's end offset, or None if incomplete."""
+    def _scan(self, stop: int | None = None) -> int | None:
+        """Advance over whole items (no item starting at or after ``stop``); return
+        the frame's end offset, or None if incomplete or out of budget."""
         buf = self._buf
         n = len(buf)
         pos = self._pos
         stack = self._stack
         limit = self.max_frame
+        if stop is None:
+            stop = n
+        if pos >= stop:
+            return None
         if pos == 0 and not stack and not _is_array_header(buf[0]):
             raise ProtocolError(f"frame must be an array, got byte 0x{buf[0]:02x}")
         while True:
-            if pos >= n:
+            if pos >= n or pos >= stop:
                 self._pos = pos
+                self._starved = pos >= n
                 return None
             b = buf[pos]
             head = 1  # header bytes, including any length field
@@ -234,6 +257,7 @@ class FrameSplitter:
                 head, what = _LENGTH[b]
                 if pos + head > n:
                     self._pos = pos
+                    self._starved = True
                     return None
                 length = int.from_bytes(buf[pos + 1 : pos + head], "big")
                 if what == "array":
@@ -253,6 +277,7 @@ class FrameSplitter:
                 raise ProtocolError(f"frame larger than {limit} bytes")
             if end > n:
                 self._pos = pos
+                self._starved = True
                 return None
             pos = end
             if stack:

@@ -7,11 +7,13 @@ loop (no epoll add/remove per read), bytes arrive in a callback, and replies go
 straight to ``transport.write``: no reader or writer task, no queue between
 them, no wake-ups.
 
-Reading. ``data_received`` splits the byte stream into frames and dispatches
-them in order, at most BATCH per event-loop pass, so one pipelining client
-cannot hold the loop for long. Frames read but not yet dispatched wait in a
-backlog, and reading pauses while the backlog is not empty: it never holds
-more than one read.
+Reading. ``data_received`` buffers a read; the drain splits it into frames and
+dispatches them in order, at most SCAN_SLICE bytes split and BATCH frames
+dispatched per event-loop pass, so one client cannot hold the loop for long
+(splitting costs about a microsecond per msgpack item: 16 MiB of one-byte
+items would be seconds in one go). Bytes not yet split, and frames split but
+not yet dispatched, wait; reading pauses meanwhile: it never holds more than
+one read.
 
 Serving. Inline methods (see rpc.py: plain ``def`` handlers, or an async
 method's fast path when it can answer from warm state) are answered during
@@ -70,6 +72,7 @@ log = structlog.get_logger("takod.conn")
 
 MAX_OUTSTANDING = 1000  # requests running in tasks per connection before we stop reading
 BATCH = 64  # frames dispatched per event-loop pass, before other connections get their turn
+SCAN_SLICE = 8 * 1024  # bytes split per event-loop pass: ~2 ms at worst (stress/readers.py measures it)
 
 
 class Connection(asyncio.Protocol):
@@ -87,7 +90,7 @@ class Connection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
         self._splitter = FrameSplitter()
-        self._backlog: deque[bytes] = deque()  # frames read, not dispatched yet
+        self._backlog: deque[bytes] = deque()  # frames split, not dispatched yet
         self._drain_scheduled = False
         self._write_resumed: anyio.Event | None = None  # set by resume_writing; None while writes flow
         self._outstanding = 0  # requests running in tasks, until their reply is written
@@ -163,11 +166,8 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        try:
-            self._backlog.extend(self._splitter.feed(data))
-        except ProtocolError as exc:
-            self._violation(exc)
-            return
+        # Only buffered here: _drain splits it a slice at a time. Reading pauses until it is all split.
+        self._splitter.feed(data, max_scan=0)
         self._drain()
 
     def eof_received(self) -> None:
@@ -215,8 +215,15 @@ class Connection(asyncio.Protocol):
         assert transport is not None
         replies: list[bytes] = []  # inline answers of this pass, written together
         budget = BATCH
+        split = False  # one slice per pass
         try:
-            while self._backlog and budget and not self._stalled():
+            while budget and not self._stalled():
+                if not self._backlog:
+                    if split or not self._splitter.unscanned:
+                        break
+                    self._backlog.extend(self._splitter.feed(max_scan=SCAN_SLICE))
+                    split = True
+                    continue
                 budget -= 1
                 self._dispatch(decode_message(self._backlog.popleft()), replies)
         except ProtocolError as exc:
@@ -224,9 +231,10 @@ class Connection(asyncio.Protocol):
             return
         if replies and not transport.is_closing():
             transport.write(b"".join(replies))  # may call pause_writing: checked just below
-        if self._backlog or self._stalled():
+        pending = bool(self._backlog or self._splitter.unscanned)
+        if pending or self._stalled():
             transport.pause_reading()
-            if self._backlog and not self._stalled():
+            if pending and not self._stalled():
                 self._schedule_drain()  # out of budget: continue after the loop's other callbacks
             # else whatever stalls us schedules the drain when it clears
         else:
@@ -390,6 +398,10 @@ class Connection(asyncio.Protocol):
         return pending[2]
 
     # subscriptions ------------------------------------------------------------
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self._subs)
 
     def add_subscription(self, sub: Subscription, nvim_data: bool) -> None:
         self._subs[sub.sub_id] = sub

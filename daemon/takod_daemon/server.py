@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("takod.server")
 
 MAX_CONNECTIONS = 4096
-BACKLOG = 512
+# As deep as the connection limit (the kernel caps it at net.core.somaxconn): on Linux
+# a non-blocking connect (libuv, asyncio) to a full backlog fails with EAGAIN instead of
+# waiting, so a burst of clients arriving while the loop is busy must fit in it.
+BACKLOG = MAX_CONNECTIONS
 
 
 class SocketInUse(Exception):

@@ -363,3 +363,35 @@ def test_extra_trailing_elements_are_tolerated() -> None:
     # docs/PROTOCOL.md §2.1: takod ignores them (Neovim would not; senders must not rely on it).
     msg = decode_message(pack([0, 1, "ping", [], "extra"]))
     assert isinstance(msg, Request) and msg.method == "ping"
+
+
+# scan budget --------------------------------------------------------------------
+
+
+@settings(relaxed, max_examples=150)
+@given(frames=st.lists(packed() | wide_frames(), min_size=1, max_size=8),
+       cuts=st.lists(st.integers(0, 10**6), max_size=10), budget=st.integers(0, 64))
+def test_a_scan_budget_yields_the_same_frames_and_never_spins(frames: list[bytes], cuts: list[int], budget: int) -> None:
+    """What the daemon does: buffer a read unscanned, then scan it ``budget`` bytes at a time."""
+    splitter = FrameSplitter()
+    out: list[bytes] = []
+    for piece in split(b"".join(frames), cuts):
+        out += splitter.feed(piece, max_scan=0)
+        while splitter.unscanned:
+            before = (splitter.unscanned, len(out))
+            out += splitter.feed(max_scan=max(budget, 1))
+            assert (splitter.unscanned, len(out)) != before, "a budgeted feed made no progress"
+    assert out == frames and splitter.buffered == 0
+
+
+def test_a_partial_frame_waiting_for_data_has_nothing_unscanned() -> None:
+    splitter = FrameSplitter()
+    frame = msgpack.packb([0, 1, "ping", []])
+    assert splitter.feed(frame[:-2], max_scan=1) == []
+    while splitter.unscanned:
+        assert splitter.feed(max_scan=1) == []
+    assert splitter.buffered == len(frame) - 2  # waiting inside the method str
+    out = splitter.feed(frame[-2:], max_scan=1)
+    while splitter.unscanned:
+        out += splitter.feed(max_scan=1)
+    assert out == [frame]

@@ -149,6 +149,8 @@ def read_store_mode(home: Path) -> str:
         where = _TOML_WHERE_RE.search(str(exc))
         detail = f"is not valid TOML {where.group(0)}" if where else "is not valid TOML"
         raise FileProblem(raw.path, "malformed", detail) from None
+    except RecursionError:  # tomllib recurses per nested array or inline table
+        raise FileProblem(raw.path, "too_deep", "is nested too deeply to be a Codex config") from None
     try:
         config = msgspec.convert(doc, _CodexConfig)
     except msgspec.ValidationError:

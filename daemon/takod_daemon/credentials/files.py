@@ -93,6 +93,8 @@ def decode_json(raw: RawFile, type_: type | object = object) -> object:
         raise FileProblem(raw.path, "invalid", f"has unexpected content ({_where(exc)})") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for invalid UTF-8
         raise FileProblem(raw.path, "malformed", f"is not valid JSON ({_where(exc)})") from None
+    except RecursionError:  # nesting deeper than the interpreter's recursion limit (~1000 levels)
+        raise FileProblem(raw.path, "too_deep", "is nested too deeply to be a credential or settings file") from None
 
 
 def _where(exc: Exception) -> str:

@@ -61,7 +61,7 @@ def decode_payload(token: str) -> dict[str, Any]:
         raise JwtError("bad_base64", "its payload is not base64url") from None
     try:
         payload = msgspec.json.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise JwtError("bad_json", "its payload is not JSON") from None
     if not isinstance(payload, dict):
         raise JwtError("bad_json", "its payload is not a JSON object")

@@ -30,6 +30,9 @@ from ..rpc import Call
 log = structlog.get_logger("takod.methods")
 
 CAPABILITIES = ["subscribe", "autocmd-events", "cancel", "pipelining"]
+# Each subscription costs a queue of up to 256 events and a pump task (~6 KiB idle):
+# without a cap one connection could hold any amount of the daemon's memory.
+MAX_SUBSCRIPTIONS = 64
 
 
 def workspace_of(call: Call, explicit: str | None) -> str:
@@ -85,6 +88,12 @@ async def subscribe(call: Call, p: SubscribeParams) -> SubscribeResult:
     if unknown:
         raise invalid("invalid_params", f"unknown topic(s) {', '.join(unknown)}; topics are {', '.join(TOPICS)}")
     nvim_data = await autocmd_data_supported(call) if p.deliver == "autocmd" else True
+    # Checked after the await: nothing else can subscribe on this connection between here and add_subscription.
+    if call.conn.subscription_count >= MAX_SUBSCRIPTIONS:
+        raise invalid(
+            "too_many_subscriptions",
+            f"this connection already holds {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe one or subscribe to more topics at once",
+        )
     sub = call.daemon.bus.subscribe(topics, p.deliver)
     call.conn.add_subscription(sub, nvim_data)
     return SubscribeResult(sub_id=sub.sub_id, topics=sorted(sub.topics), deliver=p.deliver)
