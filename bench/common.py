@@ -193,6 +193,37 @@ def echo_server(home: Path, result: Any) -> Iterator[Server]:
         stop(proc)
 
 
+@contextmanager
+def nvim_server(home: Path, timeout: float = 20.0) -> Iterator[Server]:
+    """``nvim --headless --clean --listen SOCKET``: Neovim's own msgpack-rpc server (HOME and XDG dirs in ``home``)."""
+    import shutil
+    import socket
+    import time
+
+    nvim = shutil.which("nvim")
+    if nvim is None:
+        raise RuntimeError("nvim is not on PATH")
+    sock = home / "nvim.sock"
+    xdg = {f"XDG_{kind}_HOME": str(home / f"xdg-{kind.lower()}") for kind in ("CONFIG", "DATA", "STATE", "CACHE")}
+    env = dict(os.environ, HOME=str(home), **xdg)
+    proc = subprocess.Popen([nvim, "--headless", "--clean", "--listen", str(sock)], env=env, cwd=home,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:  # nvim has no ready pipe: wait until the socket accepts
+            try:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(str(sock))
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nvim did not listen on {sock}") from None
+                time.sleep(0.02)
+        yield Server(proc.pid, sock)
+    finally:
+        stop(proc)
+
+
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages when the run ended (others' work on a shared machine)."""
     try:
