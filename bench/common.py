@@ -97,6 +97,16 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Run every thread of ``pid`` (0: this process) on ``cpus`` only; threads born later inherit it."""
+    tasks = [0] if pid == 0 else [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    for tid in tasks:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:
+            pass  # a thread that just ended
+
+
 # output -----------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -42,6 +43,7 @@ from common import (
     interleave,
     load_average,
     machine,
+    pin,
     median,
     nvim_server,
     Server,
@@ -203,6 +205,8 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"machine: {m['nproc']} CPU(s), {m['cpu']}, {m['implementation']} {m['python']}, "
         f"load average {'/'.join(map(str, report['load_average']))}",
+        (f"latency: client and every server pinned to CPU {report['pinned']}" if "pinned" in report
+         else "latency: not pinned"),
         "reply result: " + ", ".join(f"{n} `{METHODS[n]}` {lat['reply_result_bytes'][n]} B" for n in names),
         "",
         f"latency: {report['args']['n']} sequential calls per server, "
@@ -250,6 +254,8 @@ def main() -> None:
     p.add_argument("--tp-rounds", type=int, default=3, help="throughput: interleaved rounds per level (default 3)")
     p.add_argument("--threads", action="store_true", help="throughput: one thread per client instead of a process")
     p.add_argument("--no-nvim", action="store_true", help="leave out the Neovim baseline")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="latency: let the scheduler place processes (default: the client and every server share one CPU)")
     p.add_argument("--log-level", default="info", choices=["debug", "info"], help="takod's log level (default info)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args()
@@ -266,7 +272,17 @@ def run(args: argparse.Namespace, concurrency: list[int]) -> dict[str, Any]:
         servers = {"takod": Server(takod.pid, takod.socket), "echo": stack.enter_context(echo_server(home, canned))}
         if not args.no_nvim:
             servers["nvim"] = stack.enter_context(nvim_server(home))
+        cpus = sorted(os.sched_getaffinity(0))
+        if args.pin:
+            # Whether a client and its server share a core changes a round trip by
+            # more than the servers differ: for latency, all share the first CPU.
+            for pid in (0, *(server.pid for server in servers.values())):
+                pin(pid, {cpus[0]})
+            report["pinned"] = cpus[0]
         report["latency"] = latency({**servers, "ping": servers["takod"]}, args.n, args.rounds)
+        if args.pin:  # throughput: let the scheduler spread the load again
+            for pid in (0, *(server.pid for server in servers.values())):
+                pin(pid, set(cpus))
         if concurrency:
             report["throughput"] = throughput(servers, concurrency, args.duration, args.tp_rounds, not args.threads)
     report["load_average"] = load_average()

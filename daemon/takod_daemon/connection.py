@@ -7,7 +7,13 @@ loop (no epoll add/remove per read), bytes arrive in a callback, and replies go
 straight to ``transport.write``: no reader or writer task, no queue between
 them, no wake-ups.
 
-Reading. ``data_received`` splits the byte stream into frames and dispatches
+Reading. Every connection of a daemon reads into one buffer shared by all (a
+BufferedProtocol: ``recv_into``), because a plain Protocol gets a fresh
+256 KiB ``bytes`` per read, which glibc may serve with mmap + mremap +
+munmap, three syscalls and ~10 µs per request (bench/rpc.py saw it happen
+to the echo server). Sharing is safe: asyncio calls ``buffer_updated`` right
+after each read on the one event-loop thread, and the splitter copies the
+bytes before it returns. ``buffer_updated`` splits the byte stream into frames and dispatches
 them in order, at most BATCH per event-loop pass, so one pipelining client
 cannot hold the loop for long. Frames read but not yet dispatched wait in a
 backlog, and reading pauses while the backlog is not empty: it never holds
@@ -68,11 +74,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("takod.conn")
 
+READ_SIZE = 256 * 1024  # bytes per read: asyncio's own default for a plain Protocol
 MAX_OUTSTANDING = 1000  # requests running in tasks per connection before we stop reading
 BATCH = 64  # frames dispatched per event-loop pass, before other connections get their turn
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     """One client. The asyncio Protocol callbacks run on the event loop outside
     any task and never wait; everything that awaits runs in :meth:`run`'s task group."""
 
@@ -86,6 +93,7 @@ class Connection(asyncio.Protocol):
         self._sock = sock  # the transport owns it once run() has started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
+        self._read_buffer = daemon.read_buffer  # one per daemon (so per event loop): see "Reading" above
         self._splitter = FrameSplitter()
         self._backlog: deque[bytes] = deque()  # frames read, not dispatched yet
         self._drain_scheduled = False
@@ -109,7 +117,7 @@ class Connection(asyncio.Protocol):
         with structlog.contextvars.bound_contextvars(conn=self.conn_id, peer_pid=self.peer_pid):
             try:
                 async with anyio.create_task_group() as tg:
-                    self._tg = tg  # before the transport exists: data_received may start tasks at once
+                    self._tg = tg  # before the transport exists: buffer_updated may start tasks at once
                     # The protocol callbacks run in a copy of this context: their log lines carry conn too.
                     await asyncio.get_running_loop().connect_accepted_socket(lambda: self, self._sock)
                     await self._done.wait()
@@ -160,11 +168,14 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._closing:
             return
         try:
-            self._backlog.extend(self._splitter.feed(data))
+            self._backlog.extend(self._splitter.feed(self._read_buffer[:nbytes]))
         except ProtocolError as exc:
             self._violation(exc)
             return

@@ -23,7 +23,7 @@ from takod.paths import find_workspace, lock_path
 from takod.protocol import PROTOCOL_VERSION, RpcError
 
 from .api import registry
-from .connection import Connection
+from .connection import READ_SIZE, Connection
 from .events import EventBus
 from .instance import InstanceLock
 from .inference.engine import Engine
@@ -48,6 +48,7 @@ class Daemon:
         self.registry = methods
         self.bus = EventBus()
         self.connections: set[Connection] = set()
+        self.read_buffer = memoryview(bytearray(READ_SIZE))  # every connection reads into it (connection.py)
         self.started_at = time.time()
         self.activated = False
         self.version = __version__
