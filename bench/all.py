@@ -47,7 +47,7 @@ def rpc_rows(r: dict[str, Any]) -> list[Row]:
             f"{base} {per[base]['p50']:.1f} µs", f"{v['p50_ratio']:.2f}x", f"<= {lat['target']}x", v["verdict"])
         for base, v in lat["vs"].items()
     ]
-    for clients, cell in r.get("throughput", {}).get("cells", {}).items():
+    for clients, cell in sorted(r.get("throughput", {}).get("cells", {}).items(), key=lambda kv: int(kv[0])):
         bases = list(cell["ratio"])
         out.append(row(
             "rpc", f"`status` throughput, {clients} client(s)", f"{cell['takod']['rps_median']:.0f} req/s",

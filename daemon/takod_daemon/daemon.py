@@ -50,6 +50,7 @@ class Daemon:
         self.connections: set[Connection] = set()
         self.read_buffer = memoryview(bytearray(READ_SIZE))  # every connection reads into it (connection.py)
         self.started_at = time.time()
+        self.pid = os.getpid()  # asked on every status: getpid is a syscall each time
         self.activated = False
         self.version = __version__
         self.protocol = PROTOCOL_VERSION

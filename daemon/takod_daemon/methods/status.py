@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -28,7 +27,7 @@ def _status(call: Call, ws: Workspace, env: dict[str, str] | None) -> StatusResu
         providers, selected = evaluate(d.state.facts(ws, env))
     return StatusResult(
         daemon=DaemonInfo(
-            pid=os.getpid(),
+            pid=d.pid,
             version=d.version,
             protocol=d.protocol,
             started_at=d.started_at,
