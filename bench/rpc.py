@@ -37,6 +37,7 @@ from typing import Any
 import msgspec
 
 from common import (
+    clean_env,
     cpu_seconds,
     echo_server,
     emit,
@@ -54,10 +55,11 @@ from common import (
     verdict,
 )
 from takod import Client, RemoteError
+from tests.harness import DaemonProcess
 
 LATENCY_TARGET = 1.3
-BASELINES = ("echo", "nvim")
-METHODS = {"takod": "status", "ping": "ping", "echo": "status", "nvim": "nvim_get_mode"}
+BASELINES = ("echo", "nvim", "before")
+METHODS = {"takod": "status", "ping": "ping", "echo": "status", "nvim": "nvim_get_mode", "before": "status"}
 
 
 def connect(sock: Path, method: str) -> Client:
@@ -121,7 +123,8 @@ def latency(servers: dict[str, Server], n: int, rounds: int) -> dict[str, Any]:
         result["vs"][base] = {
             "p50_ratio": p50_ratio,
             "p50_ratio_rounds": {"min": min(round_ratios), "median": median(round_ratios), "max": max(round_ratios)},
-            "verdict": verdict(p50_ratio, LATENCY_TARGET),
+            # `before` is another checkout's daemon (--before): a before/after figure, not a target
+            "verdict": verdict(p50_ratio, LATENCY_TARGET) if base != "before" else "info",
         }
     if "ping" in servers and "nvim" in servers:  # context: the same hop with a reply as small as nvim's
         result["ping_vs_nvim_p50_ratio"] = ratio(per["ping"]["p50"], per["nvim"]["p50"])
@@ -236,7 +239,7 @@ def render(report: dict[str, Any]) -> str:
             f"  {'clients':<8}" + "".join(f"{n:>9}" for n in names) + "".join(f"{'takod/' + b:>13}" for b in bases)
             + "".join(f"{n + ' CPU':>12}" for n in names),
         ]
-        for clients, cell in tp["cells"].items():
+        for clients, cell in sorted(tp["cells"].items(), key=lambda kv: int(kv[0])):
             lines.append(
                 f"  {clients:<8}" + "".join(f"{cell[n]['rps_median']:>9.0f}" for n in names)
                 + "".join(f"{cell['ratio'][b]:>13.2f}" for b in bases)
@@ -254,6 +257,8 @@ def main() -> None:
     p.add_argument("--tp-rounds", type=int, default=3, help="throughput: interleaved rounds per level (default 3)")
     p.add_argument("--threads", action="store_true", help="throughput: one thread per client instead of a process")
     p.add_argument("--no-nvim", action="store_true", help="leave out the Neovim baseline")
+    p.add_argument("--before", type=Path, metavar="CHECKOUT",
+                   help="also measure the daemon of another checkout (e.g. a worktree of main): before/after in one run")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="latency: let the scheduler place processes (default: the client and every server share one CPU)")
     p.add_argument("--log-level", default="info", choices=["debug", "info"], help="takod's log level (default info)")
@@ -272,6 +277,12 @@ def run(args: argparse.Namespace, concurrency: list[int]) -> dict[str, Any]:
         servers = {"takod": Server(takod.pid, takod.socket), "echo": stack.enter_context(echo_server(home, canned))}
         if not args.no_nvim:
             servers["nvim"] = stack.enter_context(nvim_server(home))
+        if args.before:
+            other = stack.enter_context(temp_home())
+            code = os.pathsep.join(str(args.before / part) for part in ("client", "daemon"))
+            before = DaemonProcess(other, clean_env(other, PYTHONPATH=code)).start("--log-level", args.log_level)
+            stack.callback(before.stop)
+            servers["before"] = Server(before.pid, before.socket)
         cpus = sorted(os.sched_getaffinity(0))
         if args.pin:
             # Whether a client and its server share a core changes a round trip by
