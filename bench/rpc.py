@@ -270,7 +270,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, concurrency: list[int]) -> dict[str, Any]:
     """The whole benchmark, as a report (bench/all.py calls this too)."""
-    report: dict[str, Any] = {"machine": machine(), "args": vars(args)}
+    report: dict[str, Any] = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     with temp_home() as home, takod_daemon(home, args.log_level) as takod, ExitStack() as stack:
         with Client(takod.socket, spawn=False) as c:
             canned = c.call("status")
