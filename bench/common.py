@@ -97,6 +97,16 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Run every thread of ``pid`` (0: this process) on ``cpus`` only; threads born later inherit it."""
+    tasks = [0] if pid == 0 else [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    for tid in tasks:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:
+            pass  # a thread that just ended
+
+
 # output -----------------------------------------------------------------------
 
 
@@ -188,6 +198,37 @@ def echo_server(home: Path, result: Any) -> Iterator[Server]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "client"), os.environ.get("PYTHONPATH", "")]))
     proc = spawn_ready([sys.executable, str(BENCH / "echo_server.py"), str(sock), str(result_file)], env)
     try:
+        yield Server(proc.pid, sock)
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def nvim_server(home: Path, timeout: float = 20.0) -> Iterator[Server]:
+    """``nvim --headless --clean --listen SOCKET``: Neovim's own msgpack-rpc server (HOME and XDG dirs in ``home``)."""
+    import shutil
+    import socket
+    import time
+
+    nvim = shutil.which("nvim")
+    if nvim is None:
+        raise RuntimeError("nvim is not on PATH")
+    sock = home / "nvim.sock"
+    xdg = {f"XDG_{kind}_HOME": str(home / f"xdg-{kind.lower()}") for kind in ("CONFIG", "DATA", "STATE", "CACHE")}
+    env = dict(os.environ, HOME=str(home), **xdg)
+    proc = subprocess.Popen([nvim, "--headless", "--clean", "--listen", str(sock)], env=env, cwd=home,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:  # nvim has no ready pipe: wait until the socket accepts
+            try:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(str(sock))
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nvim did not listen on {sock}") from None
+                time.sleep(0.02)
         yield Server(proc.pid, sock)
     finally:
         stop(proc)

@@ -7,7 +7,13 @@ loop (no epoll add/remove per read), bytes arrive in a callback, and replies go
 straight to ``transport.write``: no reader or writer task, no queue between
 them, no wake-ups.
 
-Reading. ``data_received`` buffers a read; the drain splits it into frames and
+Reading. Every connection of a daemon reads into one buffer shared by all (a
+BufferedProtocol: ``recv_into``), because a plain Protocol gets a fresh
+256 KiB ``bytes`` per read, which glibc may serve with mmap + mremap +
+munmap, three syscalls and ~10 µs per request (bench/rpc.py saw it happen
+to the echo server). Sharing is safe: asyncio calls ``buffer_updated`` right
+after each read on the one event-loop thread, and the splitter copies the
+bytes before it returns. The drain splits the byte stream into frames and
 dispatches them in order, at most SCAN_SLICE bytes split and BATCH frames
 dispatched per event-loop pass, so one client cannot hold the loop for long
 (splitting costs about a microsecond per msgpack item: 16 MiB of one-byte
@@ -70,12 +76,13 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("takod.conn")
 
+READ_SIZE = 256 * 1024  # bytes per read: asyncio's own default for a plain Protocol
 MAX_OUTSTANDING = 1000  # requests running in tasks per connection before we stop reading
 BATCH = 64  # frames dispatched per event-loop pass, before other connections get their turn
 SCAN_SLICE = 8 * 1024  # bytes split per event-loop pass: ~2 ms at worst (stress/readers.py measures it)
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     """One client. The asyncio Protocol callbacks run on the event loop outside
     any task and never wait; everything that awaits runs in :meth:`run`'s task group."""
 
@@ -89,6 +96,9 @@ class Connection(asyncio.Protocol):
         self._sock = sock  # the transport owns it once run() has started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
+        # Resolved once: through the lazy proxy each call costs ~0.5 µs, even when debug is off.
+        self._log_debug = log.bind().debug
+        self._read_buffer = daemon.read_buffer  # one per daemon (so per event loop): see "Reading" above
         self._splitter = FrameSplitter()
         self._backlog: deque[bytes] = deque()  # frames split, not dispatched yet
         self._drain_scheduled = False
@@ -112,7 +122,7 @@ class Connection(asyncio.Protocol):
         with structlog.contextvars.bound_contextvars(conn=self.conn_id, peer_pid=self.peer_pid):
             try:
                 async with anyio.create_task_group() as tg:
-                    self._tg = tg  # before the transport exists: data_received may start tasks at once
+                    self._tg = tg  # before the transport exists: buffer_updated may start tasks at once
                     # The protocol callbacks run in a copy of this context: their log lines carry conn too.
                     await asyncio.get_running_loop().connect_accepted_socket(lambda: self, self._sock)
                     await self._done.wait()
@@ -163,11 +173,19 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._closing:
             return
-        # Only buffered here: _drain splits it a slice at a time. Reading pauses until it is all split.
-        self._splitter.feed(data, max_scan=0)
+        # Buffered here (a small whole request comes back split at once): _drain splits
+        # the rest a slice at a time. Reading pauses until it is all split.
+        try:
+            self._backlog.extend(self._splitter.feed(self._read_buffer[:nbytes], max_scan=0))
+        except ProtocolError as exc:
+            self._violation(exc)
+            return
         self._drain()
 
     def eof_received(self) -> None:
@@ -287,7 +305,7 @@ class Connection(asyncio.Protocol):
                 raise RpcError("no_method", req.method, 1)
             params = decode_params(method, req.params)
             if not method.secret_params:
-                log.debug("request", method=req.method, msgid=req.msgid)
+                self._log_debug("request", method=req.method, msgid=req.msgid)
             if method.inline is not None:
                 result = method.inline(call, params)
                 if result is not SLOW:

@@ -23,7 +23,7 @@ from takod.paths import find_workspace, lock_path
 from takod.protocol import PROTOCOL_VERSION, RpcError
 
 from .api import registry
-from .connection import Connection
+from .connection import READ_SIZE, Connection
 from .events import EventBus
 from .instance import AlreadyRunning, InstanceLock
 from .inference.engine import Engine
@@ -65,7 +65,9 @@ class Daemon:
         self.registry = methods
         self.bus = EventBus()
         self.connections: set[Connection] = set()
+        self.read_buffer = memoryview(bytearray(READ_SIZE))  # every connection reads into it (connection.py)
         self.started_at = time.time()
+        self.pid = os.getpid()  # asked on every status: getpid is a syscall each time
         self.activated = False
         self.version = __version__
         self.protocol = PROTOCOL_VERSION

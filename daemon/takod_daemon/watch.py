@@ -11,11 +11,20 @@ Reports are hints: the consumer re-reads the reported files and decides for
 itself what, if anything, changed. Under ``WATCHFILES_FORCE_POLLING``,
 watchfiles compares whole-second mtimes, so changes less than a second apart
 can show up as one, or a same-second rewrite not at all.
+
+On Linux the directories are watched with inotify on the event loop itself
+(``Inotify``): watchfiles' worker thread sleeps ``step`` ms and takes the GIL
+every step even when nothing changes, 20 wake-ups a second in an idle daemon
+(bench/idle.py). Elsewhere, or when polling is forced, watchfiles does it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import struct
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +42,16 @@ OnChange = Callable[[frozenset[Path]], Awaitable[None]]
 # Shutdown goes through awatch's stop_event, so this only bounds how long the
 # worker thread can outlive an event loop that vanished without cancelling us.
 RUST_TIMEOUT_MS = 1000
+
+# inotify(7): what a watched directory reports, and about itself.
+IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
+IN_DELETE_SELF, IN_MOVE_SELF = 0x400, 0x800
+IN_Q_OVERFLOW, IN_IGNORED, IN_ONLYDIR = 0x4000, 0x8000, 0x01000000
+IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+DIR_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+            | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
 
 
 @dataclass(frozen=True)
@@ -111,12 +130,120 @@ def normalise_paths(paths: Iterable[str | os.PathLike[str]]) -> frozenset[Path]:
     return frozenset(out)
 
 
+def _libc_inotify() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc_inotify()
+
+
+def use_inotify() -> bool:
+    """inotify on the event loop, unless it is missing or watchfiles' polling is asked for."""
+    return _LIBC is not None and not os.environ.get("WATCHFILES_FORCE_POLLING")
+
+
+def parse_events(data: bytes, roots: Mapping[int, str]) -> set[tuple[Change, str]]:
+    """watchfiles-style ``(change, path)`` pairs from raw inotify events on the watched ``roots`` (wd -> path).
+
+    A root that goes, or lost events (queue overflow), report the root as deleted,
+    which makes the watch be planned and armed again with every file reported.
+    """
+    out: set[tuple[Change, str]] = set()
+    pos = 0
+    while pos + _EVENT.size <= len(data):
+        wd, mask, _cookie, length = _EVENT.unpack_from(data, pos)
+        name = data[pos + _EVENT.size: pos + _EVENT.size + length].rstrip(b"\0")
+        pos += _EVENT.size + length
+        if mask & IN_Q_OVERFLOW:
+            out |= {(Change.deleted, root) for root in roots.values()}
+            continue
+        root = roots.get(wd)
+        if root is None:
+            continue
+        if not name:  # about the directory itself
+            if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
+                out.add((Change.deleted, root))
+            continue
+        path = os.path.join(root, os.fsdecode(name))
+        if mask & (IN_CREATE | IN_MOVED_TO):
+            out.add((Change.added, path))
+        elif mask & (IN_DELETE | IN_MOVED_FROM):
+            out.add((Change.deleted, path))
+        else:
+            out.add((Change.modified, path))
+    return out
+
+
+class Inotify:
+    """One inotify instance watching directories, read on the event loop: no thread, no timer."""
+
+    def __init__(self) -> None:
+        assert _LIBC is not None
+        fd = _LIBC.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"inotify_init1: {os.strerror(code)}")
+        self.fd = fd
+        self.roots: dict[int, str] = {}
+
+    def add(self, directory: Path) -> None:
+        """Watch ``directory``; a missing one raises FileNotFoundError, as awatch does."""
+        assert _LIBC is not None
+        wd = _LIBC.inotify_add_watch(self.fd, os.fsencode(directory), DIR_MASK)
+        if wd < 0:
+            code = ctypes.get_errno()
+            if code == errno.ENOTDIR:
+                code = errno.ENOENT  # replaced by a file: as good as gone
+            raise OSError(code, os.strerror(code), str(directory))
+        self.roots[wd] = str(directory)
+
+    def _drain(self) -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def batch(self, step_ms: int, debounce_ms: int) -> set[tuple[Change, str]]:
+        """The next changes: from the first event until ``step_ms`` pass without another
+        (or ``debounce_ms`` since the first), as watchfiles groups them."""
+        data = b""
+        while not data:
+            await anyio.wait_readable(self.fd)
+            data = self._drain()
+        deadline = anyio.current_time() + debounce_ms / 1000
+        while (left := deadline - anyio.current_time()) > 0:
+            with anyio.move_on_after(min(step_ms / 1000, left)) as quiet:
+                await anyio.wait_readable(self.fd)
+            if quiet.cancelled_caught:
+                break
+            data += self._drain()
+        return parse_events(data, self.roots)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class FileWatcher:
     """Reports which of a set of files may have changed.
 
-    The files are absolute paths whose directories need not exist yet. While
-    anything is watched, ``run`` holds one worker thread (one ``awatch`` over all
-    directories); with nothing to watch it holds none.
+    The files are absolute paths whose directories need not exist yet. On
+    Linux ``run`` holds one inotify descriptor read on the event loop, and no
+    thread; elsewhere, while anything is watched, one worker thread (one
+    ``awatch`` over all directories). With nothing to watch it holds neither.
     """
 
     def __init__(
@@ -216,6 +343,9 @@ class FileWatcher:
                 await anyio.sleep(self._step_ms / 1000)
 
     async def _watch(self, plan: WatchPlan, rearm: anyio.Event) -> None:
+        if use_inotify():
+            await self._watch_inotify(plan, rearm)
+            return
         changes = awatch(
             *plan.roots,
             watch_filter=plan.wants,
@@ -238,6 +368,25 @@ class FileWatcher:
                         rearm.set()
             tg.cancel_scope.cancel()
 
+    async def _watch_inotify(self, plan: WatchPlan, rearm: anyio.Event) -> None:
+        ino = Inotify()
+        try:
+            for root in sorted(plan.roots):
+                ino.add(root)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._armed, plan, rearm)
+                tg.start_soon(_cancel_when, rearm, tg.cancel_scope)
+                while True:
+                    for change, raw in await ino.batch(self._step_ms, self._debounce_ms):
+                        if not plan.wants(change, raw):
+                            continue
+                        files, outdated = plan.interpret(change, Path(raw))
+                        self._hint(files)
+                        if outdated:
+                            rearm.set()
+        finally:
+            ino.close()
+
     async def _armed(self, plan: WatchPlan, rearm: anyio.Event) -> None:
         """Once the watch is in place: check the plan still holds and report
         what the watch covers, then stand by to stop the watch on cancel."""
@@ -253,3 +402,8 @@ class FileWatcher:
             # Cancelling awatch would wait out its worker thread (up to the rust
             # timeout); the stop event ends that thread within one step.
             rearm.set()
+
+
+async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

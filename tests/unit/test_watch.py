@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -116,6 +117,67 @@ def test_paths_must_be_absolute_and_are_normalised() -> None:
     assert normalise_paths(["/a/b/../c/auth.json"]) == {Path("/a/c/auth.json")}
 
 
+# -- raw inotify events (pure) ------------------------------------------------
+
+
+def raw_event(wd: int, mask: int, name: bytes = b"") -> bytes:
+    """One event as the kernel lays it out: the name NUL-padded to a multiple of 16 bytes."""
+    padded = name + b"\0" * (16 - len(name) % 16) if name else b""
+    return struct.pack("iIII", wd, mask, 0, len(padded)) + padded
+
+
+def test_parse_events_maps_masks_to_changes() -> None:
+    roots = {1: "/h/.codex", 2: "/h/.pi/agent"}
+    data = b"".join([
+        raw_event(1, watch.IN_CLOSE_WRITE, b"auth.json"),
+        raw_event(1, watch.IN_MODIFY, b"auth.json"),
+        raw_event(2, watch.IN_MOVED_TO, b"auth.json"),
+        raw_event(2, watch.IN_CREATE | 0x40000000, b"lockdir"),  # IN_ISDIR does not matter
+        raw_event(2, watch.IN_DELETE, b"old.json"),
+        raw_event(2, watch.IN_MOVED_FROM, b"auth.json.tmp"),
+        raw_event(1, watch.IN_ATTRIB, b"mode.json"),
+    ])
+    assert watch.parse_events(data, roots) == {
+        (Change.modified, "/h/.codex/auth.json"),
+        (Change.added, "/h/.pi/agent/auth.json"),
+        (Change.added, "/h/.pi/agent/lockdir"),
+        (Change.deleted, "/h/.pi/agent/old.json"),
+        (Change.deleted, "/h/.pi/agent/auth.json.tmp"),
+        (Change.modified, "/h/.codex/mode.json"),
+    }
+
+
+def test_parse_events_root_gone_overflow_and_strays() -> None:
+    roots = {1: "/h/.codex", 2: "/h"}
+    assert watch.parse_events(raw_event(1, watch.IN_DELETE_SELF) + raw_event(1, watch.IN_IGNORED), roots) == {
+        (Change.deleted, "/h/.codex")
+    }
+    assert watch.parse_events(raw_event(2, watch.IN_MOVE_SELF), roots) == {(Change.deleted, "/h")}
+    # The directory's own metadata changing means nothing.
+    assert watch.parse_events(raw_event(1, watch.IN_ATTRIB), roots) == set()
+    # Lost events: every root counts as gone, so every file is re-read and the watch re-armed.
+    assert watch.parse_events(raw_event(-1, watch.IN_Q_OVERFLOW), roots) == {
+        (Change.deleted, "/h/.codex"), (Change.deleted, "/h")
+    }
+    # A watch already replaced, and a trailing partial header, are skipped.
+    assert watch.parse_events(raw_event(9, watch.IN_MODIFY, b"x") + b"\0" * 7, roots) == set()
+    # Names are bytes: one that is not UTF-8 still maps to a path.
+    assert watch.parse_events(raw_event(1, watch.IN_MODIFY, b"caf\xe9"), roots) == {
+        (Change.modified, "/h/.codex/caf\udce9")
+    }
+
+
+def test_overflow_rearms_and_reports_every_file(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    near, far = tmp_path / "d" / "a.json", tmp_path / "x" / "b.json"
+    plan = plan_watch([near, far])
+    roots = dict(enumerate(sorted(map(str, plan.roots))))
+    changes = watch.parse_events(raw_event(-1, watch.IN_Q_OVERFLOW), roots)
+    hits = [plan.interpret(change, Path(raw)) for change, raw in changes if plan.wants(change, raw)]
+    assert set().union(*(files for files, _ in hits)) == {near, far}
+    assert all(rearm for _, rearm in hits)
+
+
 # -- behaviour -----------------------------------------------------------------
 
 
@@ -170,7 +232,7 @@ class TestFileWatcher:
             auth.write_bytes(b"v3")
             await consumer.until_seen(auth, b"v3")
 
-    @pytest.mark.parametrize("how", ["rmtree", "rename"])
+    @pytest.mark.parametrize("how", ["rmtree", "rename", "swap"])
     @pytest.mark.parametrize("pause", [True, False], ids=["settled", "at-once"])
     async def test_watched_directory_deleted_and_recreated(
         self, tmp_path: Path, how: str, pause: bool
@@ -187,8 +249,14 @@ class TestFileWatcher:
                 codex.rename(tmp_path / ".codex.bak")
             if pause:
                 await consumer.until_seen(auth, None)
-            codex.mkdir()
-            auth.write_bytes(b"v2")
+            if how == "swap":  # another directory, already holding the file, moved into place
+                staged = tmp_path / ".codex.new"
+                staged.mkdir()
+                (staged / "auth.json").write_bytes(b"v2")
+                staged.rename(codex)
+            else:
+                codex.mkdir()
+                auth.write_bytes(b"v2")
             await consumer.until_seen(auth, b"v2")
             # The new directory is watched, not just noticed.
             auth.write_bytes(b"v3")
@@ -286,7 +354,15 @@ class TestFileWatcher:
             await consumer.until_seen(auth, b"%d" % (writes - 1))
             assert len(consumer.batches[mark:]) < writes // 2
 
-    async def test_one_worker_thread_for_all_directories(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("polling, threads", [(False, 0), (True, 1)], ids=["inotify", "watchfiles"])
+    async def test_threads_held_for_all_directories(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, polling: bool, threads: int
+    ) -> None:
+        # inotify is read on the event loop; watchfiles holds one worker thread for every directory.
+        if polling:
+            monkeypatch.setenv("WATCHFILES_FORCE_POLLING", "1")
+        elif not watch.use_inotify():
+            pytest.skip("no inotify here")
         paths = [tmp_path / name / "auth.json" for name in ("a", "b", "c")]
         for path in paths:
             path.parent.mkdir()
@@ -298,7 +374,7 @@ class TestFileWatcher:
             for _ in range(20):
                 held.add(limiter.borrowed_tokens)
                 await anyio.sleep(0.01)
-            assert max(held) == 1
+            assert max(held) == threads
 
     async def test_forced_polling_still_works(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import time
+from typing import Any
 
 from takod.schema import DaemonInfo, ProbeParams, StatusParams, StatusResult
 
@@ -18,13 +18,16 @@ from .core import workspace_of
 def _status(call: Call, ws: Workspace, env: dict[str, str] | None) -> StatusResult:
     d = call.daemon
     now = time.time()
-    providers, selected, seq = ws.providers, ws.selected, ws.seq
+    # Encoded once per change (msgspec writes a Raw as it is); a Raw in a typed field
+    # is fine here because this result is only ever encoded, never read back.
+    providers: Any = ws.providers_wire
+    selected, seq = ws.selected, ws.seq
     if env:
         # The client's own keys: evaluated for this answer only, never cached.
         providers, selected = evaluate(d.state.facts(ws, env))
     return StatusResult(
         daemon=DaemonInfo(
-            pid=os.getpid(),
+            pid=d.pid,
             version=d.version,
             protocol=d.protocol,
             started_at=d.started_at,

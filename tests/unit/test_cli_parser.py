@@ -1,0 +1,37 @@
+"""build_parser(only): the one command a run uses is built exactly as in the full parser."""
+
+from __future__ import annotations
+
+import argparse
+
+from takod.cli import build_parser
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def shape(parser: argparse.ArgumentParser) -> list[object]:
+    """Every argument's options, destination, choices and default, and the same for nested commands."""
+    out: list[object] = []
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            out.append({name: shape(p) for name, p in a.choices.items()})
+        else:
+            out.append((tuple(a.option_strings), a.dest, a.nargs, tuple(a.choices or ()), repr(a.default)))
+    return out
+
+
+def test_each_command_alone_is_built_as_in_the_full_parser() -> None:
+    full = subcommands(build_parser())
+    assert "status" in full and len(full) > 10
+    for name, parser in full.items():
+        alone = subcommands(build_parser(name))
+        assert list(alone) == [name]
+        assert shape(alone[name]) == shape(parser)
+        assert alone[name].get_default("func") is parser.get_default("func")
+
+
+def test_a_word_that_is_no_command_builds_them_all() -> None:
+    assert subcommands(build_parser("bogus")).keys() == subcommands(build_parser()).keys()
