@@ -23,6 +23,7 @@ from takod.paths import find_workspace, lock_path
 from takod.protocol import PROTOCOL_VERSION, RpcError
 
 from .api import registry
+from .credentials import pi_lock
 from .connection import Connection
 from .events import EventBus
 from .instance import InstanceLock
@@ -143,6 +144,13 @@ def run_daemon(
 
     lock = InstanceLock(lock_path(socket_path))
     lock.acquire()
+    # pi locks a killed predecessor held would stall pi and us for 30 s: remove
+    # those still exactly as it left them, then note our own.
+    records = state_dir / "pi-locks"
+    removed = pi_lock.reclaim_own(records)
+    if removed:
+        log.warning("removed pi locks a stopped takod left behind", locks=[str(p) for p in removed])
+    pi_lock.keep_records(records)
     try:
         anyio.run(Daemon(socket_path, state_dir, refresh_lead=refresh_lead).run, on_ready)
     finally:

@@ -40,12 +40,13 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 import httpx
+import msgspec
 import structlog
 
 from takod.schema import GrantInfo
 
 from ..credentials import codex_auth, codex_link, pi_auth
-from ..credentials.files import FileProblem
+from ..credentials.files import FileProblem, atomic_write
 from ..credentials.pi_auth import OAuthEntry
 from ..credentials.pi_lock import LockError, pi_lock
 from .grants import REFRESHABLE_PI_PROVIDERS, RefreshPermanent, RefreshTransient, refresh_codex, refresh_pi_entry
@@ -63,9 +64,21 @@ LOCK_TIMEOUT = 5.0  # checking before a request: nothing is lost by trying again
 # Saving a rotated token: the old one is spent, so wait out any live holder. pi holds
 # its lock at most for one refresh (30 s timeout); a dead holder's goes stale after 30 s.
 PERSIST_LOCK_TIMEOUT = 40.0
+# Completing a journalled refresh at start: the daemon is not ready meanwhile, and
+# a lock that is busy now is tried again at the next start.
+STARTUP_LOCK_TIMEOUT = 1.0
 REQUEST_BUDGET = 90.0  # token request + persisting, shielded from cancellation
 
 GrantState = Literal["scheduled", "refreshing", "retrying", "needs-login"]
+
+
+class _JournalEntry(msgspec.Struct, array_like=True):
+    """A rotated pi token on its way to the files: the provider, the sha256 of
+    the refresh token it replaces, and the new entry."""
+
+    provider: str
+    old: str
+    entry: OAuthEntry
 
 
 @dataclass(frozen=True)
@@ -185,6 +198,7 @@ class RefreshBroker:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with httpx.AsyncClient(timeout=30.0) as http, anyio.create_task_group() as tg:
             self._http, self._tg = http, tg
+            await anyio.to_thread.run_sync(self._finish_interrupted)
             await self.rescan()
             task_status.started()
             await self._schedule()
@@ -236,7 +250,9 @@ class RefreshBroker:
             grants[key] = grant
         self.grants = grants
         # Forget rotated-away lineages so months of refreshes do not pile up.
-        self._last_refresh = {k: v for k, v in self._last_refresh.items() if k in grants}
+        # (A refresh still writing its files keeps its entry.)
+        recent = time.time() - REQUEST_BUDGET
+        self._last_refresh = {k: v for k, v in self._last_refresh.items() if k in grants or v > recent}
         self._successor = {k: v for k, v in self._successor.items() if v in grants}
         self.poke()
 
@@ -338,9 +354,8 @@ class RefreshBroker:
             log_.warning("refresh failed; will retry", error=grant.last_error)
             return
         grant.state, grant.attempts, grant.retry_at = "scheduled", 0, None
-        grant.last_refresh, grant.last_error, grant.guidance = time.time(), None, None
         new_key = _key(grant.provider, new_refresh)
-        self._last_refresh[new_key] = grant.last_refresh
+        grant.last_refresh, grant.last_error, grant.guidance = self._last_refresh.get(new_key, time.time()), None, None
         if new_key != grant.key:
             self._successor[grant.key] = new_key
         log_.info("refreshed", mirrors=written)
@@ -422,11 +437,19 @@ class RefreshBroker:
             if codex is None:
                 raise FileProblem(codex_mirror.path, "missing", "disappeared")
             update = await refresh_codex(codex, self._http, self.env, now)
+            self._note_refreshed(grant, update.refresh_token or grant.refresh_token)
             written = await anyio.to_thread.run_sync(self._persist_codex, grant, started, codex, update)
             return written, update.refresh_token or grant.refresh_token
         entry = await anyio.to_thread.run_sync(self._read_entry, grant.mirrors[0])
         new = await refresh_pi_entry(grant.provider, entry, self._http, self.env, int(now * 1000))
+        self._note_refreshed(grant, new.refresh)
         return await anyio.to_thread.run_sync(self._persist_pi, grant, started, new), new.refresh
+
+    def _note_refreshed(self, grant: Grant, new_refresh: str) -> None:
+        """Remember the refresh before its tokens reach the files: a rescan that
+        sees the first file written must not take the new token for a grant never
+        refreshed (one living less than the lead would be refreshed again at once)."""
+        self._last_refresh[_key(grant.provider, new_refresh)] = time.time()
 
     @staticmethod
     def _read_entry(mirror: Mirror) -> OAuthEntry:
@@ -443,23 +466,92 @@ class RefreshBroker:
         return list(dict.fromkeys([*started, *grant.mirrors]))
 
     def _persist_pi(self, grant: Grant, started: list[Mirror], new: OAuthEntry) -> list[str]:
-        """Write ``new`` into every pi mirror still holding the old refresh token."""
+        """Write ``new`` into every pi mirror still holding the old refresh token,
+        journalled first so that a kill between two mirrors cannot leave one of
+        them with a spent token for good."""
+        record = self._journal(grant.provider, grant.refresh_token, new)
+        written, failed = self._write_pi_mirrors(self._all_mirrors(grant, started), grant.refresh_token, new)
+        if record is not None and not failed:
+            record.unlink(missing_ok=True)
+        if not written:
+            raise FileProblem(grant.mirrors[0].path, "unwritable", "no mirror accepted the refreshed token")
+        return written
+
+    @staticmethod
+    def _write_pi_mirrors(
+        mirrors: list[Mirror], old_refresh: str, new: OAuthEntry, lock_timeout: float = PERSIST_LOCK_TIMEOUT
+    ) -> tuple[list[str], bool]:
+        """Put ``new`` in each pi mirror whose entry still holds ``old_refresh``:
+        (mirrors written, whether any could not be checked or written)."""
         written: list[str] = []
-        for mirror in self._all_mirrors(grant, started):
+        failed = False
+        for mirror in mirrors:
             def choose(current: pi_auth.PiEntry | None) -> OAuthEntry | None:
-                if isinstance(current, OAuthEntry) and current.refresh == grant.refresh_token:
+                if isinstance(current, OAuthEntry) and current.refresh == old_refresh:
                     return new
                 return None
 
             try:
-                if pi_auth.replace_entry(mirror.path, mirror.provider, choose, lock_timeout=PERSIST_LOCK_TIMEOUT) is not None:
+                if pi_auth.replace_entry(mirror.path, mirror.provider, choose, lock_timeout=lock_timeout) is not None:
                     written.append(mirror.describe())
             except (FileProblem, LockError, OSError) as exc:
                 # Keep going: the other mirrors must get the rotated token regardless.
+                failed = True
                 log.error("could not write the refreshed token", mirror=mirror.describe(), error=str(exc))
-        if not written:
-            raise FileProblem(grant.mirrors[0].path, "unwritable", "no mirror accepted the refreshed token")
-        return written
+        return written, failed
+
+    # the journal of rotated tokens not yet in every file ----------------------------
+
+    def _journal_dir(self) -> Path | None:
+        state_dir = getattr(self.daemon, "state_dir", None)
+        return Path(state_dir) / "refresh-journal" if state_dir is not None else None
+
+    def _journal(self, provider: str, old_refresh: str, new: OAuthEntry) -> Path | None:
+        """Note ``new`` durably (0600, in the private state dir) before any mirror is
+        written; None when there is no state dir or the note cannot be written."""
+        directory = self._journal_dir()
+        if directory is None:
+            return None
+        old = hashlib.sha256(old_refresh.encode()).hexdigest()
+        path = directory / f"{old[:32]}.json"
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            atomic_write(path, msgspec.json.encode(_JournalEntry(provider, old, new)))
+        except OSError as exc:
+            log.warning("could not journal a refreshed token", error=str(exc))
+            return None
+        return path
+
+    def _finish_interrupted(self) -> None:
+        """Complete refreshes a killed daemon left half written: every pi file entry
+        still holding a token the journal says was rotated gets its successor
+        (blocking: run in a worker thread before the first scan)."""
+        directory = self._journal_dir()
+        if directory is None or not directory.is_dir():
+            return
+        files = self.daemon.state.pi_files()
+        for path in sorted(directory.glob("*.json")):
+            try:
+                record = msgspec.json.decode(path.read_bytes(), type=_JournalEntry)
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                path.unlink(missing_ok=True)  # half a note is no note
+                continue
+            failed = False
+            for file in files:
+                try:
+                    auth = pi_auth.read_auth(file)
+                except FileProblem:
+                    failed = True
+                    continue
+                entry = auth.entries.get(record.provider) if auth else None
+                if isinstance(entry, OAuthEntry) and hashlib.sha256(entry.refresh.encode()).hexdigest() == record.old:
+                    written, bad = self._write_pi_mirrors([Mirror("pi", file, record.provider)], entry.refresh,
+                                                          record.entry, STARTUP_LOCK_TIMEOUT)
+                    failed = failed or bad
+                    if written:
+                        log.warning("completed a refresh a stopped takod left half written", mirror=written[0])
+            if not failed:
+                path.unlink(missing_ok=True)
 
     def _persist_codex(
         self, grant: Grant, started: list[Mirror], before: codex_auth.CodexAuth, update: codex_auth.TokenRefresh
