@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,7 +57,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger("takod.refresh")
 
 DEFAULT_LEAD = 600.0
-MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend/resume)
+# Sleeps run on the monotonic clock, which stands still while the machine is
+# suspended and ignores changes of the wall clock: wake at least this often to
+# compare the deadlines (wall-clock times) with the wall clock again.
+MAX_SLEEP = 60.0
+CLOCK_JUMP = 5.0  # wall minus monotonic moving this much in one sleep is a jump
 BACKOFF_MIN = 5.0
 BACKOFF_MAX = 600.0
 LOCK_TIMEOUT = 5.0  # checking before a request: nothing is lost by trying again later
@@ -117,6 +121,40 @@ class Grant:
             # never refresh before half of a fresh token's life has passed.
             due = max(due, self.last_refresh + (self.expires_at - self.last_refresh) / 2)
         return due
+
+
+def plan(grants: Iterable[Grant], lead: float, now: float) -> tuple[list[str], float | None]:
+    """The keys of the grants due at wall-clock time ``now``, and the seconds
+    until the next one is due (None when no grant is waiting for a time)."""
+    due: list[str] = []
+    until_next: float | None = None
+    for grant in grants:
+        if grant.state in ("needs-login", "refreshing"):
+            continue  # woken by a file change / the refresh's end, not by a time
+        delay = grant.due_at(lead) - now
+        if delay <= 0:
+            due.append(grant.key)
+        else:
+            until_next = delay if until_next is None else min(until_next, delay)
+    return due, until_next
+
+
+def sleep_for(until_next: float | None) -> float:
+    """How long the scheduler sleeps: until the next deadline, but never longer
+    than MAX_SLEEP, so a suspend or clock change is noticed within it."""
+    return MAX_SLEEP if until_next is None else max(0.0, min(until_next, MAX_SLEEP))
+
+
+def shift_retries(grants: Iterable[Grant], drift: float) -> None:
+    """After the wall clock jumped by ``drift`` seconds (beyond the time slept),
+    keep each retry's wait as long as it was meant to be when the clock went back
+    (it would otherwise wait for the jump too); a jump forward, or a resume, brings
+    retries due sooner, which is what a machine that slept through them wants."""
+    if drift >= 0:
+        return
+    for grant in grants:
+        if grant.state == "retrying" and grant.retry_at is not None:
+            grant.retry_at += drift
 
 
 def _key(provider: str, refresh_token: str) -> str:
@@ -192,6 +230,10 @@ class RefreshBroker:
         self._wakeup = anyio.Event()
         self._http: httpx.AsyncClient | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        # Deadlines are wall-clock times (expiries are); sleeps run on the monotonic
+        # clock. Both injectable, for tests of clock jumps.
+        self.wall = time.time
+        self.mono = time.monotonic
 
     # lifetime ---------------------------------------------------------------
 
@@ -205,23 +247,18 @@ class RefreshBroker:
 
     async def _schedule(self) -> None:
         while True:
-            wall, mono = time.time(), time.monotonic()
-            sleep: float | None = None
-            for grant in list(self.grants.values()):
-                if grant.state in ("needs-login", "refreshing"):
-                    continue
-                delay = grant.due_at(self.lead) - wall
-                if delay <= 0:
-                    assert self._tg is not None
-                    self._tg.start_soon(self.refresh, grant.key, False)
-                else:
-                    sleep = delay if sleep is None else min(sleep, delay)
-            with anyio.move_on_after(min(sleep, MAX_SLEEP) if sleep is not None else float("inf")):
+            wall, mono = self.wall(), self.mono()
+            due, until_next = plan(self.grants.values(), self.lead, wall)
+            for key in due:
+                assert self._tg is not None
+                self._tg.start_soon(self.refresh, key, False)
+            with anyio.move_on_after(sleep_for(until_next)):
                 await self._wakeup.wait()
             self._wakeup = anyio.Event()
-            drift = (time.time() - wall) - (time.monotonic() - mono)
-            if abs(drift) > 5:
+            drift = (self.wall() - wall) - (self.mono() - mono)
+            if abs(drift) > CLOCK_JUMP:
                 log.info("wall clock jumped (suspend/resume?); re-evaluating refresh deadlines", drift_s=round(drift, 1))
+                shift_retries(self.grants.values(), drift)
 
     def poke(self) -> None:
         self._wakeup.set()
@@ -379,7 +416,7 @@ class RefreshBroker:
         grant.attempts += 1
         backoff = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (grant.attempts - 1)) * random.uniform(0.5, 1.5)
         grant.state, grant.last_error = "retrying", error
-        grant.retry_at = time.time() + max(backoff, retry_after or 0.0)
+        grant.retry_at = self.wall() + max(backoff, retry_after or 0.0)
 
     def _someone_else_refreshed(self, grant: Grant, force: bool) -> tuple[str, str | None] | None:
         """Re-read the primary store (pi's under its lock): None if we should refresh,
