@@ -347,6 +347,18 @@ class RefreshBroker:
     async def _refresh(self, grant: Grant, force: bool) -> None:
         log_ = log.bind(grant=grant.key, provider=grant.provider)
         primary = grant.mirrors[0]
+        pending = self._journal_path(grant.refresh_token)
+        if pending is not None and await anyio.to_thread.run_sync(pending.exists):
+            # This token was already spent: its successor waits in the journal (a
+            # full disk, a lock, a kill kept it from the files). Never send it again.
+            new_refresh, written, failed = await anyio.to_thread.run_sync(self._apply_journal, pending, LOCK_TIMEOUT)
+            if failed is not None:
+                self._retry(grant, f"cannot save the refreshed token (takod keeps it meanwhile): {failed}")
+                log_.warning("refreshed token still not saved; will retry", error=grant.last_error)
+                return
+            log_.info("saved a refreshed token kept in the journal", mirrors=written)
+            await self._adopt(grant, new_refresh)
+            return
         try:
             adopted = await anyio.to_thread.run_sync(self._someone_else_refreshed, grant, force)
         except (FileProblem, LockError) as exc:
@@ -508,20 +520,22 @@ class RefreshBroker:
         them with a spent token for good."""
         record = self._journal(grant.provider, grant.refresh_token, new)
         written, failed = self._write_pi_mirrors(self._all_mirrors(grant, started), grant.refresh_token, new)
-        if record is not None and not failed:
+        if record is not None and failed is None:
             record.unlink(missing_ok=True)
         if not written:
-            raise FileProblem(grant.mirrors[0].path, "unwritable", "no mirror accepted the refreshed token")
+            kept = "; takod keeps it until it can" if record is not None else ""
+            raise FileProblem(grant.mirrors[0].path, "unwritable",
+                              f"no file accepted the refreshed token{kept} ({failed or 'no copy holds the old token'})")
         return written
 
     @staticmethod
     def _write_pi_mirrors(
         mirrors: list[Mirror], old_refresh: str, new: OAuthEntry, lock_timeout: float = PERSIST_LOCK_TIMEOUT
-    ) -> tuple[list[str], bool]:
+    ) -> tuple[list[str], str | None]:
         """Put ``new`` in each pi mirror whose entry still holds ``old_refresh``:
-        (mirrors written, whether any could not be checked or written)."""
+        (mirrors written, why one could not be checked or written)."""
         written: list[str] = []
-        failed = False
+        failed: str | None = None
         for mirror in mirrors:
             def choose(current: pi_auth.PiEntry | None) -> OAuthEntry | None:
                 if isinstance(current, OAuthEntry) and current.refresh == old_refresh:
@@ -533,7 +547,7 @@ class RefreshBroker:
                     written.append(mirror.describe())
             except (FileProblem, LockError, OSError) as exc:
                 # Keep going: the other mirrors must get the rotated token regardless.
-                failed = True
+                failed = f"{mirror.describe()}: {exc}"
                 log.error("could not write the refreshed token", mirror=mirror.describe(), error=str(exc))
         return written, failed
 
@@ -546,49 +560,63 @@ class RefreshBroker:
     def _journal(self, provider: str, old_refresh: str, new: OAuthEntry) -> Path | None:
         """Note ``new`` durably (0600, in the private state dir) before any mirror is
         written; None when there is no state dir or the note cannot be written."""
-        directory = self._journal_dir()
-        if directory is None:
+        path = self._journal_path(old_refresh)
+        if path is None:
             return None
-        old = hashlib.sha256(old_refresh.encode()).hexdigest()
-        path = directory / f"{old[:32]}.json"
         try:
-            directory.mkdir(mode=0o700, exist_ok=True)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            old = hashlib.sha256(old_refresh.encode()).hexdigest()
             atomic_write(path, msgspec.json.encode(_JournalEntry(provider, old, new)))
         except OSError as exc:
             log.warning("could not journal a refreshed token", error=str(exc))
             return None
         return path
 
+    def _journal_path(self, old_refresh: str) -> Path | None:
+        directory = self._journal_dir()
+        if directory is None:
+            return None
+        return directory / f"{hashlib.sha256(old_refresh.encode()).hexdigest()[:32]}.json"
+
+    def _apply_journal(self, path: Path, lock_timeout: float) -> tuple[str | None, list[str], str | None]:
+        """Write one journalled token into every pi file entry still holding the
+        token it replaced, and drop the note once nothing is left to write:
+        (the new refresh token, mirrors written, why one could not be written)."""
+        try:
+            record = msgspec.json.decode(path.read_bytes(), type=_JournalEntry)
+        except FileNotFoundError:
+            return None, [], None
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            path.unlink(missing_ok=True)  # half a note is no note
+            return None, [], None
+        written: list[str] = []
+        failed: str | None = None
+        for file in self.daemon.state.pi_files():
+            try:
+                auth = pi_auth.read_auth(file)
+            except FileProblem as exc:
+                failed = str(exc)
+                continue
+            entry = auth.entries.get(record.provider) if auth else None
+            if isinstance(entry, OAuthEntry) and hashlib.sha256(entry.refresh.encode()).hexdigest() == record.old:
+                done, bad = self._write_pi_mirrors([Mirror("pi", file, record.provider)], entry.refresh,
+                                                   record.entry, lock_timeout)
+                written += done
+                failed = bad or failed
+        if failed is None:
+            path.unlink(missing_ok=True)
+        return record.entry.refresh, written, failed
+
     def _finish_interrupted(self) -> None:
-        """Complete refreshes a killed daemon left half written: every pi file entry
-        still holding a token the journal says was rotated gets its successor
-        (blocking: run in a worker thread before the first scan)."""
+        """Complete refreshes a killed daemon left half written (blocking: run in a
+        worker thread before the first scan)."""
         directory = self._journal_dir()
         if directory is None or not directory.is_dir():
             return
-        files = self.daemon.state.pi_files()
         for path in sorted(directory.glob("*.json")):
-            try:
-                record = msgspec.json.decode(path.read_bytes(), type=_JournalEntry)
-            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-                path.unlink(missing_ok=True)  # half a note is no note
-                continue
-            failed = False
-            for file in files:
-                try:
-                    auth = pi_auth.read_auth(file)
-                except FileProblem:
-                    failed = True
-                    continue
-                entry = auth.entries.get(record.provider) if auth else None
-                if isinstance(entry, OAuthEntry) and hashlib.sha256(entry.refresh.encode()).hexdigest() == record.old:
-                    written, bad = self._write_pi_mirrors([Mirror("pi", file, record.provider)], entry.refresh,
-                                                          record.entry, STARTUP_LOCK_TIMEOUT)
-                    failed = failed or bad
-                    if written:
-                        log.warning("completed a refresh a stopped takod left half written", mirror=written[0])
-            if not failed:
-                path.unlink(missing_ok=True)
+            _new, written, _failed = self._apply_journal(path, STARTUP_LOCK_TIMEOUT)
+            for mirror in written:
+                log.warning("completed a refresh a stopped takod left half written", mirror=mirror)
 
     def _persist_codex(
         self, grant: Grant, started: list[Mirror], before: codex_auth.CodexAuth, update: codex_auth.TokenRefresh
