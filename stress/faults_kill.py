@@ -51,6 +51,7 @@ from tests.harness import DaemonProcess, clean_env  # noqa: E402
 
 RECOVERY_TIMEOUT = 60.0  # a lock left by the kill goes stale after 30 s
 POLL = 0.005
+ISSUE_TIME_RESOLUTION = 1.1
 
 
 # --- one HOME -----------------------------------------------------------------------------
@@ -270,6 +271,10 @@ def _outcome(home: Home, d: DaemonProcess, missing: dict[str, str]) -> tuple[boo
 def refresh_iteration(base: Path, server: TimedServer, n: int, window: float, rng: random.Random,
                       figures: RefreshFigures, recover: bool = True) -> None:
     home = make_home(base, server, n)
+    # Codex and pi tell the newer copy of their shared login by the JWT's issue
+    # time, in seconds: tokens issued within one second look the same age, which
+    # real logins (refreshed days apart) never do. Let the planted ones age first.
+    time.sleep(ISSUE_TIME_RESOLUTION)
     d = home.daemon().start()
     time.sleep(rng.uniform(0, window))
     os.kill(d.pid, signal.SIGKILL)
@@ -312,9 +317,9 @@ def refresh_iteration(base: Path, server: TimedServer, n: int, window: float, rn
                                             f" {RECOVERY_TIMEOUT:g} s after a restart (missing: {sorted(missing)})")
                     break
                 time.sleep(0.02)
-            figures.lock_dirs_after_restart += leftovers(home)[0]
         finally:
             d2.stop()
+        figures.lock_dirs_after_restart += leftovers(home)[0]  # once it stopped: its own are released
     shutil.rmtree(home.root, ignore_errors=True)
 
 
