@@ -93,15 +93,20 @@ def plant_due_login(agent: Path, tokens: FakeOAuthServer) -> str:
     return grant.refresh
 
 
+def pi_login_on(pi: Path, tokens: FakeOAuthServer) -> tuple[Path, str, bytes]:
+    """pi's agent dir under ``pi`` with a due login: (agent dir, its refresh token, the file's bytes)."""
+    agent = pi / "agent"
+    agent.mkdir(mode=0o700)
+    original = plant_due_login(agent, tokens)
+    return agent, original, (agent / "auth.json").read_bytes()
+
+
 def test_a_full_disk_keeps_the_rotated_token_until_it_can_be_written(
     home: Path, tokens: FakeOAuthServer
 ) -> None:
     ws = workspace(home)
     with tmpfs(ws / ".tako" / "pi") as pi:
-        agent = pi / "agent"
-        agent.mkdir(mode=0o700)
-        original = plant_due_login(agent, tokens)
-        before = (agent / "auth.json").read_bytes()
+        agent, original, before = pi_login_on(pi, tokens)
         filler = fill(pi)
         d = start(home, ws, tokens)
         try:
@@ -150,10 +155,7 @@ def test_a_read_only_credential_directory_is_reported_and_no_token_is_spent(
 ) -> None:
     ws = workspace(home)
     with tmpfs(ws / ".tako" / "pi") as pi:
-        agent = pi / "agent"
-        agent.mkdir(mode=0o700)
-        plant_due_login(agent, tokens)
-        before = (agent / "auth.json").read_bytes()
+        agent, _original, before = pi_login_on(pi, tokens)
         remount_read_only(pi)
         d = start(home, ws, tokens)
         try:

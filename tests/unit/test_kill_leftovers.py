@@ -14,6 +14,7 @@ import pytest
 
 from takod_daemon.credentials import pi_lock as pl
 from takod_daemon.credentials.files import DEAD_TEMP_AGE_S, atomic_write
+from tests.unit.test_pi_lock import auth  # noqa: F401 - the fixture: an auth.json in a private dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,14 +27,6 @@ with pi_lock.pi_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.read()
 """
-
-
-@pytest.fixture
-def auth(tmp_path: Path) -> Path:
-    path = tmp_path / "agent" / "auth.json"
-    path.parent.mkdir(mode=0o700)
-    path.write_text("{}")
-    return path
 
 
 def killed_holder(auth: Path, records: Path) -> Path:
