@@ -54,6 +54,9 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
         # npm (doctor --fix, the CLIs' update checks) must never fetch from the registry.
         npm_config_offline="true",
     )
+    if os.geteuid() != 0:
+        # A non-dumpable daemon hides /proc/PID/{environ,fd} from its own uid; tests read them.
+        env["TAKOD_DUMPABLE"] = "1"
     env.update(extra)
     return env
 

@@ -24,6 +24,7 @@ from takod.protocol import PROTOCOL_VERSION, RpcError
 
 from .api import registry
 from .connection import READ_SIZE, Connection
+from .credentials import pi_lock
 from .events import EventBus
 from .instance import AlreadyRunning, InstanceLock
 from .inference.engine import Engine
@@ -213,6 +214,13 @@ def run_daemon(
         activated.sock.close()
         notifier.close()
         raise SupervisorConflict(exc.pid, socket_path, activated.source) from None
+    # pi locks a killed predecessor held would stall pi and us for 30 s: remove
+    # those still exactly as it left them, then note our own.
+    records = state_dir / "pi-locks"
+    removed = pi_lock.reclaim_own(records)
+    if removed:
+        log.warning("removed pi locks a stopped takod left behind", locks=[str(p) for p in removed])
+    pi_lock.keep_records(records)
     try:
         anyio.run(Daemon(socket_path, state_dir, refresh_lead=refresh_lead).run, activated, notifier, on_ready)
     finally:

@@ -49,6 +49,28 @@ def _raise_fd_limit() -> None:
             pass
 
 
+def _no_core_dumps() -> None:
+    """Keep tokens and keys out of core files and away from same-user debuggers,
+    as ssh-agent and gpg-agent do: no core file (soft and hard limit 0) and, on
+    Linux, not dumpable (no core, no ptrace attach, /proc/PID/environ, maps and
+    mem readable by root only). ``TAKOD_DUMPABLE=1`` keeps the process dumpable,
+    for debugging it with gdb or py-spy."""
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):
+        pass
+    if sys.platform.startswith("linux") and os.environ.get("TAKOD_DUMPABLE") != "1":
+        import ctypes
+
+        PR_SET_DUMPABLE = 4
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     ready = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
@@ -65,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"takod: {line}", file=sys.stderr)
 
     _raise_fd_limit()
+    _no_core_dumps()
     sock = args.socket or socket_path()
     state = state_dir()
     problem = ensure_private_dir(state)

@@ -12,6 +12,7 @@ import hashlib
 import os
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """
     target = Path(os.path.realpath(path))
     directory = target.parent
+    _remove_dead_temps(directory, target.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, mode)
@@ -137,6 +139,30 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+DEAD_TEMP_AGE_S = 60.0  # a write takes milliseconds: an older temp file's writer is gone
+
+
+def _remove_dead_temps(directory: Path, name: str) -> None:
+    """Remove temp files of earlier writes of ``name`` that were killed before
+    their rename (each holds a copy of the file, secrets included)."""
+    prefix = f".{name}."
+    try:
+        entries = os.scandir(directory)
+    except OSError:
+        return
+    with entries:
+        for entry in entries:
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and \
+                        st.st_mtime < time.time() - DEAD_TEMP_AGE_S:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def encode_json(value: object) -> bytes:

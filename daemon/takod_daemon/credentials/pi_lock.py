@@ -17,12 +17,20 @@ Rules we follow (research pi-auth.md §3.3, §10):
   after which pi's startup locker would consider it stale.
 * Hold it as briefly as possible: a legacy pi that starts while the lock is held
   for more than ~0.2 s comes up without credentials (#1871).
+* A takod killed while holding the lock leaves the directory behind, and pi
+  (and we) would wait 30 s for it to go stale. With :func:`keep_records` the
+  daemon notes each lock it holds (path, inode, the mtime it last gave it, its
+  pid); the next daemon removes at once a directory that is still exactly as the
+  dead one left it (:func:`reclaim_own`): same inode, same mtime to the
+  nanosecond, so no pi has touched or re-made it since.
 
 Everything here is blocking; the daemon calls it from worker threads.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import stat
@@ -79,6 +87,89 @@ def lock_dirs(auth_path: Path) -> list[Path]:
     return dirs
 
 
+# --- records of the locks this process holds ----------------------------------------------
+
+_records: Path | None = None
+
+
+def keep_records(directory: Path | None) -> None:
+    """Note every lock taken from now on in ``directory`` (None: stop noting)."""
+    global _records
+    if directory is not None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _records = directory
+
+
+def _record_path(directory: Path, lock_dir: Path) -> Path:
+    return directory / (hashlib.sha256(str(lock_dir).encode()).hexdigest()[:16] + ".json")
+
+
+def _record(lock_dir: Path, mtime_ns: int) -> None:
+    directory = _records
+    if directory is None:
+        return
+    try:
+        st = os.lstat(lock_dir)
+        doc = {"lock": str(lock_dir), "dev": st.st_dev, "ino": st.st_ino, "mtime_ns": mtime_ns, "pid": os.getpid()}
+        path = _record_path(directory, lock_dir)
+        tmp = path.with_suffix(f".{threading.get_ident()}.new")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)  # whole or absent: a half record is never read
+    except OSError:
+        pass  # without a record the lock just goes stale the slow way
+
+
+def _forget(lock_dir: Path) -> None:
+    if _records is not None:
+        try:
+            _record_path(_records, lock_dir).unlink()
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim_own(directory: Path) -> list[Path]:
+    """Remove the lock directories a dead takod left behind, exactly as it left
+    them; forget every record of a dead process. Returns the locks removed."""
+    removed: list[Path] = []
+    try:
+        entries = sorted(directory.glob("*.json"))
+    except OSError:
+        return removed
+    for path in entries:
+        try:
+            doc = json.loads(path.read_text())
+            lock_dir, pid = Path(doc["lock"]), int(doc["pid"])
+            if pid == os.getpid() or _pid_alive(pid):
+                continue  # a live holder (another daemon with this state dir): its lock is its own
+            st = os.lstat(lock_dir)
+            if (stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) == (doc["dev"], doc["ino"])
+                    and st.st_mtime_ns == doc["mtime_ns"]):
+                os.rmdir(lock_dir)
+                removed.append(lock_dir)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # gone, re-made by someone else, or a record we cannot read: leave the lock be
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    for half in directory.glob("*.new"):  # a record being written when the process died
+        try:
+            half.unlink()
+        except OSError:
+            pass
+    return removed
+
+
 class HeldPiLock:
     """A held pi lock. Keeps its directories' mtimes fresh from a background
     thread and can prove, just before a write, that they are still ours."""
@@ -122,6 +213,7 @@ class HeldPiLock:
                         return
                     try:
                         self._owned[lock_dir] = _touch(lock_dir)
+                        _record(lock_dir, self._owned[lock_dir])
                     except OSError as exc:
                         self._lost = LockLost(lock_dir, "lost", f"cannot touch ({exc.strerror})")
                         return
@@ -135,6 +227,7 @@ class HeldPiLock:
                 # A directory that is no longer ours belongs to whoever re-took it.
                 if _ownership_problem(lock_dir, mtime_ns) is None:
                     _remove_quietly(lock_dir)
+                _forget(lock_dir)
 
 
 @contextmanager
@@ -160,6 +253,7 @@ def pi_lock(
     except BaseException:
         for lock_dir in reversed(owned):
             _remove_quietly(lock_dir)
+            _forget(lock_dir)
         raise
     held = HeldPiLock(owned, touch_every)
     try:
@@ -173,6 +267,7 @@ def _acquire(lock_dir: Path, deadline: float, timeout: float) -> int:
     while True:
         mtime_ns = _try_acquire(lock_dir)
         if mtime_ns is not None:
+            _record(lock_dir, mtime_ns)
             return mtime_ns
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -24,7 +24,7 @@ import structlog
 from ..credentials.pi_auth import workspace_auth_path
 from ..links import is_tako_workspace
 from ..redact import redact_text
-from . import errorlog
+from . import child_env, errorlog
 from .routing import API_BACKENDS, Candidate, Plan
 from .types import Chunk, InferRequest, ProviderFailure, RunContext, RunResult
 
@@ -199,6 +199,9 @@ class Engine:
             await sink(chunk.kind, {"text": chunk.text})
 
         await sink("route", {"provider": provider, "model": model, "attempt": len([a for a in trace if a.outcome != "skipped"])})
+        if provider in child_env.CLI_PROVIDERS:
+            # A CLI gets only the secrets of the services it talks to (reads Codex's config).
+            env = await anyio.to_thread.run_sync(child_env.for_provider, provider, env)
         ctx = self.context(ws, provider, env)
         try:
             runner = _runner(provider)

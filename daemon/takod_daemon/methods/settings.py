@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from takod.protocol import invalid
+from takod.protocol import RpcError, invalid
 from takod.schema import SETTINGS_FIELDS, SettingsGetParams, SettingsResult, SettingsSetParams
 
 from ..api import registry
@@ -51,5 +51,8 @@ async def settings_set(call: Call, p: SettingsSetParams) -> SettingsResult:
             raise invalid("invalid_value", str(exc)) from None
         except FileProblem as exc:
             raise invalid("settings_unreadable", f"not overwriting {exc.path}: {exc.detail}; fix or remove it first") from None
+        except OSError as exc:  # a full disk, a read-only directory: the old file is still whole
+            raise RpcError("settings_write_failed",
+                           f"cannot write {ws.settings_file}: {exc.strerror or exc}; the file is unchanged") from None
         await state.settings_changed(ws)
     return settings_result(ws)

@@ -35,6 +35,7 @@ import anyio
 import msgspec
 from anyio.abc import ByteReceiveStream
 
+from takod_daemon.inference.child_env import without_secrets
 from takod_daemon.credentials.files import FileProblem, decode_json, read_bytes
 from takod_daemon.redact import redact_text
 
@@ -374,7 +375,7 @@ async def run_version(
 
 
 def _env_with_path(path: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = without_secrets(os.environ)  # `--version` needs no key
     env["PATH"] = path
     return env
 

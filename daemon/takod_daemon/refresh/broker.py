@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,12 +40,13 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 import httpx
+import msgspec
 import structlog
 
 from takod.schema import GrantInfo
 
 from ..credentials import codex_auth, codex_link, pi_auth
-from ..credentials.files import FileProblem
+from ..credentials.files import FileProblem, atomic_write
 from ..credentials.pi_auth import OAuthEntry
 from ..credentials.pi_lock import LockError, pi_lock
 from .grants import REFRESHABLE_PI_PROVIDERS, RefreshPermanent, RefreshTransient, refresh_codex, refresh_pi_entry
@@ -56,16 +57,32 @@ if TYPE_CHECKING:
 log = structlog.get_logger("takod.refresh")
 
 DEFAULT_LEAD = 600.0
-MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend/resume)
+# Sleeps run on the monotonic clock, which stands still while the machine is
+# suspended and ignores changes of the wall clock: wake at least this often to
+# compare the deadlines (wall-clock times) with the wall clock again.
+MAX_SLEEP = 60.0
+CLOCK_JUMP = 5.0  # wall minus monotonic moving this much in one sleep is a jump
 BACKOFF_MIN = 5.0
 BACKOFF_MAX = 600.0
 LOCK_TIMEOUT = 5.0  # checking before a request: nothing is lost by trying again later
 # Saving a rotated token: the old one is spent, so wait out any live holder. pi holds
 # its lock at most for one refresh (30 s timeout); a dead holder's goes stale after 30 s.
 PERSIST_LOCK_TIMEOUT = 40.0
+# Completing a journalled refresh at start: the daemon is not ready meanwhile, and
+# a lock that is busy now is tried again at the next start.
+STARTUP_LOCK_TIMEOUT = 1.0
 REQUEST_BUDGET = 90.0  # token request + persisting, shielded from cancellation
 
 GrantState = Literal["scheduled", "refreshing", "retrying", "needs-login"]
+
+
+class _JournalEntry(msgspec.Struct, array_like=True):
+    """A rotated pi token on its way to the files: the provider, the sha256 of
+    the refresh token it replaces, and the new entry."""
+
+    provider: str
+    old: str
+    entry: OAuthEntry
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,40 @@ class Grant:
             # never refresh before half of a fresh token's life has passed.
             due = max(due, self.last_refresh + (self.expires_at - self.last_refresh) / 2)
         return due
+
+
+def plan(grants: Iterable[Grant], lead: float, now: float) -> tuple[list[str], float | None]:
+    """The keys of the grants due at wall-clock time ``now``, and the seconds
+    until the next one is due (None when no grant is waiting for a time)."""
+    due: list[str] = []
+    until_next: float | None = None
+    for grant in grants:
+        if grant.state in ("needs-login", "refreshing"):
+            continue  # woken by a file change / the refresh's end, not by a time
+        delay = grant.due_at(lead) - now
+        if delay <= 0:
+            due.append(grant.key)
+        else:
+            until_next = delay if until_next is None else min(until_next, delay)
+    return due, until_next
+
+
+def sleep_for(until_next: float | None) -> float:
+    """How long the scheduler sleeps: until the next deadline, but never longer
+    than MAX_SLEEP, so a suspend or clock change is noticed within it."""
+    return MAX_SLEEP if until_next is None else max(0.0, min(until_next, MAX_SLEEP))
+
+
+def shift_retries(grants: Iterable[Grant], drift: float) -> None:
+    """After the wall clock jumped by ``drift`` seconds (beyond the time slept),
+    keep each retry's wait as long as it was meant to be when the clock went back
+    (it would otherwise wait for the jump too); a jump forward, or a resume, brings
+    retries due sooner, which is what a machine that slept through them wants."""
+    if drift >= 0:
+        return
+    for grant in grants:
+        if grant.state == "retrying" and grant.retry_at is not None:
+            grant.retry_at += drift
 
 
 def _key(provider: str, refresh_token: str) -> str:
@@ -179,35 +230,35 @@ class RefreshBroker:
         self._wakeup = anyio.Event()
         self._http: httpx.AsyncClient | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        # Deadlines are wall-clock times (expiries are); sleeps run on the monotonic
+        # clock. Both injectable, for tests of clock jumps.
+        self.wall = time.time
+        self.mono = time.monotonic
 
     # lifetime ---------------------------------------------------------------
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with httpx.AsyncClient(timeout=30.0) as http, anyio.create_task_group() as tg:
             self._http, self._tg = http, tg
+            await anyio.to_thread.run_sync(self._finish_interrupted)
             await self.rescan()
             task_status.started()
             await self._schedule()
 
     async def _schedule(self) -> None:
         while True:
-            wall, mono = time.time(), time.monotonic()
-            sleep: float | None = None
-            for grant in list(self.grants.values()):
-                if grant.state in ("needs-login", "refreshing"):
-                    continue
-                delay = grant.due_at(self.lead) - wall
-                if delay <= 0:
-                    assert self._tg is not None
-                    self._tg.start_soon(self.refresh, grant.key, False)
-                else:
-                    sleep = delay if sleep is None else min(sleep, delay)
-            with anyio.move_on_after(min(sleep, MAX_SLEEP) if sleep is not None else float("inf")):
+            wall, mono = self.wall(), self.mono()
+            due, until_next = plan(self.grants.values(), self.lead, wall)
+            for key in due:
+                assert self._tg is not None
+                self._tg.start_soon(self.refresh, key, False)
+            with anyio.move_on_after(sleep_for(until_next)):
                 await self._wakeup.wait()
             self._wakeup = anyio.Event()
-            drift = (time.time() - wall) - (time.monotonic() - mono)
-            if abs(drift) > 5:
+            drift = (self.wall() - wall) - (self.mono() - mono)
+            if abs(drift) > CLOCK_JUMP:
                 log.info("wall clock jumped (suspend/resume?); re-evaluating refresh deadlines", drift_s=round(drift, 1))
+                shift_retries(self.grants.values(), drift)
 
     def poke(self) -> None:
         self._wakeup.set()
@@ -236,7 +287,9 @@ class RefreshBroker:
             grants[key] = grant
         self.grants = grants
         # Forget rotated-away lineages so months of refreshes do not pile up.
-        self._last_refresh = {k: v for k, v in self._last_refresh.items() if k in grants}
+        # (A refresh still writing its files keeps its entry.)
+        recent = time.time() - REQUEST_BUDGET
+        self._last_refresh = {k: v for k, v in self._last_refresh.items() if k in grants or v > recent}
         self._successor = {k: v for k, v in self._successor.items() if v in grants}
         self.poke()
 
@@ -294,6 +347,18 @@ class RefreshBroker:
     async def _refresh(self, grant: Grant, force: bool) -> None:
         log_ = log.bind(grant=grant.key, provider=grant.provider)
         primary = grant.mirrors[0]
+        pending = self._journal_path(grant.refresh_token)
+        if pending is not None and await anyio.to_thread.run_sync(pending.exists):
+            # This token was already spent: its successor waits in the journal (a
+            # full disk, a lock, a kill kept it from the files). Never send it again.
+            new_refresh, written, failed = await anyio.to_thread.run_sync(self._apply_journal, pending, LOCK_TIMEOUT)
+            if failed is not None:
+                self._retry(grant, f"cannot save the refreshed token (takod keeps it meanwhile): {failed}")
+                log_.warning("refreshed token still not saved; will retry", error=grant.last_error)
+                return
+            log_.info("saved a refreshed token kept in the journal", mirrors=written)
+            await self._adopt(grant, new_refresh)
+            return
         try:
             adopted = await anyio.to_thread.run_sync(self._someone_else_refreshed, grant, force)
         except (FileProblem, LockError) as exc:
@@ -338,9 +403,8 @@ class RefreshBroker:
             log_.warning("refresh failed; will retry", error=grant.last_error)
             return
         grant.state, grant.attempts, grant.retry_at = "scheduled", 0, None
-        grant.last_refresh, grant.last_error, grant.guidance = time.time(), None, None
         new_key = _key(grant.provider, new_refresh)
-        self._last_refresh[new_key] = grant.last_refresh
+        grant.last_refresh, grant.last_error, grant.guidance = self._last_refresh.get(new_key, time.time()), None, None
         if new_key != grant.key:
             self._successor[grant.key] = new_key
         log_.info("refreshed", mirrors=written)
@@ -364,7 +428,7 @@ class RefreshBroker:
         grant.attempts += 1
         backoff = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (grant.attempts - 1)) * random.uniform(0.5, 1.5)
         grant.state, grant.last_error = "retrying", error
-        grant.retry_at = time.time() + max(backoff, retry_after or 0.0)
+        grant.retry_at = self.wall() + max(backoff, retry_after or 0.0)
 
     def _someone_else_refreshed(self, grant: Grant, force: bool) -> tuple[str, str | None] | None:
         """Re-read the primary store (pi's under its lock): None if we should refresh,
@@ -422,11 +486,19 @@ class RefreshBroker:
             if codex is None:
                 raise FileProblem(codex_mirror.path, "missing", "disappeared")
             update = await refresh_codex(codex, self._http, self.env, now)
+            self._note_refreshed(grant, update.refresh_token or grant.refresh_token)
             written = await anyio.to_thread.run_sync(self._persist_codex, grant, started, codex, update)
             return written, update.refresh_token or grant.refresh_token
         entry = await anyio.to_thread.run_sync(self._read_entry, grant.mirrors[0])
         new = await refresh_pi_entry(grant.provider, entry, self._http, self.env, int(now * 1000))
+        self._note_refreshed(grant, new.refresh)
         return await anyio.to_thread.run_sync(self._persist_pi, grant, started, new), new.refresh
+
+    def _note_refreshed(self, grant: Grant, new_refresh: str) -> None:
+        """Remember the refresh before its tokens reach the files: a rescan that
+        sees the first file written must not take the new token for a grant never
+        refreshed (one living less than the lead would be refreshed again at once)."""
+        self._last_refresh[_key(grant.provider, new_refresh)] = time.time()
 
     @staticmethod
     def _read_entry(mirror: Mirror) -> OAuthEntry:
@@ -443,23 +515,108 @@ class RefreshBroker:
         return list(dict.fromkeys([*started, *grant.mirrors]))
 
     def _persist_pi(self, grant: Grant, started: list[Mirror], new: OAuthEntry) -> list[str]:
-        """Write ``new`` into every pi mirror still holding the old refresh token."""
+        """Write ``new`` into every pi mirror still holding the old refresh token,
+        journalled first so that a kill between two mirrors cannot leave one of
+        them with a spent token for good."""
+        record = self._journal(grant.provider, grant.refresh_token, new)
+        written, failed = self._write_pi_mirrors(self._all_mirrors(grant, started), grant.refresh_token, new)
+        if record is not None and failed is None:
+            record.unlink(missing_ok=True)
+        if not written:
+            kept = "; takod keeps it until it can" if record is not None else ""
+            raise FileProblem(grant.mirrors[0].path, "unwritable",
+                              f"no file accepted the refreshed token{kept} ({failed or 'no copy holds the old token'})")
+        return written
+
+    @staticmethod
+    def _write_pi_mirrors(
+        mirrors: list[Mirror], old_refresh: str, new: OAuthEntry, lock_timeout: float = PERSIST_LOCK_TIMEOUT
+    ) -> tuple[list[str], str | None]:
+        """Put ``new`` in each pi mirror whose entry still holds ``old_refresh``:
+        (mirrors written, why one could not be checked or written)."""
         written: list[str] = []
-        for mirror in self._all_mirrors(grant, started):
+        failed: str | None = None
+        for mirror in mirrors:
             def choose(current: pi_auth.PiEntry | None) -> OAuthEntry | None:
-                if isinstance(current, OAuthEntry) and current.refresh == grant.refresh_token:
+                if isinstance(current, OAuthEntry) and current.refresh == old_refresh:
                     return new
                 return None
 
             try:
-                if pi_auth.replace_entry(mirror.path, mirror.provider, choose, lock_timeout=PERSIST_LOCK_TIMEOUT) is not None:
+                if pi_auth.replace_entry(mirror.path, mirror.provider, choose, lock_timeout=lock_timeout) is not None:
                     written.append(mirror.describe())
             except (FileProblem, LockError, OSError) as exc:
                 # Keep going: the other mirrors must get the rotated token regardless.
+                failed = f"{mirror.describe()}: {exc}"
                 log.error("could not write the refreshed token", mirror=mirror.describe(), error=str(exc))
-        if not written:
-            raise FileProblem(grant.mirrors[0].path, "unwritable", "no mirror accepted the refreshed token")
-        return written
+        return written, failed
+
+    # the journal of rotated tokens not yet in every file ----------------------------
+
+    def _journal_dir(self) -> Path | None:
+        state_dir = getattr(self.daemon, "state_dir", None)
+        return Path(state_dir) / "refresh-journal" if state_dir is not None else None
+
+    def _journal(self, provider: str, old_refresh: str, new: OAuthEntry) -> Path | None:
+        """Note ``new`` durably (0600, in the private state dir) before any mirror is
+        written; None when there is no state dir or the note cannot be written."""
+        path = self._journal_path(old_refresh)
+        if path is None:
+            return None
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            old = hashlib.sha256(old_refresh.encode()).hexdigest()
+            atomic_write(path, msgspec.json.encode(_JournalEntry(provider, old, new)))
+        except OSError as exc:
+            log.warning("could not journal a refreshed token", error=str(exc))
+            return None
+        return path
+
+    def _journal_path(self, old_refresh: str) -> Path | None:
+        directory = self._journal_dir()
+        if directory is None:
+            return None
+        return directory / f"{hashlib.sha256(old_refresh.encode()).hexdigest()[:32]}.json"
+
+    def _apply_journal(self, path: Path, lock_timeout: float) -> tuple[str | None, list[str], str | None]:
+        """Write one journalled token into every pi file entry still holding the
+        token it replaced, and drop the note once nothing is left to write:
+        (the new refresh token, mirrors written, why one could not be written)."""
+        try:
+            record = msgspec.json.decode(path.read_bytes(), type=_JournalEntry)
+        except FileNotFoundError:
+            return None, [], None
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            path.unlink(missing_ok=True)  # half a note is no note
+            return None, [], None
+        written: list[str] = []
+        failed: str | None = None
+        for file in self.daemon.state.pi_files():
+            try:
+                auth = pi_auth.read_auth(file)
+            except FileProblem as exc:
+                failed = str(exc)
+                continue
+            entry = auth.entries.get(record.provider) if auth else None
+            if isinstance(entry, OAuthEntry) and hashlib.sha256(entry.refresh.encode()).hexdigest() == record.old:
+                done, bad = self._write_pi_mirrors([Mirror("pi", file, record.provider)], entry.refresh,
+                                                   record.entry, lock_timeout)
+                written += done
+                failed = bad or failed
+        if failed is None:
+            path.unlink(missing_ok=True)
+        return record.entry.refresh, written, failed
+
+    def _finish_interrupted(self) -> None:
+        """Complete refreshes a killed daemon left half written (blocking: run in a
+        worker thread before the first scan)."""
+        directory = self._journal_dir()
+        if directory is None or not directory.is_dir():
+            return
+        for path in sorted(directory.glob("*.json")):
+            _new, written, _failed = self._apply_journal(path, STARTUP_LOCK_TIMEOUT)
+            for mirror in written:
+                log.warning("completed a refresh a stopped takod left half written", mirror=mirror)
 
     def _persist_codex(
         self, grant: Grant, started: list[Mirror], before: codex_auth.CodexAuth, update: codex_auth.TokenRefresh

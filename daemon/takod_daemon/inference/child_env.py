@@ -1,0 +1,99 @@
+"""The environment a provider CLI is given: everything but the secrets it has no use for.
+
+The daemon's environment, plus every key in the key store, is the *pool*. A CLI
+gets all of the pool's ordinary variables (PATH, HOME, locale, proxies, its own
+settings) but, of the secret-looking ones (names like ``*_API_KEY``,
+``*_TOKEN``, ``*_SECRET``, ``AWS_ACCESS_KEY_ID``), only those of the services it
+can talk to: Codex never sees an Anthropic key, Claude Code never sees AWS
+credentials unless it is set up for Bedrock, and no CLI sees an unrelated
+``DATABASE_PASSWORD`` or ``NPM_TOKEN``. pi talks to every provider, so it keeps
+every model key (and AWS for Bedrock) but no other secret. A ``--version``
+probe needs no secret at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..credentials.codex_auth import codex_home
+from ..key_names import KEY_NAMES
+from ..redact import is_secret_key
+
+# What subprocess_run masks as secret, by name; the same test decides what is withheld.
+_SECRET_SUFFIX_RE = re.compile(r"(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
+
+CLI_PROVIDERS = frozenset({"pi", "codex", "claude", "gemini"})
+
+# Secret-looking names each CLI may be given, by prefix (or exact name).
+_ALLOWED_PREFIXES: dict[str, tuple[str, ...]] = {
+    "codex": ("OPENAI_", "CODEX_", "AZURE_OPENAI_"),
+    "claude": ("ANTHROPIC_", "CLAUDE_"),
+    "gemini": ("GEMINI_", "GOOGLE_"),
+    # pi: every model key of the catalogue (below), its own variables, and the
+    # cloud credentials of the providers it reaches through them (Bedrock, Vertex).
+    "pi": ("PI_", "AWS_", "GOOGLE_"),
+}
+_TRUE = ("1", "true", "yes", "on")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable called ``name`` holds a secret, judging by its name."""
+    return is_secret_key(name) or bool(_SECRET_SUFFIX_RE.search(name))
+
+
+def _allowed_prefixes(provider: str, env: Mapping[str, str]) -> tuple[str, ...]:
+    prefixes = _ALLOWED_PREFIXES.get(provider, ())
+    if provider == "claude":
+        # Claude Code on Bedrock or Vertex signs in with the cloud's own credentials.
+        if env.get("CLAUDE_CODE_USE_BEDROCK", "").lower() in _TRUE:
+            prefixes += ("AWS_",)
+        if env.get("CLAUDE_CODE_USE_VERTEX", "").lower() in _TRUE:
+            prefixes += ("GOOGLE_", "CLOUDSDK_")
+    return prefixes
+
+
+def for_provider(provider: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the secrets ``provider``'s CLI does not need (blocking for
+    Codex: the keys its custom providers name in ``config.toml`` are kept too)."""
+    extra = codex_env_keys(codex_home(env)) if provider == "codex" else frozenset()
+    return filter_env(provider, env, extra)
+
+
+def filter_env(provider: str, env: Mapping[str, str], extra_secrets: frozenset[str] = frozenset()) -> dict[str, str]:
+    """``env`` without the secrets ``provider``'s CLI does not need; ``extra_secrets``
+    names more variables it may have."""
+    prefixes = _allowed_prefixes(provider, env)
+    pi = provider == "pi"
+
+    def keep(name: str) -> bool:
+        if not is_secret_name(name) or name in extra_secrets:
+            return True
+        if pi and name in KEY_NAMES:
+            return True
+        return name.startswith(prefixes)
+
+    return {name: value for name, value in env.items() if keep(name)}
+
+
+def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with every secret-looking variable left out (for ``--version`` probes)."""
+    return {name: value for name, value in env.items() if not is_secret_name(name)}
+
+
+def codex_env_keys(codex_home: Path) -> frozenset[str]:
+    """The ``env_key`` of every ``[model_providers.*]`` in Codex's ``config.toml``:
+    the keys of custom providers Codex was set up to use (blocking; tiny file)."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads((codex_home / "config.toml").read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return frozenset()
+    providers = doc.get("model_providers")
+    if not isinstance(providers, dict):
+        return frozenset()
+    return frozenset(
+        p["env_key"] for p in providers.values() if isinstance(p, dict) and isinstance(p.get("env_key"), str)
+    )
