@@ -1,7 +1,7 @@
 """Load: many idle connections held open while clients hammer ``status``, and memory over many requests.
 
     .venv/bin/python stress/load.py                       # 1000 idle conns, 64 clients for 5 s, 200k requests
-    .venv/bin/python stress/load.py --requests 1000000    # the 1M figure in docs/reliability-load.md
+    .venv/bin/python stress/load.py --requests 1000000    # the 1M figure in docs/reliability.md
     .venv/bin/python stress/load.py --json
 
 Phase 1 opens ``--conns`` connections, has each answer a ``ping`` (so each was

@@ -8,7 +8,7 @@
    half is sent) and stall. A control connection must keep being served; the
    daemon's RSS with those partial frames held is reported, and whether the
    daemon drops them after ``--stall`` s (it does not: see
-   docs/reliability-load.md). Then every stalled frame is completed and must be
+   docs/reliability.md). Then every stalled frame is completed and must be
    answered.
 2. A subscriber that never reads: ``--subs`` subscriptions to every topic on
    one connection that is never read, while ``--key-ops`` keys.set/keys.clear
