@@ -28,6 +28,15 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def workspace(home: Path) -> Path:
+    """A Tako workspace (a folder with ``tako.toml``) inside ``home``."""
+    ws = home / "ws"
+    ws.mkdir()
+    (ws / "tako.toml").write_text("")
+    return ws
+
+
+@pytest.fixture
 def daemon_env(home: Path) -> dict[str, str]:
     return clean_env(home)
 

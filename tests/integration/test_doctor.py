@@ -33,14 +33,6 @@ CANARIES = (STORED_CANARY, DAEMON_ENV_CANARY, SHELL_CANARY, PROXY_CANARY, WRONG_
 
 
 @pytest.fixture
-def workspace(home: Path) -> Path:
-    ws = home / "ws"
-    ws.mkdir()
-    (ws / "tako.toml").write_text("")
-    return ws
-
-
-@pytest.fixture
 def start(home: Path, workspace: Path) -> Iterator[Any]:
     started: list[DaemonProcess] = []
 

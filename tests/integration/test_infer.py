@@ -38,14 +38,6 @@ def anthropic() -> Iterator[FakeAnthropic]:
         yield server
 
 
-@pytest.fixture
-def workspace(home: Path) -> Path:
-    ws = home / "ws"
-    ws.mkdir()
-    (ws / "tako.toml").write_text("")
-    return ws
-
-
 def start(home: Path, workspace: Path, ollama: FakeOllama, anthropic: FakeAnthropic | None = None) -> DaemonProcess:
     extra = {"TAKO_WORKSPACE": str(workspace), "OLLAMA_HOST": ollama.host, "PATH": "/usr/bin:/bin"}
     if anthropic is not None:
