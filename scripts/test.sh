@@ -42,4 +42,6 @@ bash scripts/install-test-tools.sh
 
 # 4. The suite. Exit code 5 (no tests collected) is a failure here, as it should be.
 echo "==> pytest"
+# The CLI tests run the installed `takod` console script, as users do: this venv's comes first.
+export PATH="$ROOT/.venv/bin:$PATH"
 exec .venv/bin/python -m pytest "$@"
