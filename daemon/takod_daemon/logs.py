@@ -81,7 +81,11 @@ class _StdlibBridge(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            structlog.get_logger(record.name).log(record.levelno, record.getMessage())
+            logger = structlog.get_logger(record.name)
+            if record.exc_info:  # e.g. asyncio's "Exception in callback": the traceback is the point
+                logger.log(record.levelno, record.getMessage(), exc_info=record.exc_info)
+            else:
+                logger.log(record.levelno, record.getMessage())
         except Exception:  # logging must never take the daemon down
             pass
 
