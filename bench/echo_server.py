@@ -2,10 +2,11 @@
 
     python bench/echo_server.py SOCKET RESULT_FILE [--ready-fd FD]
 
-One asyncio process, one BufferedProtocol per connection reading into one
-shared buffer (as takod does: a plain Protocol's fresh 256 KiB ``bytes`` per
-read can cost three mmap syscalls, see daemon/takod_daemon/connection.py),
-no task per request, no queues, no logging. It speaks takod's framing (a bare stream of msgpack
+One asyncio process on uvloop (the event loop takod runs on), one
+BufferedProtocol per connection reading into one shared buffer (as takod
+does: a plain Protocol's fresh 256 KiB ``bytes`` per read can cost three mmap
+syscalls, see daemon/takod_daemon/connection.py), no task per request, no
+queues, no logging. It speaks takod's framing (a bare stream of msgpack
 arrays, split with takod's own FrameSplitter) and answers every request, with
 any method, with the msgpack bytes in RESULT_FILE (a captured takod ``status``
 result, so replies are the same size). Notifications are ignored.
@@ -20,6 +21,7 @@ import signal
 from pathlib import Path
 
 import msgspec
+import uvloop
 
 from takod.protocol import FrameSplitter, ProtocolError, Request, decode_message, encode_response
 
@@ -76,7 +78,7 @@ def main() -> None:
     p.add_argument("--ready-fd", type=int)
     args = p.parse_args()
     result = msgspec.Raw(args.result_file.read_bytes())
-    asyncio.run(serve(args.socket, result, args.ready_fd))
+    uvloop.run(serve(args.socket, result, args.ready_fd))
 
 
 if __name__ == "__main__":

@@ -169,8 +169,8 @@ class Connection(asyncio.BufferedProtocol):
     # asyncio.Protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports have every asyncio.Transport method without subclassing it.
+        self._transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
 
     def get_buffer(self, sizehint: int) -> memoryview:

@@ -222,6 +222,15 @@ def run_daemon(
         log.warning("removed pi locks a stopped takod left behind", locks=[str(p) for p in removed])
     pi_lock.keep_records(records)
     try:
-        anyio.run(Daemon(socket_path, state_dir, refresh_lead=refresh_lead).run, activated, notifier, on_ready)
+        # uvloop: the event loop and socket transports in C (libuv). A status round
+        # trip costs the daemon about a fifth less CPU than on asyncio's own loop
+        # (bench/rpc.py --before, docs/performance.md).
+        anyio.run(
+            Daemon(socket_path, state_dir, refresh_lead=refresh_lead).run,
+            activated,
+            notifier,
+            on_ready,
+            backend_options={"use_uvloop": True},
+        )
     finally:
         lock.release()
