@@ -98,9 +98,9 @@ class Workspace:
     ollama: OllamaProbe | None = None
     ollama_wakeup: anyio.Event = field(default_factory=anyio.Event)
     providers: list[ProviderStatus] = field(default_factory=list)
-    # The same, msgpack-encoded once per change: every warm `status` answer
-    # sends these bytes instead of encoding the list again (~3 µs of ~20).
-    providers_wire: msgspec.Raw = field(default_factory=lambda: msgspec.Raw(b"\x90"))
+    # The status fields of this workspace, msgpack-encoded once per change, with
+    # what they were encoded from (seq, key store state): methods/status.py.
+    status_wire: tuple[int, Any, bytes] | None = None
     selected: str | None = None
     seq: int = 0
     updated_at: float = 0.0
@@ -407,7 +407,6 @@ class StateManager:
         if fingerprint == ws.fingerprint:
             return False
         ws.providers, ws.selected, ws.fingerprint = providers, selected, fingerprint
-        ws.providers_wire = msgspec.Raw(msgspec.msgpack.encode(providers))
         ws.seq += 1
         ws.updated_at = time.time()
         if publish:
