@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from takod.doctor_local import PROXY_VARS, LocalFacts, PathFacts, local_checks
+from takod.doctor_local import LocalFacts, PathFacts, local_checks
 from takod.schema import DoctorCheck, GrantInfo, ProviderStatus
 
 from .keystore import StoreStatus

@@ -79,6 +79,11 @@ def _warm(call: Call, ws: Workspace) -> msgspec.Raw:
     return encode_status(_daemon_info(call), cached[2])
 
 
+async def status_of(call: Call, workspace: str | None, env: dict[str, str] | None = None) -> StatusResult | msgspec.Raw:
+    ws = await call.daemon.state.workspace(workspace_of(call, workspace))
+    return _status(call, ws, env) if env else _warm(call, ws)
+
+
 def warm_status(call: Call, p: StatusParams) -> msgspec.Raw | Slow:
     """``status`` inline when it is pure memory: the workspace is loaded and the
     client sent no keys of its own (those are evaluated per request)."""
