@@ -1,9 +1,10 @@
-"""The warm `status` answer is spliced from a per-call `daemon` map and fields
-encoded once per change: it must be byte for byte what msgspec makes of the
-StatusResult Struct, so every client decodes the same thing either way."""
+"""The warm `status` answer is spliced from bytes encoded once (the daemon's fixed
+facts, the workspace's fields) and the two values that change per call: it must
+decode to exactly the StatusResult the Struct path builds, for every client."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import msgspec
@@ -13,11 +14,24 @@ from takod.schema import DaemonInfo, KeyStoreInfo, ProviderStatus, StatusResult
 from takod_daemon.methods.status import encode_fields, encode_status
 from takod_daemon.state import Workspace
 
-DAEMON = DaemonInfo(
-    pid=4242, version="0.1.0", protocol=1, started_at=1796518440.5377939, uptime_s=12.345,
-    socket="/run/user/1000/takod/rpc.sock", state_dir="/home/me/.local/state/takod",
-    activated=False, connections=3,
-)
+class FakeDaemon:
+    """What the status encoder reads of a Daemon."""
+
+    pid, version, protocol, activated = 4242, "0.1.0", 1, True
+    socket_path = Path("/run/user/1000/takod/rpc.sock")
+    state_dir = Path("/home/me/.local/state/tåkod")
+
+    def __init__(self, up: float, connections: int):
+        self.started_at = time.time() - up
+        self.connections = set(range(connections))
+
+
+def _daemon_info(d: FakeDaemon, raw: dict) -> DaemonInfo:
+    """The DaemonInfo the Struct path would build for ``d``, at the uptime the answer carries."""
+    return DaemonInfo(
+        pid=d.pid, version=d.version, protocol=d.protocol, started_at=d.started_at, uptime_s=raw["uptime_s"],
+        socket=str(d.socket_path), state_dir=str(d.state_dir), activated=d.activated, connections=len(d.connections),
+    )
 PROVIDERS = [
     ProviderStatus(name="pi", ready=True, level="ready", reason=None, hint=None, detail={"auth": "oauth"}),
     ProviderStatus(name="ollama", ready=False, level="reachable", reason="model-not-pulled",
@@ -39,25 +53,30 @@ def _workspace(selected: str | None, seq: int, providers: list[ProviderStatus]) 
 
 @pytest.mark.parametrize("key_store", KEY_STORES)
 @pytest.mark.parametrize(
-    ("selected", "seq", "providers"),
-    [("pi", 7, PROVIDERS), (None, 0, []), (None, 2**40, PROVIDERS[1:])],
+    ("selected", "seq", "providers", "up", "connections"),
+    [("pi", 7, PROVIDERS, 12.3456, 3), (None, 0, [], 0.0, 0), (None, 2**40, PROVIDERS[1:], 86400.5, 5000)],
 )
-def test_spliced_status_is_the_structs_encoding(key_store, selected, seq, providers):
+def test_spliced_status_decodes_to_the_struct(key_store, selected, seq, providers, up, connections):
+    d = FakeDaemon(up, connections)
     ws = _workspace(selected, seq, providers)
+    spliced = bytes(encode_status(d, encode_fields(ws, key_store)))
+    raw = msgspec.msgpack.decode(spliced)
+    assert list(raw) == list(StatusResult.__struct_fields__)
+    assert sorted(raw["daemon"]) == sorted(DaemonInfo.__struct_fields__)
+    assert raw["daemon"]["uptime_s"] == pytest.approx(up, abs=0.5)
     whole = StatusResult(
-        daemon=DAEMON, workspace=str(ws.root), selected=selected, providers=providers,
+        daemon=_daemon_info(d, raw["daemon"]), workspace=str(ws.root), selected=selected, providers=providers,
         seq=seq, updated_at=ws.updated_at, key_store=key_store,
     )
-    spliced = encode_status(DAEMON, encode_fields(ws, key_store))
-    assert bytes(spliced) == msgspec.msgpack.encode(whole)
-    assert msgspec.msgpack.decode(bytes(spliced), type=StatusResult) == whole
+    assert msgspec.msgpack.decode(spliced, type=StatusResult) == whole
+    assert raw == msgspec.msgpack.decode(msgspec.msgpack.encode(whole))
 
 
 def test_spliced_status_inside_a_response_frame():
     from takod.protocol import Response, decode_message, encode_response
 
     ws = _workspace("pi", 3, PROVIDERS)
-    frame = encode_response(9, None, encode_status(DAEMON, encode_fields(ws, KEY_STORES[1])))
+    frame = encode_response(9, None, encode_status(FakeDaemon(1.0, 3), encode_fields(ws, KEY_STORES[1])))
     msg = decode_message(frame)
     assert isinstance(msg, Response) and msg.msgid == 9 and msg.error is None
     assert msg.result["daemon"]["connections"] == 3

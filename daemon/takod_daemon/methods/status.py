@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -15,9 +17,11 @@ from ..state import Workspace
 from .auth import store_info
 from .core import workspace_of
 
+if TYPE_CHECKING:
+    from ..daemon import Daemon
 
-def _daemon_info(call: Call) -> DaemonInfo:
-    d = call.daemon
+
+def _daemon_info(d: Daemon) -> DaemonInfo:
     return DaemonInfo(
         pid=d.pid,
         version=d.version,
@@ -35,7 +39,7 @@ def _status(call: Call, ws: Workspace, env: dict[str, str]) -> StatusResult:
     """``status`` with the client's own keys: evaluated for this answer only, never cached."""
     providers, selected = evaluate(call.daemon.state.facts(ws, env))
     return StatusResult(
-        daemon=_daemon_info(call),
+        daemon=_daemon_info(call.daemon),
         workspace=str(ws.root),
         selected=selected,
         providers=providers,
@@ -45,27 +49,42 @@ def _status(call: Call, ws: Workspace, env: dict[str, str]) -> StatusResult:
     )
 
 
-# Every field of StatusResult but `daemon` (uptime, connections) changes only when
-# the workspace is re-evaluated (seq) or the key store changes state, so those are
-# encoded once per change and the answer is spliced: map header, "daemon" and its
-# value, then the cached fields. Building and encoding the whole Struct per call cost
-# ~5 µs of the daemon's ~21 µs per `status` round trip (bench/rpc.py).
-_FIELDS = StatusResult.__struct_fields__
-assert _FIELDS[0] == "daemon" and len(_FIELDS) <= 15  # a fixmap header: one byte
-_HEAD = bytes([0x80 | len(_FIELDS)]) + msgspec.msgpack.encode(_FIELDS[0])
+# The warm answer is spliced from bytes encoded once: of StatusResult's fields only
+# two in `daemon` change from call to call (uptime_s, connections); the workspace's
+# fields change when it is re-evaluated (seq) or the key store changes state. The
+# two go last in the `daemon` map, which a map's readers do not mind. Building and
+# encoding the whole Struct per call cost ~5 µs of the daemon's ~21 µs per `status`
+# round trip (bench/rpc.py, docs/performance.md).
 _encode = msgspec.msgpack.Encoder().encode
+_FIELDS = StatusResult.__struct_fields__
+_PER_CALL = ("uptime_s", "connections")
+assert _FIELDS[0] == "daemon" and max(len(_FIELDS), len(DaemonInfo.__struct_fields__)) <= 15  # one-byte fixmap headers
+_HEAD = bytes([0x80 | len(_FIELDS)]) + _encode("daemon") + bytes([0x80 | len(DaemonInfo.__struct_fields__)])
+_UPTIME_KEY, _CONNECTIONS_KEY = (_encode(name) for name in _PER_CALL)
+
+
+def _entries(fields: dict[str, Any]) -> bytes:
+    """The map entries of ``fields`` as msgspec encodes them, without the map's header."""
+    return _encode(fields)[1:]
+
+
+@functools.lru_cache(maxsize=1)  # one daemon per process: its fixed facts, encoded once
+def _daemon_entries(d: Daemon) -> bytes:
+    info = msgspec.structs.asdict(_daemon_info(d))
+    return _entries({name: value for name, value in info.items() if name not in _PER_CALL})
 
 
 def encode_fields(ws: Workspace, key_store: KeyStoreInfo | None) -> bytes:
-    """The map entries of every StatusResult field after ``daemon``, encoded."""
+    """The encoded map entries of every StatusResult field after ``daemon``."""
     values = (str(ws.root), ws.selected, ws.providers, ws.seq, ws.updated_at, key_store)
-    return _encode(dict(zip(_FIELDS[1:], values, strict=True)))[1:]  # minus the fixmap header
+    return _entries(dict(zip(_FIELDS[1:], values, strict=True)))
 
 
-def encode_status(daemon: DaemonInfo, fields: bytes) -> msgspec.Raw:
-    """A whole StatusResult, byte for byte as msgspec encodes the Struct, from ``fields``
-    (:func:`encode_fields`)."""
-    return msgspec.Raw(_HEAD + _encode(daemon) + fields)
+def encode_status(d: Daemon, fields: bytes) -> msgspec.Raw:
+    """A whole StatusResult for daemon ``d``, with the workspace's ``fields`` (:func:`encode_fields`)."""
+    uptime, connections = round(time.time() - d.started_at, 3), len(d.connections)
+    per_call = (_UPTIME_KEY, _encode(uptime), _CONNECTIONS_KEY, _encode(connections))
+    return msgspec.Raw(b"".join((_HEAD, _daemon_entries(d), *per_call, fields)))
 
 
 def _warm(call: Call, ws: Workspace) -> msgspec.Raw:
@@ -76,7 +95,7 @@ def _warm(call: Call, ws: Workspace) -> msgspec.Raw:
     cached = ws.status_wire
     if cached is None or cached[0] != ws.seq or cached[1] is not key_state:
         cached = ws.status_wire = (ws.seq, key_state, encode_fields(ws, store_info(keys)))
-    return encode_status(_daemon_info(call), cached[2])
+    return encode_status(call.daemon, cached[2])
 
 
 async def status_of(call: Call, workspace: str | None, env: dict[str, str] | None = None) -> StatusResult | msgspec.Raw:
