@@ -59,6 +59,7 @@ from takod_daemon.inference.types import (
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
+KEY_ENV = "ANTHROPIC_API_KEY"
 API_VERSION = "2023-06-01"
 DEFAULT_MODEL = "claude-sonnet-4-5"
 DEFAULT_MAX_TOKENS = 8192
@@ -234,7 +235,7 @@ def headers_for(api_key: str, *, stream: bool = True) -> dict[str, str]:
 def build_request(req: InferRequest, ctx: RunContext) -> HttpRequest:
     """URL, headers and body for ``req``; ``auth`` failure without a key."""
     if not ctx.api_key:
-        raise ProviderFailure("auth", "no Anthropic API key (set ANTHROPIC_API_KEY with `takod key set`)")
+        raise ProviderFailure("auth", f"no Anthropic API key (set {KEY_ENV} with `takod key set`)")
     return HttpRequest(url=messages_url(ctx.base_url), headers=headers_for(ctx.api_key), body=build_body(req))
 
 

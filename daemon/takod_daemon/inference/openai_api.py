@@ -68,7 +68,6 @@ from takod_daemon.inference.types import (
     Usage,
 )
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 JSON_INSTRUCTION = "Answer with a single valid JSON object and nothing else: no prose, no code fences."
 LIST_TIMEOUT = 15.0
 EMBED_TIMEOUT = 120.0
@@ -125,6 +124,7 @@ BACKENDS: tuple[OpenAIBackend, ...] = (
     _b("venice", "VENICE_API_KEY", "https://api.venice.ai/api/v1"),
     _b("huggingface", "HF_TOKEN", "https://router.huggingface.co/v1"),
 )
+DEFAULT_BASE_URL = BACKENDS[0].base_url  # OpenAI's own
 
 
 def backend_for_key(key_env: str) -> OpenAIBackend | None:

@@ -19,17 +19,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from takod.schema import PROVIDERS, ProviderStatus
+from takod_daemon.inference import anthropic_api, openai_api
+
+# The OpenAI-compatible services routing offers, in fallback order; their key
+# variables and URLs are the runner's (openai_api.BACKENDS).
+_OPENAI_ROUTED = ("openai", "openrouter", "groq", "xai", "mistral", "deepseek", "cerebras")
+
+
+def _openai_entry(name: str) -> tuple[str, str, str]:
+    backend = next(b for b in openai_api.BACKENDS if b.name == name)
+    assert backend.key_env is not None  # every listed service takes a key
+    return backend.key_env, "openai", backend.base_url
+
 
 # Direct HTTP backends: name -> (API key env var, kind of API, default base URL).
 API_BACKENDS: dict[str, tuple[str, str, str]] = {
-    "anthropic": ("ANTHROPIC_API_KEY", "anthropic", "https://api.anthropic.com"),
-    "openai": ("OPENAI_API_KEY", "openai", "https://api.openai.com/v1"),
-    "openrouter": ("OPENROUTER_API_KEY", "openai", "https://openrouter.ai/api/v1"),
-    "groq": ("GROQ_API_KEY", "openai", "https://api.groq.com/openai/v1"),
-    "xai": ("XAI_API_KEY", "openai", "https://api.x.ai/v1"),
-    "mistral": ("MISTRAL_API_KEY", "openai", "https://api.mistral.ai/v1"),
-    "deepseek": ("DEEPSEEK_API_KEY", "openai", "https://api.deepseek.com/v1"),
-    "cerebras": ("CEREBRAS_API_KEY", "openai", "https://api.cerebras.ai/v1"),
+    "anthropic": (anthropic_api.KEY_ENV, "anthropic", anthropic_api.DEFAULT_BASE_URL),
+    **{name: _openai_entry(name) for name in _OPENAI_ROUTED},
 }
 LOCAL_PROVIDERS = ("ollama",)
 
