@@ -70,19 +70,15 @@ import hashlib
 import json
 import math
 import re
-import select
-import socket
-import sys
-import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.fakes.http_base import FakeHandler, LoopbackServer
 
 Mode = Literal[
     "ok",
@@ -152,8 +148,8 @@ def vector(text: str, dims: int) -> list[float]:
     return [x / norm for x in raw]
 
 
-class FakeModelServer:
-    """The plumbing every fake shares; subclasses implement :meth:`route`."""
+class FakeModelServer(LoopbackServer):
+    """What every model API fake shares; subclasses implement :meth:`route`."""
 
     name: ClassVar[str] = "model"
 
@@ -173,6 +169,7 @@ class FakeModelServer:
         usage_input_tokens: int = 11,
         embedding_dims: int = 8,
     ) -> None:
+        super().__init__(_Handler)
         self.reply = reply
         self.thinking = thinking
         self.models = models
@@ -185,23 +182,16 @@ class FakeModelServer:
         self.usage_input_tokens = usage_input_tokens
         self.embedding_dims = embedding_dims
         self.requests: list[RecordedRequest] = []
-        self.disconnects: list[str] = []
         self.completed_streams = 0
-        self.port = 0
         self._mode: Mode = mode
         self._mode_times: int | None = None
-        self._lock = threading.Lock()
-        self._disconnected = threading.Condition(self._lock)
-        self._released = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._ids = 0
 
     # --- control ---
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.origin
 
     @property
     def base_url(self) -> str:
@@ -224,34 +214,6 @@ class FakeModelServer:
     def last(self) -> RecordedRequest:
         return self.requests[-1]
 
-    def wait_disconnect(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds until a client went away mid-answer."""
-        with self._disconnected:
-            return self._disconnected.wait_for(lambda: bool(self.disconnects), timeout)
-
-    def start(self) -> FakeModelServer:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self  # type: ignore[attr-defined]
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._released.set()  # ends hangs, stalls and slow streams
-        if self._server is not None and self._thread is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
-            self._server = self._thread = None
-
-    def __enter__(self) -> FakeModelServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # --- for the handler and subclasses ---
 
     def take_mode(self) -> Mode:
@@ -262,11 +224,6 @@ class FakeModelServer:
                 if self._mode_times <= 0:
                     self._mode, self._mode_times = "ok", None
             return mode
-
-    def note_disconnect(self, path: str) -> None:
-        with self._disconnected:
-            self.disconnects.append(path)
-            self._disconnected.notify_all()
 
     def note_completed(self) -> None:
         with self._lock:
@@ -301,31 +258,12 @@ class FakeModelServer:
     def route(self, h: _Handler, rec: RecordedRequest) -> None:
         raise NotImplementedError
 
-    def released(self) -> bool:
-        return self._released.is_set()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
-
 
 _MODE_ERRORS = {"http-401": "auth", "http-403": "forbidden", "http-429": "rate_limit", "http-500": "server"}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler[FakeModelServer]):
     server_version = "fake-model-server"
-
-    @property
-    def fake(self) -> FakeModelServer:
-        return self.server.fake  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
 
     def do_GET(self) -> None:
         self._handle()
@@ -340,21 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- request ---
 
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            raw = bytearray()
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                raw += self.rfile.read(size)
-                self.rfile.readline()
-            data = bytes(raw)
-        else:
-            length = int(self.headers.get("Content-Length") or 0)
-            data = self.rfile.read(length) if length else b""
+    def _decoded_body(self) -> bytes:
+        data = self.read_body()
         encoding = (self.headers.get("Content-Encoding") or "").lower()
         try:
             if encoding == "gzip":
@@ -371,7 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         fake = self.fake
-        raw = self._read_body()
+        raw = self._decoded_body()
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -401,64 +326,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- answers ---
 
-    def json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, item in (headers or {}).items():
-            self.send_header(name, item)
-        self.end_headers()
-        self.wfile.write(data)
-
     def error(self, kind: str, rec: RecordedRequest, detail: str | None = None) -> None:
         status, body, headers = self.fake.error_answer(kind, rec, detail)
-        self.json(status, body, headers)
-
-    def gone(self) -> None:
-        self.close_connection = True
-        self.fake.note_disconnect(self.path)
-
-    def wait(self, seconds: float | None) -> bool:
-        """Wait ``seconds`` (None: until the server stops); False if the client
-        went away or the server is stopping meanwhile."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while not self.fake.released():
-            step = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
-            if step <= 0:
-                return True
-            readable, _, _ = select.select([self.connection], [], [], step)
-            if readable:
-                try:
-                    peek = self.connection.recv(1, socket.MSG_PEEK)
-                except OSError:
-                    peek = b""
-                if not peek:
-                    self.gone()
-                    return False
-                time.sleep(step)  # the client sent more (a pipelined request): not our business
-        return False
-
-    def write_chunk(self, data: bytes) -> bool:
-        try:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            self.wfile.flush()
-            return True
-        except OSError:
-            self.gone()
-            return False
+        self.send_json(status, body, headers)
 
     def play(self, frames: list[Frame], *, error: bytes, malformed: bytes, content_type: str) -> None:
         """Stream ``frames`` (chunked), applying the stream failure modes."""
         fake, mode = self.fake, self.mode
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-        except OSError:
-            self.gone()
+        if not self.start_chunked(content_type, {"Cache-Control": "no-cache"}):
             return
         text_at = [i for i, frame in enumerate(frames) if frame.text]
         if fake.error_after < len(text_at):
@@ -567,11 +442,11 @@ class FakeOpenAI(FakeModelServer):
         elif method == "POST" and path.endswith("/embeddings"):
             self._embeddings(h, rec)
         elif method == "GET" and path.endswith("/models"):
-            h.json(200, {"object": "list", "data": [self._model_entry(m) for m in self._listed()]})
+            h.send_json(200, {"object": "list", "data": [self._model_entry(m) for m in self._listed()]})
         elif method == "GET" and "/models/" in path:
             model = path.rsplit("/models/", 1)[1]
             if self.model_known(model):
-                h.json(200, self._model_entry(model))
+                h.send_json(200, self._model_entry(model))
             else:
                 h.error("not_found_model", rec)
         else:
@@ -629,7 +504,7 @@ class FakeOpenAI(FakeModelServer):
             message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
             if self.thinking:
                 message["reasoning_content"] = self.thinking
-            h.json(
+            h.send_json(
                 200,
                 {
                     "id": cid,
@@ -749,7 +624,7 @@ class FakeOpenAI(FakeModelServer):
         }
         output = ([reasoning_done] if thinking else []) + [message_done]
         if not body.get("stream"):
-            h.json(200, self._response_object(rid, model, body, "completed", output, usage) | {"output_text": text})
+            h.send_json(200, self._response_object(rid, model, body, "completed", output, usage) | {"output_text": text})
             return
 
         seq = iter(range(1_000_000))
@@ -813,7 +688,7 @@ class FakeOpenAI(FakeModelServer):
         texts = rec.body.get("input", [])
         texts = [texts] if isinstance(texts, str) else texts
         dims = int(rec.body.get("dimensions") or self.embedding_dims)
-        h.json(
+        h.send_json(
             200,
             {
                 "object": "list",
@@ -877,9 +752,9 @@ class FakeAnthropic(FakeModelServer):
                 {"type": "model", "id": m, "display_name": m, "created_at": "2025-09-29T00:00:00Z"} for m in listed
             ]
             first, last = (listed[0], listed[-1]) if listed else (None, None)
-            h.json(200, {"data": data, "has_more": False, "first_id": first, "last_id": last})
+            h.send_json(200, {"data": data, "has_more": False, "first_id": first, "last_id": last})
         elif method == "POST" and path.endswith("/v1/messages/count_tokens"):
-            h.json(200, {"input_tokens": self.usage_input_tokens})
+            h.send_json(200, {"input_tokens": self.usage_input_tokens})
         elif method == "POST" and path.endswith("/v1/messages"):
             self._messages(h, rec)
         else:
@@ -941,7 +816,7 @@ class FakeAnthropic(FakeModelServer):
             if thinking:
                 content.append({"type": "thinking", "thinking": self.thinking, "signature": "ZmFrZQ=="})
             content.append({"type": "text", "text": text})
-            h.json(
+            h.send_json(
                 200,
                 {
                     "id": mid,
@@ -1078,26 +953,26 @@ class FakeGemini(FakeModelServer):
         model, method = match.group("model"), match.group("method")
         if rec.method == "GET" and model is None:
             listed = self.models if self.models is not None else ["gemini-2.5-flash", "gemini-2.5-pro"]
-            h.json(200, {"models": [self._model_entry(m) for m in listed]})
+            h.send_json(200, {"models": [self._model_entry(m) for m in listed]})
             return
         if model is not None and not self.model_known(model):
             h.error("not_found_model", rec)
             return
         if rec.method == "GET" and method is None:
-            h.json(200, self._model_entry(model or ""))
+            h.send_json(200, self._model_entry(model or ""))
         elif rec.method == "POST" and method in ("generateContent", "streamGenerateContent"):
             if not isinstance(rec.body, dict) or not rec.body.get("contents"):
                 h.error("bad_request", rec)
                 return
             self._generate(h, rec, model or "", stream=method == "streamGenerateContent")
         elif rec.method == "POST" and method == "countTokens":
-            h.json(200, {"totalTokens": self.usage_input_tokens})
+            h.send_json(200, {"totalTokens": self.usage_input_tokens})
         elif rec.method == "POST" and method == "embedContent":
-            h.json(200, {"embedding": {"values": vector(json.dumps(rec.body.get("content")), self.embedding_dims)}})
+            h.send_json(200, {"embedding": {"values": vector(json.dumps(rec.body.get("content")), self.embedding_dims)}})
         elif rec.method == "POST" and method == "batchEmbedContents":
             requests = rec.body.get("requests", [])
             vectors = [vector(json.dumps(r.get("content")), self.embedding_dims) for r in requests]
-            h.json(200, {"embeddings": [{"values": v} for v in vectors]})
+            h.send_json(200, {"embeddings": [{"values": v} for v in vectors]})
         else:
             h.error("not_found", rec)
 
@@ -1146,7 +1021,7 @@ class FakeGemini(FakeModelServer):
         if not stream or rec.query.get("alt") != ["sse"]:
             parts = ([{"text": self.thinking, "thought": True}] if thinking else []) + [{"text": text}]
             whole = chunk(parts, final=True)
-            h.json(200, whole if not stream else [whole])
+            h.send_json(200, whole if not stream else [whole])
             return
         frames = [Frame(sse(None, chunk([{"text": t, "thought": True}], final=False), eol="\r\n")) for t in thinking]
         frames += [

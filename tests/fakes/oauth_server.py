@@ -57,19 +57,18 @@ import base64
 import contextlib
 import json
 import secrets
-import select
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import pytest
+
+from tests.fakes.http_base import FakeHandler, LoopbackServer
 
 Endpoint = Literal["openai", "anthropic", "copilot", "google"]
 ENDPOINTS: tuple[Endpoint, ...] = ("openai", "anthropic", "copilot", "google")
@@ -302,11 +301,11 @@ class _Reject(Exception):
         self.body = body
 
 
-class FakeOAuthServer:
+class FakeOAuthServer(LoopbackServer):
     """The fake token server; see the module docstring."""
 
     def __init__(self) -> None:
-        self.port = 0
+        super().__init__(_Handler)
         self.requests: list[RecordedRequest] = []
         self.echo_secrets = False
         self._grants: dict[str, Grant] = {}
@@ -314,41 +313,12 @@ class FakeOAuthServer:
         self._faults: list[_Fault] = []
         self._slow: _Slow | None = None
         self._permanent: set[Endpoint | None] = set()
-        self._lock = threading.Lock()
         self._recorded = threading.Condition(self._lock)
-        self._released = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---
-
-    def start(self) -> FakeOAuthServer:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self  # type: ignore[attr-defined]
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._released.set()  # ends slow answers at once
-        if self._server is not None and self._thread is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
-            self._server = None
-
-    def __enter__(self) -> FakeOAuthServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- addresses ---
 
     def url(self, endpoint: Endpoint) -> str:
-        return f"http://127.0.0.1:{self.port}{PATHS[endpoint]}"
+        return self.origin + PATHS[endpoint]
 
     def env(self) -> dict[str, str]:
         """``TAKOD_*_TOKEN_URL`` for every endpoint, and Codex's own override."""
@@ -666,25 +636,8 @@ def _success(grant: Grant) -> dict[str, Any]:
     return answer
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that time out and hang up are part of the tests.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler[FakeOAuthServer]):
     server_version = "fake-oauth"
-
-    @property
-    def fake(self) -> FakeOAuthServer:
-        return self.server.fake  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
 
     def do_GET(self) -> None:
         self._handle()
@@ -693,8 +646,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         headers = {k.lower(): v for k, v in self.headers.items()}
         endpoint = next((e for e, p in PATHS.items() if p == self.path), None)
         fake = self.fake
@@ -712,8 +664,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         slow = fake._slow_for(endpoint)
         if slow is not None and not slow.after_rotation:
-            fake._released.wait(slow.seconds)
-            if self._client_gone():
+            fake.wait_released(slow.seconds)
+            if self.client_gone():
                 self.close_connection = True
                 record(grant, None, "abandoned")
                 return
@@ -745,30 +697,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(reject.status, reject.body)
             return
         if slow is not None and slow.after_rotation:
-            fake._released.wait(slow.seconds)
+            fake.wait_released(slow.seconds)
         record(refreshed.name, 200, "ok")
         self._send(200, _success(refreshed))
 
     def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
         try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(status, body, headers)
         except OSError:
             self.close_connection = True  # the client gave up; nothing to tell it
-
-    def _client_gone(self) -> bool:
-        """True when the client closed its end (a peek reads end-of-file)."""
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            return True
 
 
 def _sniff_token(endpoint: Endpoint, headers: dict[str, str], raw: bytes) -> str | None:

@@ -38,17 +38,13 @@ import hashlib
 import json
 import math
 import re
-import select
-import socket
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 import pytest
+
+from tests.fakes.http_base import FakeHandler, LoopbackServer
 
 Mode = Literal[
     "ok",
@@ -127,7 +123,7 @@ class RecordedRequest:
     headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
 
 
-class FakeOllama:
+class FakeOllama(LoopbackServer):
     """A fake Ollama on ``127.0.0.1:<free port>``; see the module docstring."""
 
     def __init__(
@@ -142,6 +138,7 @@ class FakeOllama:
         retry_after: str = "7",
         mode: Mode = "ok",
     ) -> None:
+        super().__init__(_Handler)
         self.models = default_models() if models is None else models
         self.version = version
         self.reply = reply
@@ -150,17 +147,11 @@ class FakeOllama:
         self.embedding_dims = embedding_dims
         self.retry_after = retry_after
         self.requests: list[RecordedRequest] = []
-        self.disconnects: list[str] = []
-        self._disconnected = threading.Condition()
-        self.port = 0
         self._mode: Mode = mode
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._released = threading.Event()  # set at stop: ends hangs and slow streams
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.origin
 
     @property
     def host(self) -> str:
@@ -185,136 +176,25 @@ class FakeOllama:
         self._mode = mode
 
     def start(self) -> FakeOllama:
-        self._listen(0)
+        super().start()
         if self._mode == "refuse":
             self._close_listener()  # the port stays known and refuses connections
         return self
 
-    def stop(self) -> None:
-        self._released.set()
-        if self._server is not None:
-            self._close_listener()
 
-    def __enter__(self) -> FakeOllama:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _listen(self, port: int) -> None:
-        server = _Server(("127.0.0.1", port), _Handler)
-        server.fake = self  # type: ignore[attr-defined]
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def _close_listener(self) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-        self._server = None
-        self._thread = None
-
-    def wait_released(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True if the server is stopping."""
-        return self._released.wait(seconds)
-
-    def note_disconnect(self, path: str) -> None:
-        with self._disconnected:
-            self.disconnects.append(path)
-            self._disconnected.notify_all()
-
-    def wait_disconnect(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds until a client went away mid-stream."""
-        with self._disconnected:
-            return self._disconnected.wait_for(lambda: bool(self.disconnects), timeout)
-
-
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gives up mid-answer (a probe timing out) is expected here.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, as Ollama's Go server
+class _Handler(FakeHandler[FakeOllama]):
     server_version = "fake-ollama"
-
-    @property
-    def fake(self) -> FakeOllama:
-        return self.server.fake  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
 
     # --- plumbing ---
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, status: int, value: Any) -> None:
-        self._send(status, json.dumps(value).encode(), "application/json; charset=utf-8")
-
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message})
-
-    def _start_stream(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-ndjson")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self.send_json(status, {"error": message}, headers)
 
     def _chunk(self, value: Any) -> bool:
-        return self._raw_chunk(json.dumps(value).encode() + b"\n")
-
-    def _raw_chunk(self, data: bytes) -> bool:
-        """Write one HTTP chunk; False (and the disconnect noted) if the client is gone."""
-        try:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            self.wfile.flush()
-            return True
-        except OSError:
-            self._gone()
-            return False
-
-    def _end_stream(self) -> None:
-        self._raw_chunk(b"")
-
-    def _gone(self) -> None:
-        self.close_connection = True
-        self.fake.note_disconnect(self.path)
-
-    def _pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` between chunks; False if the client went away or the
-        server is stopping meanwhile."""
-        deadline = time.monotonic() + seconds
-        while not self.fake.wait_released(0):
-            step = min(0.05, deadline - time.monotonic())
-            if step <= 0:
-                return True
-            readable, _, _ = select.select([self.connection], [], [], step)
-            if readable:
-                try:
-                    peek = self.connection.recv(1, socket.MSG_PEEK)
-                except OSError:
-                    peek = b""
-                if not peek:
-                    self._gone()
-                    return False
-                time.sleep(step)
-        return False
+        return self.write_chunk(json.dumps(value).encode() + b"\n")
 
     def _read_body(self) -> tuple[bytes, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         try:
             return raw, json.loads(raw) if raw else None
         except ValueError:
@@ -335,13 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(401, "unauthorized")
             return False
         if self.fake.mode == "http-429" and self.path.startswith("/api/"):
-            body = json.dumps({"error": "too many requests, please retry later"}).encode()
-            self.send_response(429)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Retry-After", self.fake.retry_after)
-            self.end_headers()
-            self.wfile.write(body)
+            self._error(429, "too many requests, please retry later", {"Retry-After": self.fake.retry_after})
             return False
         return True
 
@@ -355,15 +229,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fake = self.fake
         if self.path == "/":
-            self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
+            self.send_body(200, b"Ollama is running", "text/plain; charset=utf-8")
         elif self.path == "/api/version":
-            self._json(200, {"version": fake.version})
+            self.send_json(200, {"version": fake.version})
         elif self.path == "/api/tags":
-            self._json(200, {"models": fake.models})
+            self.send_json(200, {"models": fake.models})
         elif self.path == "/api/ps":
-            self._json(200, {"models": []})
+            self.send_json(200, {"models": []})
         else:
-            self._send(404, b"404 page not found", "text/plain")
+            self.send_body(404, b"404 page not found", "text/plain")
 
     def do_POST(self) -> None:
         raw, body = self._read_body()
@@ -372,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
         routes = {"/api/chat": self._generate, "/api/generate": self._generate, "/api/embed": self._embed}
         route = routes.get(self.path)
         if route is None:
-            self._send(404, b"404 page not found", "text/plain")
+            self.send_body(404, b"404 page not found", "text/plain")
         elif not isinstance(body, dict):
             self._error(400, "invalid JSON request body" if raw else "missing request body")
         elif not body.get("model"):
@@ -425,10 +299,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(500, STREAM_ERROR)
                 return
             whole = piece(fake.reply, True)
-            self._json(200, final | {k: v for k, v in whole.items() if k in ("message", "response")})
+            self.send_json(200, final | {k: v for k, v in whole.items() if k in ("message", "response")})
             return
 
-        self._start_stream()
+        if not self.start_chunked("application/x-ndjson"):
+            return
         for thought in thoughts:
             if not self._chunk(piece("", False, thought)):
                 return
@@ -436,26 +311,26 @@ class _Handler(BaseHTTPRequestHandler):
             if i == min(2, len(tokens) - 1):
                 if fake.mode == "stream-error":
                     if self._chunk({"error": STREAM_ERROR}):
-                        self._end_stream()
+                        self.write_chunk(b"")
                     return
                 if fake.mode == "drop-mid-stream":
                     self.close_connection = True
                     return
-                if fake.mode == "malformed" and not self._raw_chunk(b'{"model": "llama3.2", "mess\n'):
+                if fake.mode == "malformed" and not self.write_chunk(b'{"model": "llama3.2", "mess\n'):
                     return
-            if fake.mode == "slow-stream" and i and not self._pause(fake.chunk_delay):
+            if fake.mode == "slow-stream" and i and not self.wait(fake.chunk_delay):
                 self.close_connection = True
                 return
             if not self._chunk(piece(token, False)):
                 return
         if self._chunk(final):
-            self._end_stream()
+            self.write_chunk(b"")  # the zero-length chunk ends the body
 
     def _embed(self, body: dict[str, Any]) -> None:
         texts = body.get("input", [])
         texts = [texts] if isinstance(texts, str) else texts
         dims = int(body.get("dimensions") or self.fake.embedding_dims)
-        self._json(
+        self.send_json(
             200,
             {
                 "model": body["model"],
