@@ -172,7 +172,8 @@ class FrameSplitter:
     keeps its place between feeds so a frame delivered in many pieces is never
     rescanned, and enforces the frame size and nesting limits as soon as a
     header declares something too large: a hostile peer cannot make it buffer
-    more than ``max_frame`` bytes. Every top-level frame must be an array.
+    more than ``max_frame`` bytes, plus at most the 4 length bytes of a header
+    that starts just inside the limit. Every top-level frame must be an array.
     """
 
     def __init__(self, max_frame: int = MAX_FRAME, max_depth: int = MAX_DEPTH):
