@@ -1,6 +1,6 @@
 """Coverage-guided fuzz (atheris, libFuzzer) of the frame splitter and the request decoder.
 
-    .venv/bin/pip install atheris      # needed to fuzz; not a project dependency (3.0.0 has a cp311 wheel)
+    # atheris comes with the `test` extra on Linux x86_64 (scripts/test.sh); elsewhere `pip install atheris`
     .venv/bin/python stress/fuzz_atheris.py                          # 60 s
     .venv/bin/python stress/fuzz_atheris.py --max-total-time 600 --corpus /tmp/takod-corpus
     .venv/bin/python stress/fuzz_atheris.py --runs 100000 --seed 7 -- -use_value_profile=1
