@@ -21,13 +21,18 @@ if TYPE_CHECKING:
     from ..daemon import Daemon
 
 
+def _uptime(d: Daemon) -> float:
+    # Whole milliseconds; round(x, 3) goes through decimal conversion, a tenth of a warm answer's cost.
+    return int((time.time() - d.started_at) * 1000) / 1000
+
+
 def _daemon_info(d: Daemon) -> DaemonInfo:
     return DaemonInfo(
         pid=d.pid,
         version=d.version,
         protocol=d.protocol,
         started_at=d.started_at,
-        uptime_s=round(time.time() - d.started_at, 3),
+        uptime_s=_uptime(d),
         socket=str(d.socket_path),
         state_dir=str(d.state_dir),
         activated=d.activated,
@@ -82,8 +87,7 @@ def encode_fields(ws: Workspace, key_store: KeyStoreInfo | None) -> bytes:
 
 def encode_status(d: Daemon, fields: bytes) -> msgspec.Raw:
     """A whole StatusResult for daemon ``d``, with the workspace's ``fields`` (:func:`encode_fields`)."""
-    uptime, connections = round(time.time() - d.started_at, 3), len(d.connections)
-    per_call = (_UPTIME_KEY, _encode(uptime), _CONNECTIONS_KEY, _encode(connections))
+    per_call = (_UPTIME_KEY, _encode(_uptime(d)), _CONNECTIONS_KEY, _encode(len(d.connections)))
     return msgspec.Raw(b"".join((_HEAD, _daemon_entries(d), *per_call, fields)))
 
 
