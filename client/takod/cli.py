@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 the daemon reported an error, 2 bad usage,
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -608,13 +609,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add("stop", cmd_stop, "stop the running daemon (never starts one)")
     w = add("watch", cmd_watch, "print events (status, auth, daemon, login) as they happen")
     w.add_argument("--topic", action="append", choices=TOPICS, help="only this topic (repeatable)")
-    from . import cli_login
-    from . import cli_doctor
-    from . import cli_service
-
-    cli_login.register(add, common)
-    cli_service.register(add, common)
-    cli_doctor.register(add, common)
+    # Commands with modules of their own (subprocess, threading, ...): imported only
+    # when one of them runs, or for the full parser.
+    for module, command in (("cli_login", "login"), ("cli_service", "service"), ("cli_doctor", "doctor")):
+        if only is None or only == command:
+            importlib.import_module(f"{__package__}.{module}").register(add, common)
     s = add("serve", cmd_serve, "run the daemon in the foreground")
     s.add_argument("--log", choices=["auto", "console", "json", "journal"], default="auto", help="log output format")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")

@@ -35,3 +35,20 @@ def test_each_command_alone_is_built_as_in_the_full_parser() -> None:
 
 def test_a_word_that_is_no_command_builds_them_all() -> None:
     assert subcommands(build_parser("bogus")).keys() == subcommands(build_parser()).keys()
+
+
+def test_status_imports_no_other_command_module() -> None:
+    # Start-up time of `takod status` (bench/cli_startup.py): the login, service and
+    # doctor commands pull in subprocess, threading and more; only their own runs pay.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from takod.cli import build_parser\n"
+        "build_parser('status')\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('takod') or m in ('subprocess', 'threading'))))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "takod.cli" in loaded
+    assert not {"takod.cli_login", "takod.cli_service", "takod.cli_doctor", "subprocess"} & set(loaded)
