@@ -36,9 +36,10 @@ from .credentials.pi_auth import OAuthEntry
 from .credentials.pi_lock import LockError
 from .key_names import UnknownKeyName, normalise_key_name
 from .keystore import KeyStoreError
+from .peer_input import TooLarge, decode_json, fetch
 from .refresh import endpoints
 from .refresh.endpoints import Endpoint
-from .refresh.grants import RefreshError, openai_account_id, parse_pi_response
+from .refresh.grants import RefreshError, error_code, lifetime_ok, openai_account_id, parse_pi_response
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -209,9 +210,13 @@ class _Tokens(msgspec.Struct, frozen=True):
 def parse_tokens(body: bytes, what: str) -> _Tokens:
     """The token endpoint's answer; LoginFailed when a field pi needs is missing."""
     try:
-        return msgspec.json.decode(body, type=_Tokens)
+        tokens = decode_json(body, _Tokens)
     except msgspec.DecodeError:
-        raise LoginFailed("bad_token_response", f"{what} answered without access_token, refresh_token and expires_in") from None
+        tokens = None
+    # An expires_in of 1e308 would overflow the stored expiry: no usable answer either.
+    if tokens is None or not lifetime_ok(tokens.expires_in):
+        raise LoginFailed("bad_token_response", f"{what} answered without access_token, refresh_token and expires_in")
+    return tokens
 
 
 # --- sessions ---------------------------------------------------------------------------
@@ -347,10 +352,13 @@ class LoginManager:
             self._fail(session, "timeout", f"no answer within {int(timeout)} s; run `takod login {target}` again")
         except LoginFailed as exc:
             self._fail(session, exc.code, exc.hint)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, TooLarge):  # decode_json: bad UTF-8 and deep nesting are DecodeErrors too
             self._fail(session, "bad_response", "the login server answered something unexpected; retry later")
         except httpx.HTTPError as exc:
             self._fail(session, "unreachable", f"token endpoint unreachable ({type(exc).__name__}); check the network and retry")
+        except Exception:  # a bug (or an answer nobody foresaw) ends this login, never the daemon
+            log.exception("login failed unexpectedly", login_id=session.login_id, provider=target)
+            self._fail(session, "internal", "the login failed unexpectedly; see the daemon log")
         finally:
             session.waiting = False
             for end in session.answers:
@@ -435,15 +443,15 @@ class LoginManager:
     async def _copilot(self, session: Session) -> str:
         env = session.env
         ua = {"User-Agent": endpoints.COPILOT_HEADERS["User-Agent"]}
-        device = msgspec.json.decode(await self._post(
+        device = decode_json(await self._post(
             COPILOT_DEVICE.url(env), urlencode([("client_id", COPILOT_CLIENT_ID), ("scope", "read:user")]),
-            endpoints.FORM, "GitHub", ua), type=_DeviceCode)
+            endpoints.FORM, "GitHub", ua), _DeviceCode)
         self.publish(session, "device_code", f"open {device.verification_uri} and enter the code {device.user_code}",
                      url=device.verification_uri, code=device.user_code)
         github_token = await self._poll_device(session, device, ua)
         request = endpoints.copilot_request(github_token, None, env)
         assert self.http is not None
-        response = await self.http.get(request.url, headers=request.headers)
+        response = await fetch(self.http, "GET", request.url, headers=request.headers)
         if response.status_code != 200:
             raise LoginFailed("copilot_refused", f"GitHub gave no Copilot token (HTTP {response.status_code}); "
                               "check that this account has Copilot")
@@ -461,21 +469,22 @@ class LoginManager:
         with anyio.move_on_after(device.expires_in):
             while True:
                 await anyio.sleep(interval * factor)
-                answer = msgspec.json.decode(
-                    await self._post(COPILOT_AUTH.url(session.env), fields, endpoints.FORM, "GitHub", headers), type=_DevicePoll)
+                raw = await self._post(COPILOT_AUTH.url(session.env), fields, endpoints.FORM, "GitHub", headers)
+                answer = decode_json(raw, _DevicePoll)
                 if answer.access_token:
                     return answer.access_token
                 if answer.error == "slow_down":
                     interval = answer.interval if answer.interval and answer.interval > 0 else interval + 5
                     factor = SLOW_POLL_FACTOR
                 elif answer.error != "authorization_pending":
-                    raise LoginFailed(answer.error or "device_flow_failed", "GitHub ended the device login; start it again")
+                    # The error goes out as a code only if it looks like one (not free text, not megabytes).
+                    raise LoginFailed(error_code(raw) or "device_flow_failed", "GitHub ended the device login; start it again")
         raise LoginFailed("device_code_expired", "the code expired before it was entered; start the login again")
 
     async def _post(self, url: str, content: str, content_type: str, who: str, extra: Mapping[str, str] | None = None) -> bytes:
         assert self.http is not None
         headers = {"Content-Type": content_type, "Accept": "application/json", **(extra or {})}
-        response = await self.http.post(url, content=content, headers=headers)
+        response = await fetch(self.http, "POST", url, content=content, headers=headers)
         if response.status_code != 200:
             # The body may quote the code: only the status goes out.
             raise LoginFailed("token_exchange_failed", f"{who} refused the code (HTTP {response.status_code}); start the login again")

@@ -7,6 +7,13 @@ reaches the fake as ``self.fake`` and has the request and answer pieces the
 fakes all need. The server is a threaded stdlib HTTP server on
 ``127.0.0.1:<port>``; while it runs, ``fake._server`` is that
 ``ThreadingHTTPServer`` (bench/relay.py sets options on its socket).
+
+Hostile answers, for every fake: :meth:`LoopbackServer.answer_with` makes the
+fake send a :class:`Canned` answer (any status, headers and bytes, whole or as
+chunks: deeply nested JSON, non-UTF-8, a stream turning bad midway, tens of
+MiB) instead of its own, for the requests whose path ends with ``path``; the
+fake still records each request first. A handler calls
+:meth:`FakeHandler.send_canned` where its own answer would begin.
 """
 
 from __future__ import annotations
@@ -17,9 +24,21 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, Self, TypeVar
+
+
+@dataclass(frozen=True)
+class Canned:
+    """An answer a fake sends instead of its own. ``body`` bytes go whole, with
+    a Content-Length; a callable's chunks go one HTTP chunk each (a stream)."""
+
+    body: bytes | Callable[[], Iterable[bytes]]
+    status: int = 200
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class LoopbackServer:
@@ -35,6 +54,8 @@ class LoopbackServer:
         self._released = threading.Event()  # set at stop: ends hangs, stalls and slow answers
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._canned: list[tuple[str, Canned, int | None]] = []  # (path suffix, answer, times left)
+        self.canned_sent = 0  # canned answers sent whole (a client that hung up is not counted)
 
     @property
     def origin(self) -> str:
@@ -71,6 +92,23 @@ class LoopbackServer:
         self._server.server_close()
         self._thread.join()
         self._server = self._thread = None
+
+    def answer_with(self, answer: Canned | None, *, path: str = "", times: int | None = None) -> None:
+        """Answer requests whose path (without the query) ends with ``path`` with
+        ``answer`` (the next ``times`` of them, or all); None: the fake's own answers again."""
+        with self._lock:
+            self._canned = [] if answer is None else [*self._canned, (path, answer, times)]
+
+    def take_canned(self, path: str) -> Canned | None:
+        """The canned answer for a request to ``path``, if any (counting it down)."""
+        with self._lock:
+            for i, (suffix, answer, times) in enumerate(self._canned):
+                if path.split("?", 1)[0].endswith(suffix):
+                    if times is not None:
+                        self._canned[i] = (suffix, answer, times - 1)
+                        self._canned = [c for c in self._canned if c[2] != 0]
+                    return answer
+        return None
 
     def wait_released(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if the server is stopping."""
@@ -146,6 +184,44 @@ class FakeHandler(BaseHTTPRequestHandler, Generic[FakeT]):
 
     def send_json(self, status: int, value: Any, headers: Mapping[str, str] | None = None) -> None:
         self.send_body(status, json.dumps(value).encode(), "application/json; charset=utf-8", headers)
+
+    def send_canned(self, before: Callable[[Canned], None] | None = None) -> bool:
+        """Send the fake's canned answer for this request, if it has one (see
+        :meth:`LoopbackServer.answer_with`), calling ``before`` with it first;
+        False when it has none."""
+        answer = self.fake.take_canned(self.path)
+        if answer is None:
+            return False
+        if before is not None:
+            before(answer)
+        self.close_connection = True  # a client may stop reading a hostile answer midway
+        try:
+            self.send_response(answer.status)
+            self.send_header("Connection", "close")  # so no client sends its next request on it
+            self.send_header("Content-Type", answer.content_type)
+            for name, value in answer.headers.items():
+                self.send_header(name, value)
+            if isinstance(answer.body, bytes):
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                view = memoryview(answer.body)
+                for start in range(0, len(view), 1 << 20):
+                    self.wfile.write(view[start : start + (1 << 20)])
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for chunk in answer.body():
+                    if chunk and not self.write_chunk(chunk):
+                        return True
+                if not self.write_chunk(b""):
+                    return True
+            self.wfile.flush()
+        except OSError:
+            self.gone()
+            return True
+        with self.fake._lock:
+            self.fake.canned_sent += 1
+        return True
 
     # --- streamed answers and clients that go away ---
 

@@ -40,7 +40,8 @@ def jwt(claims: dict[str, Any]) -> str:
 class FakeLoginServer(LoopbackServer):
     """Serves ``/openai/oauth/token`` (form), ``/anthropic/v1/oauth/token`` (JSON), GitHub's
     device flow under ``/github/`` (one ``slow_down``, then pending until :attr:`approved`)
-    and the Copilot token at ``/copilot/token``."""
+    and the Copilot token at ``/copilot/token``; any other answer with
+    :meth:`~tests.fakes.http_base.LoopbackServer.answer_with`."""
 
     def __init__(self) -> None:
         super().__init__(_Handler)
@@ -80,6 +81,8 @@ class _Handler(FakeHandler[FakeLoginServer]):
         server = self.fake
         server.requests.append({"endpoint": "copilot", "auth": self.headers.get("Authorization"),
                                 "editor": self.headers.get("Editor-Version")})
+        if self.send_canned():
+            return
         if self.path != "/copilot/token" or self.headers.get("Authorization") != f"Bearer {server.github_token}":
             return self.send_json(401, {"message": "Bad credentials"})
         token = f"tid={secrets.token_hex(8)};exp=2000000000;proxy-ep=proxy.individual.githubcopilot.com"
@@ -89,6 +92,9 @@ class _Handler(FakeHandler[FakeLoginServer]):
     def do_POST(self) -> None:
         server = self.fake
         raw = self.read_body().decode()
+        if self.send_canned():
+            server.requests.append({"endpoint": self.path, "canned": True})
+            return
         ctype = self.headers.get("Content-Type", "")
         if self.path.startswith("/github/"):
             fields = {k: v[0] for k, v in parse_qs(raw).items()}

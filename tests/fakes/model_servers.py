@@ -47,7 +47,8 @@ Every fake:
     JSON, then carry on;
   - ``slow-stream``: ``chunk_delay`` seconds between events.
 
-  ``error_after=0`` fails after HTTP 200 but before the first text delta.
+  ``error_after=0`` fails after HTTP 200 but before the first text delta;
+  any bytes at all: :meth:`~tests.fakes.http_base.LoopbackServer.answer_with`.
 - notices a client that goes away mid-answer (while waiting between events, or
   when a write fails): ``fake.disconnects`` lists the paths, and
   :meth:`FakeModelServer.wait_disconnect` waits for one (bounded).
@@ -311,6 +312,8 @@ class _Handler(FakeHandler[FakeModelServer]):
             raw=raw,
         )
         fake.requests.append(rec)
+        if self.send_canned():
+            return
         self.mode = fake.take_mode()
         if self.mode == "hang":
             self.wait(None)

@@ -44,6 +44,8 @@ Failure modes (each optionally limited to one endpoint):
   ``invalid_grant`` (Copilot: 401 "Bad credentials") until :meth:`reset_modes`.
 - :attr:`~FakeOAuthServer.echo_secrets`: error bodies quote the token the
   client sent, as a careless server might; for canary tests.
+- any bytes at all: :meth:`~tests.fakes.http_base.LoopbackServer.answer_with`
+  (recorded with outcome ``canned``; the grant is not touched).
 
 Use it as a context manager (``with FakeOAuthServer() as server:``) or through
 the ``oauth_server`` fixture; :meth:`~FakeOAuthServer.env` gives the
@@ -113,7 +115,7 @@ DEFAULT_LIFETIME_S: dict[Endpoint, int] = {"openai": 864_000, "anthropic": 28_80
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 
-Outcome = Literal["ok", "rejected", "fault", "dropped", "abandoned"]
+Outcome = Literal["ok", "rejected", "fault", "dropped", "abandoned", "canned"]
 
 
 # --- tokens ---------------------------------------------------------------------------------
@@ -661,6 +663,8 @@ class _Handler(FakeHandler[FakeOAuthServer]):
             return
         presented = _sniff_token(endpoint, headers, raw)
         grant = fake._grant_of(presented)
+        if self.send_canned(lambda answer: record(grant, answer.status, "canned")):
+            return  # the grant is not touched: nothing rotates
 
         slow = fake._slow_for(endpoint)
         if slow is not None and not slow.after_rotation:

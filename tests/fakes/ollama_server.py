@@ -17,7 +17,8 @@ Failure modes switch at run time with :meth:`FakeOllama.set_mode`:
 - ``drop-mid-stream``: chat/generate streams stop after a few lines and the
   connection closes without ending the chunked body;
 - ``malformed``: a line that is not JSON in the middle of a stream;
-- ``slow-stream``: chat/generate chunks ``chunk_delay`` seconds apart.
+- ``slow-stream``: chat/generate chunks ``chunk_delay`` seconds apart;
+- any bytes at all: :meth:`~tests.fakes.http_base.LoopbackServer.answer_with`.
 
 Thinking: a model whose tag entry lists the ``thinking`` capability streams
 ``thinking`` first when the request sets ``think``; any other model answers
@@ -204,6 +205,8 @@ class _Handler(FakeHandler[FakeOllama]):
         """Record the request and apply the connection-level modes; False if handled."""
         headers = {k.lower(): v for k, v in self.headers.items()}
         self.fake.requests.append(RecordedRequest(self.command, self.path, body, headers))
+        if self.send_canned():
+            return False
         if self.fake.mode == "hang":
             self.fake.wait_released(3600)
             self.close_connection = True

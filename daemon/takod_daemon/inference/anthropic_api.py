@@ -56,7 +56,9 @@ from takod_daemon.inference.types import (
     RunContext,
     RunResult,
     Usage,
+    cap_answer,
 )
+from takod_daemon.peer_input import decode_json, fetch
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 KEY_ENV = "ANTHROPIC_API_KEY"
@@ -270,8 +272,8 @@ def failure_from_body(
 ) -> ProviderFailure:
     """A failure for an HTTP error answer of the Messages API."""
     try:
-        error = msgspec.json.decode(body, type=ErrorBody).error
-    except (msgspec.DecodeError, UnicodeDecodeError):
+        error = decode_json(body, ErrorBody).error
+    except msgspec.DecodeError:
         error = ApiError(message=body.decode("utf-8", "replace"))
     message = f"{error.type}: {error.message}" if error.type else error.message
     return failure_for_status(
@@ -305,8 +307,8 @@ class MessagesStream:
         """The chunks one event carries; raises for an ``error`` event or an
         event that is not JSON."""
         try:
-            event = _event_decoder.decode(sse.data)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            event = decode_json(sse.data, _event_decoder)
+        except msgspec.DecodeError as exc:
             raise unreadable(self.where, "a stream event", exc) from None
         kind = event.type
         if kind == "error":
@@ -371,6 +373,7 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit, http: httpx.AsyncC
     where = _where(ctx)
     secrets = (ctx.api_key,)
     request = build_request(req, ctx)
+    emit = cap_answer(emit, where)
 
     async def body() -> RunResult:
         async with http.stream(
@@ -385,9 +388,8 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit, http: httpx.AsyncC
                 raise failure_from_body(where, response.status_code, error, response.headers, secrets)
             stream = MessagesStream(where, secrets)
             parser = SSEParser()
-            async for line in response.aiter_lines():
-                event = parser.feed_line(line)
-                if event is not None:
+            async for text in response.aiter_text():
+                for event in parser.feed(text):
                     for chunk in stream.feed(event):
                         await emit(chunk)
             return stream.result()
@@ -410,12 +412,12 @@ async def list_models(
         models: list[AnthropicModel] = []
         params: dict[str, str | int] = {"limit": 1000}
         for _ in range(20):  # bounded: a server that always says has_more cannot loop us forever
-            response = await http.get(url, params=params, headers=headers, timeout=request_timeout(timeout))
+            response = await fetch(http, "GET", url, params=params, headers=headers, timeout=request_timeout(timeout))
             if response.status_code != 200:
                 raise failure_from_body(where, response.status_code, response.content, response.headers, secrets)
             try:
-                page = msgspec.json.decode(response.content, type=ModelPage)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                page = decode_json(response.content, ModelPage)
+            except msgspec.DecodeError as exc:
                 raise unreadable(where, "a model list", exc) from None
             models += page.data
             if not page.has_more or not page.last_id:

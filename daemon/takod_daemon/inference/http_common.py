@@ -11,7 +11,8 @@
   request's own secrets are masked wherever they appear (a server may quote the
   key it refused), then anything else secret-looking (:func:`redact_text`);
 - :func:`run_guarded`: the whole-run deadline and the mapping of httpx's
-  exceptions, the same for every runner;
+  exceptions and of answers too large to read, the same for every runner
+  (bodies and lines are read with :mod:`takod_daemon.peer_input`);
 - :class:`EmbedResult`: what an embedding call returns.
 """
 
@@ -29,10 +30,13 @@ import httpx
 import msgspec
 
 from takod_daemon.inference.types import FailureKind, ProviderFailure
+from takod_daemon.peer_input import MAX_ERROR_BODY, TooLarge, read_body  # noqa: F401 - read_body for the runners
 from takod_daemon.redact import mask_secret, redact_text
 
 MAX_MESSAGE = 600  # characters of a provider's error text kept in a failure message
-MAX_ERROR_BODY = 64 * 1024  # bytes of an error response read before giving up on the rest
+# An embeddings answer may be this large: JSON floats take up to ~25 bytes, so it
+# holds more numbers than the 16 MiB frame that carries them to the client can.
+MAX_EMBED_BODY = 64 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -54,7 +58,9 @@ def scrub(text: str, secrets: Iterable[str | None] = (), *, limit: int = MAX_MES
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, mask_secret(secret))
-    text = " ".join(redact_text(text).split())
+    # A peer's error text may be megabytes (a mid-stream error line): the pattern
+    # masking runs only on a margin past what can be shown.
+    text = " ".join(redact_text(text[: limit * 4]).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -198,17 +204,8 @@ async def run_guarded(
         raise ProviderFailure("timeout", f"{where} did not finish within {timeout:g}s") from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise failure_for_transport(exc, where, secrets) from None
-
-
-async def read_body(response: httpx.Response, limit: int = MAX_ERROR_BODY) -> bytes:
-    """Up to ``limit`` bytes of a streamed response's body (an error answer's,
-    typically: a server must not make us buffer without end)."""
-    body = bytearray()
-    async for piece in response.aiter_bytes():
-        body += piece
-        if len(body) >= limit:
-            break
-    return bytes(body[:limit])
+    except TooLarge as exc:  # a body or a line past what takod reads: memory stays bounded
+        raise ProviderFailure("crashed", f"{where} answered more than takod reads: a {exc}") from None
 
 
 def request_timeout(seconds: float) -> httpx.Timeout:

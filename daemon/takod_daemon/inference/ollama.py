@@ -31,6 +31,7 @@ import httpx
 import msgspec
 
 from takod_daemon.inference.http_common import (
+    MAX_EMBED_BODY,
     EmbedResult,
     failure_for_status,
     kind_for_text,
@@ -49,7 +50,9 @@ from takod_daemon.inference.types import (
     RunContext,
     RunResult,
     Usage,
+    cap_answer,
 )
+from takod_daemon.peer_input import aiter_lines, decode_json, fetch
 from takod_daemon.providers.ollama_probe import OllamaModel, choose_model, resolve_endpoint
 
 LIST_TIMEOUT = 10.0
@@ -190,8 +193,8 @@ class ChatStream:
         if not line.strip():
             return []
         try:
-            chunk = _chunk_decoder.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            chunk = decode_json(line, _chunk_decoder)
+        except msgspec.DecodeError as exc:
             raise unreadable(self.where, "a stream line", exc) from None
         if chunk.error is not None:
             said = scrub(chunk.error)
@@ -243,8 +246,8 @@ class ChatStream:
 def error_text(body: bytes) -> str:
     """What an Ollama error body says (``{"error": "..."}``, else the raw text)."""
     try:
-        said = msgspec.json.decode(body, type=OllamaError).error
-    except (msgspec.DecodeError, UnicodeDecodeError):
+        said = decode_json(body, OllamaError).error
+    except msgspec.DecodeError:
         said = ""
     return said or body.decode("utf-8", "replace").strip()
 
@@ -275,6 +278,7 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit, http: httpx.AsyncC
     """Stream ``req`` through Ollama's ``/api/chat``; see the module docstring."""
     url = base_url(ctx)
     where = f"ollama at {url}"
+    emit = cap_answer(emit, where)
 
     async def body() -> RunResult:
         model = req.model or await _default_model(http, url, ctx, where)
@@ -295,7 +299,7 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit, http: httpx.AsyncC
                         continue
                     raise failure_from_body(where, response.status_code, error, response.headers)
                 stream = ChatStream(where)
-                async for line in response.aiter_lines():
+                async for line in aiter_lines(response):
                     for chunk in stream.feed(line):
                         await emit(chunk)
                 return stream.result()
@@ -312,12 +316,12 @@ async def _default_model(http: httpx.AsyncClient, url: str, ctx: RunContext, whe
 
 
 async def _tags(http: httpx.AsyncClient, url: str, where: str, timeout: float) -> list[OllamaModel]:
-    response = await http.get(url + "/api/tags", timeout=request_timeout(timeout))
+    response = await fetch(http, "GET", url + "/api/tags", timeout=request_timeout(timeout))
     if response.status_code != 200:
         raise failure_from_body(where, response.status_code, response.content, response.headers)
     try:
-        return msgspec.json.decode(response.content, type=OllamaTags).models or []
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return decode_json(response.content, OllamaTags).models or []
+    except msgspec.DecodeError as exc:
         raise unreadable(where, "a model list", exc) from None
 
 
@@ -346,8 +350,11 @@ async def embed(
         return EmbedResult(model=model, vectors=[])  # an empty input would only load the model
 
     async def body() -> EmbedResult:
-        response = await http.post(
+        response = await fetch(
+            http,
+            "POST",
             url + "/api/embed",
+            limit=MAX_EMBED_BODY,
             content=msgspec.json.encode(payload),
             headers={"Content-Type": "application/json"},
             timeout=request_timeout(timeout),
@@ -355,8 +362,8 @@ async def embed(
         if response.status_code != 200:
             raise failure_from_body(where, response.status_code, response.content, response.headers)
         try:
-            reply = msgspec.json.decode(response.content, type=OllamaEmbedReply)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            reply = decode_json(response.content, OllamaEmbedReply)
+        except msgspec.DecodeError as exc:
             raise unreadable(where, "embeddings", exc) from None
         if len(reply.embeddings) != len(payload.input):
             raise ProviderFailure(

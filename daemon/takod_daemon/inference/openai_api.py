@@ -44,6 +44,7 @@ import httpx
 import msgspec
 
 from takod_daemon.inference.http_common import (
+    MAX_EMBED_BODY,
     EmbedResult,
     failure_for_status,
     join_url,
@@ -66,7 +67,9 @@ from takod_daemon.inference.types import (
     RunContext,
     RunResult,
     Usage,
+    cap_answer,
 )
+from takod_daemon.peer_input import MAX_BODY, decode_json, fetch, read_capped
 
 JSON_INSTRUCTION = "Answer with a single valid JSON object and nothing else: no prose, no code fences."
 LIST_TIMEOUT = 15.0
@@ -380,8 +383,8 @@ def _error_text(error: ApiError) -> str:
 
 def decode_error(body: bytes) -> ApiError:
     try:
-        return msgspec.json.decode(body, type=ErrorBody).as_error()
-    except (msgspec.DecodeError, UnicodeDecodeError):
+        return decode_json(body, ErrorBody).as_error()
+    except msgspec.DecodeError:
         return ApiError(message=body.decode("utf-8", "replace"))
 
 
@@ -435,8 +438,8 @@ class ChatStream:
         if self.done or not data:
             return []
         try:
-            chunk = _chunk_decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            chunk = decode_json(data, _chunk_decoder)
+        except msgspec.DecodeError as exc:
             raise unreadable(self.where, "a stream event", exc) from None
         if chunk.error is not None:
             said = scrub(_error_text(chunk.error), self.secrets)
@@ -488,9 +491,12 @@ def completion_result(where: str, body: bytes) -> tuple[RunResult, list[Chunk]]:
     """A whole ``chat.completion`` (a server that ignored ``stream``): the
     result and the chunks to emit for it."""
     try:
-        completion = msgspec.json.decode(body, type=ChatCompletion)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        error = decode_error(body)
+        completion = decode_json(body, ChatCompletion)
+    except msgspec.DecodeError as exc:
+        try:  # a 200 that carries an error object; anything else is not read as text (it is no error message)
+            error = decode_json(body, ErrorBody).as_error()
+        except msgspec.DecodeError:
+            raise unreadable(where, "a completion", exc) from None
         if error.message:
             raise ProviderFailure(kind_for_error(error), f"{where} failed: {scrub(_error_text(error))}") from None
         raise unreadable(where, "a completion", exc) from None
@@ -516,6 +522,7 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit, http: httpx.AsyncC
     where = _where(resolve_base_url(ctx))
     secrets = (ctx.api_key,)
     request = build_request(req, ctx)
+    emit = cap_answer(emit, where)
 
     async def body() -> RunResult:
         dropped: set[str] = set()
@@ -537,15 +544,15 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit, http: httpx.AsyncC
                         continue
                     raise failure_from_body(where, response.status_code, error, response.headers, secrets)
                 if response.headers.get("content-type", "").startswith("application/json"):
-                    result, chunks = completion_result(where, await read_body(response, 16 * 1024 * 1024))
+                    # Cut short, a completion would read as "not JSON"; too large is said as such.
+                    result, chunks = completion_result(where, await read_capped(response, MAX_BODY))
                     for chunk in chunks:
                         await emit(chunk)
                     return result
                 stream = ChatStream(where, secrets)
                 parser = SSEParser()
-                async for line in response.aiter_lines():
-                    event = parser.feed_line(line)
-                    if event is not None:
+                async for text in response.aiter_text():
+                    for event in parser.feed(text):
                         for chunk in stream.feed(event):
                             await emit(chunk)
                 return stream.result()
@@ -561,14 +568,15 @@ async def list_models(ctx: RunContext, http: httpx.AsyncClient, *, timeout: floa
     _check_key(ctx, backend_for_url(base))
 
     async def body() -> list[OpenAIModel]:
-        response = await http.get(
-            join_url(base, "models"), headers=headers_for(ctx.api_key, stream=False), timeout=request_timeout(timeout)
+        response = await fetch(
+            http, "GET", join_url(base, "models"), headers=headers_for(ctx.api_key, stream=False),
+            timeout=request_timeout(timeout),
         )
         if response.status_code != 200:
             raise failure_from_body(where, response.status_code, response.content, response.headers, secrets)
         try:
-            return msgspec.json.decode(response.content, type=ModelList).data
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return decode_json(response.content, ModelList).data
+        except msgspec.DecodeError as exc:
             raise unreadable(where, "a model list", exc) from None
 
     return await run_guarded(body, timeout=timeout, where=where, secrets=secrets)
@@ -593,8 +601,11 @@ async def embed(
         return EmbedResult(model=model, vectors=[])
 
     async def body() -> EmbedResult:
-        response = await http.post(
+        response = await fetch(
+            http,
+            "POST",
             join_url(base, "embeddings"),
+            limit=MAX_EMBED_BODY,
             content=msgspec.json.encode(payload),
             headers=headers_for(ctx.api_key, stream=False),
             timeout=request_timeout(timeout),
@@ -602,8 +613,8 @@ async def embed(
         if response.status_code != 200:
             raise failure_from_body(where, response.status_code, response.content, response.headers, secrets)
         try:
-            reply = msgspec.json.decode(response.content, type=EmbeddingsReply)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            reply = decode_json(response.content, EmbeddingsReply)
+        except msgspec.DecodeError as exc:
             raise unreadable(where, "embeddings", exc) from None
         items = sorted(reply.data, key=lambda item: item.index)
         if [item.index for item in items] != list(range(len(payload.input))):

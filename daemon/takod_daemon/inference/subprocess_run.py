@@ -48,6 +48,7 @@ import anyio
 import msgspec
 from anyio.abc import Process, TaskGroup
 
+from takod_daemon.inference.types import MAX_ANSWER_CHARS  # noqa: F401 - its old home; tests import it here
 from takod_daemon.inference.types import (
     Chunk,
     Emit,
@@ -56,7 +57,9 @@ from takod_daemon.inference.types import (
     ProviderFailure,
     RunContext,
     RunResult,
+    cap_answer,
 )
+from takod_daemon.peer_input import LineSplitter, LineTooLong
 from takod_daemon.redact import is_secret_key, mask_secret, redact_text
 
 # A JSON line from a CLI may be this long. pi repeats the whole message so far
@@ -67,8 +70,6 @@ LINE_LIMIT = 16 * 1024 * 1024
 STDERR_LINE_LIMIT = 4096
 # How many stderr lines / noise lines are kept for error messages.
 TAIL_LINES = 40
-# The whole answer (text and thinking) may be at most this many characters.
-MAX_ANSWER_CHARS = 8 * 1024 * 1024
 # SIGTERM -> SIGKILL grace, and how long a CLI may take to exit after closing stdout.
 KILL_GRACE = 2.0
 # How many of its own retries of a transient error a CLI may make before takod stops it.
@@ -132,67 +133,6 @@ _ERRORISH_RE = re.compile(r"error|fail|fatal|denied|invalid|not found|unauthori|
 
 
 # --- reading lines --------------------------------------------------------------
-
-
-class LineTooLong(Exception):
-    def __init__(self, size: int):
-        super().__init__(f"line of {size} bytes")
-        self.size = size
-
-
-class LineSplitter:
-    """Cuts a byte stream into lines (newline removed) holding at most ``limit``
-    bytes of an unfinished line. Past the limit it raises :class:`LineTooLong`,
-    or, with ``truncate``, yields the first ``limit`` bytes and drops the rest
-    of that line."""
-
-    def __init__(self, limit: int, *, truncate: bool = False):
-        self.limit = limit
-        self.truncate = truncate
-        self._buf = bytearray()
-        self._skipping = False  # inside a truncated line: drop bytes until its newline
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._skipping:
-            newline = data.find(b"\n")
-            if newline < 0:
-                return []
-            self._skipping = False
-            data = data[newline + 1 :]
-        self._buf += data
-        lines: list[bytes] = []
-        start = 0
-        while (newline := self._buf.find(b"\n", start)) >= 0:
-            line = bytes(self._buf[start:newline])
-            start = newline + 1
-            if len(line) > self.limit:
-                if not self.truncate:
-                    raise LineTooLong(len(line))
-                line = line[: self.limit]
-            lines.append(line)
-        del self._buf[:start]
-        if len(self._buf) > self.limit:
-            if not self.truncate:
-                raise LineTooLong(len(self._buf))
-            lines.append(bytes(self._buf[: self.limit]))
-            self._buf.clear()
-            self._skipping = True
-        return lines
-
-    @property
-    def pending(self) -> bytes:
-        """The unfinished line so far."""
-        return bytes(self._buf)
-
-    @property
-    def pending_size(self) -> int:
-        return len(self._buf)
-
-    def close(self) -> bytes | None:
-        """End of stream: the last, unterminated line, if any."""
-        rest, self._skipping = bytes(self._buf), False
-        self._buf.clear()
-        return rest or None
 
 
 class Tail:
@@ -784,19 +724,15 @@ async def run_event_cli(
     the values of secret variables in ``spec.env``.
     """
     streamed: list[str] = []
-    size = 0
+    emit_capped = cap_answer(emit, spec.name)
 
     async def on_line(line: bytes) -> None:
-        nonlocal size
         for chunk in parser.feed(line):
             if not chunk.text:
                 continue
-            size += len(chunk.text)
-            if size > MAX_ANSWER_CHARS:
-                raise ProviderFailure("crashed", f"{spec.name} answered more than {MAX_ANSWER_CHARS} characters")
             if chunk.kind == "text":
                 streamed.append(chunk.text)
-            await emit(chunk)
+            await emit_capped(chunk)
 
     try:
         try:

@@ -48,6 +48,26 @@ class Chunk(msgspec.Struct, frozen=True):
 
 Emit = Callable[[Chunk], Awaitable[None]]
 
+# The whole answer (text and thinking) may be at most this many characters: the
+# reply carrying it must fit a client's 16 MiB frame, and a provider that never
+# stops must not fill the daemon's memory until the timeout.
+MAX_ANSWER_CHARS = 8 * 1024 * 1024
+
+
+def cap_answer(emit: Emit, who: str, limit: int = MAX_ANSWER_CHARS) -> Emit:
+    """``emit``, failing the run (``crashed``) once ``who`` streamed more than
+    ``limit`` characters."""
+    size = 0
+
+    async def capped(chunk: Chunk) -> None:
+        nonlocal size
+        size += len(chunk.text)
+        if size > limit:
+            raise ProviderFailure("crashed", f"{who} answered more than {limit} characters")
+        await emit(chunk)
+
+    return capped
+
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
     input_tokens: int | None = None

@@ -21,6 +21,7 @@ import anyio
 import httpx
 import msgspec
 
+from takod_daemon.peer_input import MAX_BODY, TooLarge, decode_json, fetch
 from takod_daemon.redact import redact_text
 
 DEFAULT_PORT = 11434
@@ -273,16 +274,19 @@ _Reply = TypeVar("_Reply", _VersionReply, _TagsReply)
 
 
 async def _get(client: httpx.AsyncClient, path: str, reply_type: type[_Reply]) -> _Reply:
-    response = await client.get(path)
+    try:
+        response = await fetch(client, "GET", path)
+    except TooLarge:  # bounded: whatever answers must not make status hold megabytes
+        raise _BadResponse(f"{path} answered more than {MAX_BODY} bytes, which is not Ollama") from None
     if response.status_code != 200:
         try:
-            said = msgspec.json.decode(response.content, type=_ErrorReply).error
-        except (msgspec.DecodeError, UnicodeDecodeError):
+            said = decode_json(response.content, _ErrorReply).error[:200]
+        except msgspec.DecodeError:
             said = ""
         raise _BadResponse(f"{path} answered HTTP {response.status_code}" + (f": {said}" if said else ""))
     try:
-        return msgspec.json.decode(response.content, type=reply_type)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return decode_json(response.content, reply_type)
+    except msgspec.DecodeError as exc:
         raise _BadResponse(f"{path} answered something that is not Ollama's ({exc})") from None
 
 
@@ -333,6 +337,8 @@ async def probe_ollama(
         return failed("unreachable", f"Ollama at {url} did not answer within {timeout:g}s")
     except (httpx.TransportError, httpx.InvalidURL) as exc:
         return failed("unreachable", f"cannot reach Ollama at {url}: {exc}")
+    except httpx.HTTPError as exc:  # e.g. a body its Content-Encoding cannot decode: it answered, badly
+        return failed("bad-response", f"{url} answered something that is not Ollama's ({type(exc).__name__})", True)
     except _BadResponse as exc:
         return failed("bad-response", f"{url}{exc}", reachable=True)
     models = tags.models or []

@@ -402,6 +402,10 @@ class RefreshBroker:
             self._retry(grant, f"{type(exc).__name__}: {exc}")
             log_.warning("refresh failed; will retry", error=grant.last_error)
             return
+        except Exception as exc:  # a bug (or an answer nobody foresaw) must not end the broker, and the daemon with it
+            self._retry(grant, f"unexpected error ({type(exc).__name__}); see the daemon log")
+            log_.exception("refresh failed unexpectedly; will retry")
+            return
         grant.state, grant.attempts, grant.retry_at = "scheduled", 0, None
         new_key = _key(grant.provider, new_refresh)
         grant.last_refresh, grant.last_error, grant.guidance = self._last_refresh.get(new_key, time.time()), None, None

@@ -8,11 +8,14 @@ failure into one of two exceptions:
 
 - :class:`RefreshTransient`: worth retrying while the old access token still
   works (network errors, timeouts, 5xx, 429, unknown 4xx, a success answer
-  that is not JSON at all, e.g. from a captive portal).
+  that is not JSON at all, e.g. from a captive portal, or larger than
+  ``MAX_ANSWER`` bytes).
 - :class:`RefreshPermanent`: retrying cannot help and the user must log in
   again (``invalid_grant``, ``refresh_token_reused`` / ``_expired`` /
   ``_invalidated``, any 401, OAuth client errors, a JSON success answer
-  without a usable token). Codex draws the same line (providers.md A5).
+  without a usable token: the wrong shape, nested deeper than any token answer,
+  or a lifetime that is not a number of seconds in (0, ``MAX_LIFETIME_S``]).
+  Codex draws the same line (providers.md A5).
 
 Answers are read as pi stores them (pi-auth.md §1.3, §2.1): pi replaces the
 whole entry with what its refresh returns, so extras survive only where pi's
@@ -30,6 +33,7 @@ only status codes and OAuth error codes that look like codes.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from collections.abc import Mapping
 from datetime import timezone
@@ -43,6 +47,7 @@ from takod_daemon.credentials.codex_auth import CodexAuth, TokenRefresh
 from takod_daemon.credentials.jwt import OPENAI_AUTH_CLAIM, JwtError, decode_payload
 from takod_daemon.credentials.pi_auth import OAuthEntry
 from takod_daemon.credentials.summary import SecretStruct
+from takod_daemon.peer_input import TooDeep, TooLarge, decode_json, fetch
 from takod_daemon.redact import redact_text
 from takod_daemon.refresh.endpoints import (
     GOOGLE_CLIENTS,
@@ -55,6 +60,11 @@ from takod_daemon.refresh.endpoints import (
 )
 
 REQUEST_TIMEOUT_S = 30.0
+# Token answers are a few KiB; the endpoint may not make takod hold more.
+MAX_ANSWER = 1024 * 1024
+# A token living longer than this is not an answer to take: its expiry might not
+# even fit pi's file (and 1e308 s overflows).
+MAX_LIFETIME_S = 10 * 365 * 24 * 3600
 # The grant name of Codex's own auth.json login (pi grants are named by provider id).
 CODEX_GRANT = "codex"
 
@@ -154,8 +164,8 @@ def error_code(body: bytes) -> str | None:
     ``error`` as a string, else ``error.code`` (then ``error.type``), else a
     top-level ``code``. None when there is none or it does not look like a code."""
     try:
-        doc = msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+        doc = decode_json(body)
+    except msgspec.DecodeError:  # not JSON, or nested too deeply to be an error answer
         return None
     if not isinstance(doc, dict):
         return None
@@ -240,13 +250,20 @@ _Answer = TypeVar("_Answer", OAuthTokenResponse, CopilotTokenResponse)
 
 def _decode_answer(body: bytes, answer_type: type[_Answer], grant: str) -> _Answer:
     try:
-        return msgspec.json.decode(body, type=answer_type)
-    except msgspec.ValidationError:
-        # JSON of the wrong shape came from the endpoint itself: a retry would
-        # post a refresh token it may already have spent.
+        return decode_json(body, answer_type)
+    except (msgspec.ValidationError, TooDeep):
+        # JSON of the wrong shape (no token answer nests 1000 levels) came from the
+        # endpoint itself: a retry would post a refresh token it may already have spent.
         raise _permanent(grant, "malformed_response") from None
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except msgspec.DecodeError:
         raise RefreshTransient("the token endpoint's success answer is not JSON") from None
+
+
+def lifetime_ok(seconds: float | None) -> bool:
+    """Is ``seconds`` a token lifetime to store (finite, in (0, MAX_LIFETIME_S])?"""
+    # A token already expired (or forever valid, or inf) is not a usable answer, and
+    # storing it would have the scheduler refresh again at once, in a loop.
+    return seconds is not None and math.isfinite(seconds) and 0 < seconds <= MAX_LIFETIME_S
 
 
 # Extras pi's refresh hands back unchanged; it drops every other one.
@@ -278,8 +295,10 @@ def parse_pi_response(provider: str, entry: OAuthEntry, body: bytes, now_ms: int
     ``body`` (2xx) to a refresh of ``entry`` sent at ``now_ms``."""
     if provider == "github-copilot":
         copilot = _decode_answer(body, CopilotTokenResponse, provider)
-        if not copilot.token or copilot.expires_at is None:
+        lifetime = None if copilot.expires_at is None else copilot.expires_at - now_ms / 1000
+        if not copilot.token or not lifetime_ok(lifetime):
             raise _permanent(provider, "malformed_response")
+        assert copilot.expires_at is not None
         # The GitHub token is the "refresh": it never changes.
         return OAuthEntry(
             access=copilot.token,
@@ -289,8 +308,9 @@ def parse_pi_response(provider: str, entry: OAuthEntry, body: bytes, now_ms: int
         )
 
     answer = _decode_answer(body, OAuthTokenResponse, provider)
-    if not answer.access_token or answer.expires_in is None:
+    if not answer.access_token or not lifetime_ok(answer.expires_in):
         raise _permanent(provider, "malformed_response")
+    assert answer.expires_in is not None
     extra = _kept_extras(provider, entry)
     if provider == "openai-codex":
         account = openai_account_id(answer.access_token) or entry.extra_str("accountId")
@@ -395,14 +415,17 @@ async def _exchange(
     try:
         # httpx's timeout is per phase; fail_after bounds the whole exchange.
         with anyio.fail_after(timeout):
-            response = await http.request(
-                request.method, request.url, headers=request.headers, content=request.body, timeout=timeout
+            response = await fetch(
+                http, request.method, request.url, limit=MAX_ANSWER,
+                headers=request.headers, content=request.body, timeout=timeout,
             )
     except (TimeoutError, httpx.TimeoutException):
         raise RefreshTransient(f"no answer within {timeout:g} s") from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         detail = redact_text(str(exc))[:_DETAIL_CHARS]
         raise RefreshTransient(f"network error: {type(exc).__name__}: {detail}") from None
+    except TooLarge:
+        raise RefreshTransient(f"the token endpoint's success answer is larger than {MAX_ANSWER} bytes") from None
     if response.is_success:
         return response.content
     raise classify_failure(grant, response.status_code, response.content, response.headers.get("Retry-After"), now_s)
