@@ -67,8 +67,12 @@ def cprofile(home: Path, method: str, n: int, top: int) -> None:
     passes = sum(v[1] for k, v in entries.items() if k[2] == "_run_once")
     total = n + 1
     print(f"cProfile, {n} `{method}` calls ({wall / n * 1e6:.0f} µs each under the profiler)")
-    print(f"  event-loop passes per call: {passes / total:.2f}")
-    print("  (epoll's time includes idling until the next request; send's includes waking the client)")
+    if passes:
+        print(f"  event-loop passes per call: {passes / total:.2f}")
+        print("  (epoll's time includes idling until the next request; send's includes waking the client)")
+    else:  # uvloop runs its loop in C, where cProfile does not see it
+        print("  event-loop passes per call: not counted on uvloop (epoll_pwait per call in the syscalls below)")
+        print("  (the loop's own time, reads and writes show as the callback that ran them, e.g. _drain)")
     print(f"  functions run at least once per call, by own time:\n  {'calls/req':>9} {'tottime/req':>12}  function")
     per_request = [kv for kv in entries.items() if kv[1][1] >= n]
     rows = sorted(per_request, key=lambda kv: -kv[1][2])[:top]
