@@ -42,8 +42,15 @@ import anyio
 import pytest
 
 from takod_daemon.inference import claude_cli, codex_cli, gemini_cli, pi_cli
-from takod_daemon.inference.subprocess_run import MAX_ANSWER_CHARS
-from takod_daemon.inference.types import Chunk, InferRequest, Message, ProviderFailure, RunContext, RunResult
+from takod_daemon.inference.types import (
+    MAX_ANSWER_CHARS,
+    Chunk,
+    InferRequest,
+    Message,
+    ProviderFailure,
+    RunContext,
+    RunResult,
+)
 from tests.fakes.model_servers import DEFAULT_REPLY, FakeAnthropic, FakeGemini, FakeModelServer, FakeOpenAI, pieces
 from tests.harness import REPO, TOOLS_BIN, require_tool, wait_for
 from tests.procfs import alive

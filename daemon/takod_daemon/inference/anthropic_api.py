@@ -40,7 +40,6 @@ from takod_daemon.inference.http_common import (
     join_url,
     kind_for_status,
     parse_retry_after,
-    read_body,
     request_timeout,
     run_guarded,
     scrub,
@@ -58,7 +57,7 @@ from takod_daemon.inference.types import (
     Usage,
     cap_answer,
 )
-from takod_daemon.peer_input import decode_json, fetch
+from takod_daemon.peer_input import decode_json, fetch, read_body
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 KEY_ENV = "ANTHROPIC_API_KEY"

@@ -30,7 +30,7 @@ import httpx
 import msgspec
 
 from takod_daemon.inference.types import FailureKind, ProviderFailure
-from takod_daemon.peer_input import MAX_ERROR_BODY, TooLarge, read_body  # noqa: F401 - read_body for the runners
+from takod_daemon.peer_input import TooLarge
 from takod_daemon.redact import mask_secret, redact_text
 
 MAX_MESSAGE = 600  # characters of a provider's error text kept in a failure message

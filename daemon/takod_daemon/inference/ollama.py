@@ -36,7 +36,6 @@ from takod_daemon.inference.http_common import (
     failure_for_status,
     kind_for_text,
     parse_retry_after,
-    read_body,
     request_timeout,
     run_guarded,
     scrub,
@@ -52,7 +51,7 @@ from takod_daemon.inference.types import (
     Usage,
     cap_answer,
 )
-from takod_daemon.peer_input import aiter_lines, decode_json, fetch
+from takod_daemon.peer_input import aiter_lines, decode_json, fetch, read_body
 from takod_daemon.providers.ollama_probe import OllamaModel, choose_model, resolve_endpoint
 
 LIST_TIMEOUT = 10.0

@@ -51,7 +51,6 @@ from takod_daemon.inference.http_common import (
     kind_for_status,
     kind_for_text,
     parse_retry_after,
-    read_body,
     request_timeout,
     run_guarded,
     scrub,
@@ -69,7 +68,7 @@ from takod_daemon.inference.types import (
     Usage,
     cap_answer,
 )
-from takod_daemon.peer_input import MAX_BODY, decode_json, fetch, read_capped
+from takod_daemon.peer_input import MAX_BODY, decode_json, fetch, read_body, read_capped
 
 JSON_INSTRUCTION = "Answer with a single valid JSON object and nothing else: no prose, no code fences."
 LIST_TIMEOUT = 15.0

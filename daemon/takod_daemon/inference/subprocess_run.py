@@ -48,7 +48,6 @@ import anyio
 import msgspec
 from anyio.abc import Process, TaskGroup
 
-from takod_daemon.inference.types import MAX_ANSWER_CHARS  # noqa: F401 - its old home; tests import it here
 from takod_daemon.inference.types import (
     Chunk,
     Emit,
