@@ -48,3 +48,7 @@ def daemon(home: Path, daemon_env: dict[str, str]) -> Iterator[DaemonProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+# Two real uids (throwaway users, an interpreter they can run): tests/multiuser.py.
+from tests.multiuser import make_user, peer_env, two_users  # noqa: E402,F401
