@@ -240,7 +240,9 @@ def api_provider(name: str, facts: Facts) -> ProviderStatus:
     plan = facts.api_plans.get(name)
     if plan is None:
         return _status(name, "unknown", "not-probed", {})
-    detail: dict[str, object] = {"url": plan.base_url, "key": plan.key_var}
+    detail: dict[str, object] = {"url": plan.base_url, "key": plan.key_var, "model": plan.model}
+    if plan.model is None:
+        detail["warnings"] = ["no default model: give one with --model"]
     if plan.source is None:
         return _locked(name, "installed", facts, detail) or _status(name, "installed", "no-credentials", detail)
     detail["credential"] = {"provider": name, "source": plan.source, "kind": "api_key", "masked": plan.masked}

@@ -24,6 +24,7 @@ import structlog
 from ..links import is_tako_workspace
 from ..redact import redact_text
 from ..resolve import pi as pi_resolve
+from ..resolve.api import default_model as default_api_model
 from ..resolve.api import resolve_api
 from . import child_env, errorlog
 from .routing import API_BACKENDS, Candidate, Plan
@@ -154,6 +155,8 @@ class Engine:
     def default_model(self, ws: "Workspace", provider: str) -> str | None:
         if provider == "ollama" and ws.ollama is not None:
             return ws.ollama.model
+        if provider in API_BACKENDS:
+            return default_api_model(provider)
         return None
 
     async def execute(
