@@ -259,10 +259,8 @@ def _reached(srv: Servers, config: Config, secret: str) -> bool:
 
 def truth(config: Config, setup: Setup, srv: Servers) -> tuple[bool, str]:
     """Whether a prompt really runs with this configuration, measured with the real tool."""
-    if not config.target.startswith("pi:"):
-        from takod_daemon.inference.routing import API_BACKENDS
-
-        return bool(setup.pool().get(API_BACKENDS[config.provider][0])), "takod's HTTP backend"
+    if not config.target.startswith("pi:"):  # takod's own HTTP backend: it has its key variable or not
+        return bool(setup.pool().get(PI_VARS[config.provider])), "takod's HTTP backend"
     if not config.installed:
         return False, "pi is not installed"
     agent = (setup.workspace / ".tako" / "pi" / "agent") if config.tako else (setup.home / ".pi" / "agent")
