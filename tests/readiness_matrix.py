@@ -143,10 +143,11 @@ class Outcome:
     works: bool
     run_reached: bool | None  # None: not run (not ready)
     detail: str = ""
+    leaked: bool = False  # the secret appeared in status, the run's output or the daemon's log
 
     @property
     def ok(self) -> bool:
-        return self.ready == self.works and (not self.ready or bool(self.run_reached))
+        return self.ready == self.works and (not self.ready or bool(self.run_reached)) and not self.leaked
 
 
 def _write(path: Path, doc: object, mode: int = 0o600) -> None:
@@ -282,7 +283,9 @@ def check(config: Config, root: Path, srv: Servers) -> Outcome:
                 c.call("keys.set", {"name": name, "value": value})
             if setup.stored:
                 wait_for(lambda: set(setup.stored) <= {k["name"] for k in c.call("keys.list")["keys"]}, timeout=30)
-            status = {p["name"]: p for p in c.call("status")["providers"]}[config.provider]
+            full = c.call("status")
+        status = {p["name"]: p for p in full["providers"]}[config.provider]
+        seen = [json.dumps(full)]
         works, why = truth(config, setup, srv)
         reached: bool | None = None
         if status["ready"]:
@@ -292,9 +295,12 @@ def check(config: Config, root: Path, srv: Servers) -> Outcome:
                 env=setup.env, cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT,
             )
             reached = run.returncode == 0 and _reached(srv, config, setup.secret)
+            seen += [run.stdout.decode(errors="replace"), run.stderr.decode(errors="replace")]
             if not reached:
                 why = f"run exit {run.returncode}: {run.stderr.decode(errors='replace')[-300:]}"
-        return Outcome(config, status["ready"], status["reason"], works, reached, why)
+        seen.append(daemon.log_text())
+        leaked = any(setup.secret in text for text in seen)
+        return Outcome(config, status["ready"], status["reason"], works, reached, why, leaked)
     finally:
         daemon.stop()
 
@@ -302,5 +308,6 @@ def check(config: Config, root: Path, srv: Servers) -> Outcome:
 def describe(outcome: Outcome) -> str:
     verdict = "ok  " if outcome.ok else "FAIL"
     return (f"{verdict} {outcome.config.name}: status {'ready' if outcome.ready else outcome.reason}, "
-            f"works {outcome.works}, run {outcome.run_reached}" + ("" if outcome.ok else f" ({outcome.detail})"))
+            f"works {outcome.works}, run {outcome.run_reached}" + (", SECRET LEAKED" if outcome.leaked else "")
+            + ("" if outcome.ok else f" ({outcome.detail})"))
 
