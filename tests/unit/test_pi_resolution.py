@@ -197,3 +197,13 @@ def test_the_agent_directory_rule(tmp_path: Path) -> None:
     assert agent_dir_for(tako, {}, home) == tako / ".tako" / "pi" / "agent"
     assert agent_dir_for(plain, {}, home) == home / ".pi" / "agent"
     assert agent_dir_for(plain, {"PI_CODING_AGENT_DIR": "/opt/pi"}, home) == Path("/opt/pi")
+
+
+def test_the_child_keeps_the_ordinary_environment_and_no_other_secret(tmp_path: Path) -> None:
+    ordinary = {"PATH": "/usr/bin", "HOME": "/h", "LANG": "C.UTF-8", "HTTPS_PROXY": "http://p:3128", "CI": "1",
+                "AWS_REGION": "eu-west-1", "TMPDIR": "/t"}
+    secrets = {"NPM_TOKEN": "n", "DATABASE_PASSWORD": "p", "GOOGLE_APPLICATION_CREDENTIALS": "/adc.json",
+               "CLAUDE_CODE_OAUTH_TOKEN": "c", "GROQ_API_KEY": "g", "AWS_SECRET_ACCESS_KEY": "s"}
+    pool = {**ordinary, **secrets, "OPENAI_API_KEY": "sk-oa-0123456789"}
+    env = child_env(resolve_pi(agent(tmp_path), pool, now=NOW), pool)
+    assert env == {**ordinary, "OPENAI_API_KEY": "sk-oa-0123456789", "PI_CODING_AGENT_DIR": str(tmp_path / "agent")}

@@ -203,7 +203,7 @@ class Engine:
             await sink(chunk.kind, {"text": chunk.text})
 
         await sink("route", {"provider": provider, "model": model, "attempt": len([a for a in trace if a.outcome != "skipped"])})
-        if provider in child_env.CLI_PROVIDERS - {"pi"}:
+        if provider in child_env.CLI_PROVIDERS:
             # A CLI gets only the secrets of the services it talks to (reads Codex's config);
             # pi gets exactly what its resolution needs (Engine.context).
             env = await anyio.to_thread.run_sync(child_env.for_provider, provider, env)
