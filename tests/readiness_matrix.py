@@ -45,7 +45,9 @@ PI_ARGS = ("--print", "--mode", "json", "--no-session", "--no-tools", "--no-exte
 RUN_TIMEOUT = 180.0
 COMPAT = {"supportsDeveloperRole": False, "supportsReasoningEffort": False, "supportsUsageInStreaming": True}
 ENV_NAME_VAR = "MATRIX_FAKE_KEY"  # secret-named: the old child filter dropped it
-STORED_NAME_VAR = "XAI_API_KEY"  # a catalogue name (the key store takes only those), read by pi for xai
+# A name the key store takes (a catalogue name) that pi never reads by itself: a name pi
+# reads (XAI_API_KEY) would make that built-in provider pi's choice, ahead of a custom one.
+STORED_NAME_VAR = "VENICE_API_KEY"
 CMD_VAR = "MATRIX_CMD_SECRET"
 ALIASES = {"openai": "VENICE_API_KEY", "anthropic": "CLAUDE_API_KEY"}  # names Takobot knows, pi never reads
 PI_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
