@@ -212,8 +212,8 @@ def pi_provider(facts: Facts) -> ProviderStatus:
             detail["pi_providers"] = list(plan.available)
         if plan.note:
             detail["note"] = plan.note
-        if plan.problems:
-            detail["problems"] = [*detail.get("problems", []), *plan.problems]  # type: ignore[misc]
+        if plan.problems:  # the agent directory's own (the home ones are in facts.problems too)
+            detail["problems"] = list(dict.fromkeys([*detail.get("problems", []), *plan.problems]))  # type: ignore[misc]
     if verdict is not None:
         return verdict
     if plan is None:

@@ -433,7 +433,9 @@ class StateManager:
                 for name, found in creds.items()
             }
         problems: dict[str, list[str]] = {name: list(user.problems.get(name, [])) for name in CLI_NAMES}
-        # pi's unreadable files are the plan's (the agent directory a run uses).
+        problems["pi"] = list(user.problems.get("pi-home", []))
+        if ws.pi_problem:
+            problems["pi"].append(ws.pi_problem)
         # A reader and the key scan may both report one environment variable.
         creds = {name: list({(c.source, c.provider, c.kind): c for c in found}.values()) for name, found in creds.items()}
         warnings: dict[str, list[str]] = {}
