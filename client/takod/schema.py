@@ -14,6 +14,8 @@ from typing import Literal
 import msgspec
 
 PROVIDERS = ("pi", "ollama", "codex", "claude", "gemini")
+# Every provider's reason in a workspace that is not the user's own (docs/security.md).
+UNTRUSTED_WORKSPACE = "untrusted-workspace"
 TOPICS = ("status", "auth", "daemon", "login")
 
 
@@ -65,7 +67,7 @@ class ProviderStatus(Result):
     name: str
     ready: bool
     level: str  # not-installed | installed | credentials | reachable | ready | unknown
-    reason: str | None  # stable reason code, None when ready
+    reason: str | None  # stable reason code (docs/readiness.md), e.g. untrusted-workspace; None when ready
     hint: str | None  # one-line fix
     detail: dict[str, object] = msgspec.field(default_factory=dict)
 

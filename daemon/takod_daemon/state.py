@@ -36,6 +36,7 @@ from .providers.detect import BinaryInfo, detect_cli, detect_pi, workspace_pi_pa
 from .providers.ollama_probe import OllamaProbe, probe_ollama
 from .readiness import Facts, evaluate
 from .redact import mask_secret
+from .trust import NOT_CHECKED, WorkspaceTrust, check_workspace
 from .watch import FileWatcher
 
 if TYPE_CHECKING:
@@ -90,6 +91,9 @@ class Workspace:
     """One workspace's facts and its last evaluated status."""
 
     root: Path
+    # Whether it is the user's own (trust.py): only then does takod run, write
+    # or follow anything there. Checked at load, on its file events, before every act.
+    trust: WorkspaceTrust = NOT_CHECKED
     settings: InferenceSettings = field(default_factory=InferenceSettings)
     settings_problem: str | None = None
     pi_creds: list[CredentialSummary] = field(default_factory=list)
@@ -207,14 +211,27 @@ class StateManager:
         return ws
 
     async def _load_workspace(self, ws: Workspace) -> None:
-        await self._sync_links(ws)
+        await self._sync_links(ws)  # checks trust first
         await self._read_settings(ws)
         await self._read_ws_pi(ws)
-        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"))
+        await self._pi_binary_changed(ws)
+
+    async def check_trust(self, ws: Workspace) -> WorkspaceTrust:
+        """Check (again) whether ``ws`` is the user's own; call before every act
+        that runs, writes or follows anything there. Logs a change of verdict."""
+        verdict = await anyio.to_thread.run_sync(check_workspace, ws.root)
+        if verdict != ws.trust and not verdict.trusted:
+            log.warning("workspace not trusted: takod only reads it", workspace=str(ws.root), problem=verdict.detail)
+        ws.trust = verdict
+        return verdict
 
     async def _sync_links(self, ws: Workspace) -> None:
         """Seed the workspace pi file and link the Codex login into it (writes go
-        under pi's lock; the resulting file events re-read what changed)."""
+        under pi's lock; the resulting file events re-read what changed). Never in
+        a workspace that is not the user's own: nothing is written there, and no
+        credential is copied out of it."""
+        if not (await self.check_trust(ws)).trusted:
+            return
         done = await anyio.to_thread.run_sync(links.sync_workspace, ws.root, self.env, self.home)
         for what in done:
             log.info("credentials linked", what=what)
@@ -297,8 +314,9 @@ class StateManager:
             self._evaluate_all_locked(auth=True)
 
     def pi_files(self) -> list[Path]:
-        """Every pi auth file takod knows: each loaded workspace's and the home ones."""
-        files = [ws.pi_auth_file for ws in self.workspaces.values()]
+        """Every pi auth file takod may refresh and write: each trusted loaded
+        workspace's and the home ones."""
+        files = [ws.pi_auth_file for ws in self.workspaces.values() if ws.trust.trusted]
         files += pi_auth.home_auth_paths(self.env, self.home)
         return list(dict.fromkeys(files))
 
@@ -399,6 +417,7 @@ class StateManager:
             warnings=warnings,
             unavailable_keys=self._unavailable_keys(),
             key_store_reason=user.key_store_reason,
+            untrusted=ws.trust if not ws.trust.trusted else None,
         )
 
     def _evaluate(self, ws: Workspace, publish: bool = True) -> bool:
@@ -442,6 +461,9 @@ class StateManager:
     # ollama -----------------------------------------------------------------
 
     async def _probe_ollama(self, ws: Workspace) -> None:
+        if not ws.trust.trusted:
+            ws.ollama = None  # its settings name no host takod will call
+            return
         ws.ollama = await probe_ollama(
             settings_host=ws.settings.ollama_host or None,
             settings_model=ws.settings.ollama_model or None,
@@ -507,9 +529,10 @@ class StateManager:
         return dirs
 
     async def _settings_changed(self, ws: Workspace) -> None:
-        before = (ws.settings.ollama_host, ws.settings.ollama_model)
+        before = (ws.settings.ollama_host, ws.settings.ollama_model, ws.trust.trusted)
+        await self.check_trust(ws)
         await self._read_settings(ws)
-        if (ws.settings.ollama_host, ws.settings.ollama_model) != before:
+        if (ws.settings.ollama_host, ws.settings.ollama_model, ws.trust.trusted) != before:
             await self._probe_ollama(ws)
 
     async def _ws_pi_changed(self, ws: Workspace) -> None:
@@ -522,7 +545,8 @@ class StateManager:
             await self._pi_binary_changed(ws)
 
     async def _pi_binary_changed(self, ws: Workspace) -> None:
-        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"))
+        # Read from files only: loading and file events never run a workspace's program.
+        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"), mode="manifest")
 
     async def _on_files_changed(self, files: frozenset[Path]) -> None:
         # One burst may touch several files feeding one fact: reload each fact once.

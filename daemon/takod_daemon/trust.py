@@ -35,7 +35,7 @@ from pathlib import Path
 
 import msgspec
 
-REASON = "untrusted-workspace"
+from takod.schema import UNTRUSTED_WORKSPACE as REASON
 
 # Every path under a workspace root that takod reads, runs or writes (when it exists).
 WORKSPACE_PATHS = (
@@ -97,6 +97,10 @@ class WorkspaceTrust(msgspec.Struct, frozen=True):
                 "to your own workspace"
             )
         return f"make it private to you: chmod go-w '{p.path}'"
+
+
+# What a workspace is until its first check: nothing is trusted unseen.
+NOT_CHECKED = WorkspaceTrust(root="", problem=Untrusted("", "has not been checked yet", -1, False))
 
 
 # --- the rule -------------------------------------------------------------------

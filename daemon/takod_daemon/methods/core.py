@@ -7,6 +7,7 @@ functions: answered inline, without a task (see :mod:`takod_daemon.rpc`).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -27,6 +28,9 @@ from takod.schema import (
 from ..api import registry
 from ..rpc import Call
 
+if TYPE_CHECKING:
+    from ..state import Workspace
+
 log = structlog.get_logger("takod.methods")
 
 CAPABILITIES = ["subscribe", "autocmd-events", "cancel", "pipelining"]
@@ -40,6 +44,16 @@ def workspace_of(call: Call, explicit: str | None) -> str:
     if explicit is not None and not os.path.isabs(explicit):
         raise invalid("invalid_params", "workspace must be an absolute path")
     return explicit or call.conn.workspace or str(call.daemon.default_workspace)
+
+
+async def require_trusted(call: Call, ws: "Workspace", act: str) -> None:
+    """Refuse ``act`` (it runs, writes or follows something in ``ws``) unless the
+    workspace is the user's own, checked again now (trust.py): ``untrusted_workspace``."""
+    verdict = await call.daemon.state.check_trust(ws)
+    if not verdict.trusted:
+        assert verdict.problem is not None
+        why = verdict.hint if verdict.problem.foreign else f"{verdict.detail}; {verdict.hint}"
+        raise RpcError("untrusted_workspace", f"takod will not {act} here: {why}")
 
 
 async def autocmd_data_supported(call: Call) -> bool:

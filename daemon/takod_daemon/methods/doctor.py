@@ -1,8 +1,8 @@
 """``doctor.run`` (alias ``doctor``): gather the facts, run the checks, and with
 ``fix`` repair what is safe and check again.
 
-Facts are gathered here, at the edge (files in a worker thread, ``node
---version`` as a subprocess); the checks themselves are pure
+Facts are gathered here, at the edge (files in a worker thread; ``node
+--version`` as a subprocess only for a PATH Node whose files do not say); the checks themselves are pure
 (:mod:`takod_daemon.doctor`). With ``stream`` the long steps report progress as
 ``takod.stream`` chunks of kind ``progress`` before the answer.
 """
@@ -37,6 +37,8 @@ from ..providers.detect import (
     PI_FALLBACK_NODE_RANGE,
     VersionProbeError,
     find_node,
+    in_workspace,
+    node_version_from_files,
     read_manifest,
     run_version,
     workspace_pi_path,
@@ -44,7 +46,7 @@ from ..providers.detect import (
 from ..redact import redact_text
 from ..rpc import Call
 from ..state import KEY_PROVIDERS, PI_KEY_NAMES, StateManager, Workspace
-from .core import workspace_of
+from .core import require_trusted, workspace_of
 
 log = structlog.get_logger("takod.doctor")
 
@@ -172,10 +174,12 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
     state, d = call.daemon.state, call.daemon
     env = state.env
     files = await anyio.to_thread.run_sync(_files, call, ws)
-    node_version = None
-    if files["node_path"] is not None:
+    node = files["node_path"]
+    node_version = node_version_from_files(node) if node is not None else None
+    # Diagnosing reads; it never runs a workspace's program (docs/security.md).
+    if node is not None and node_version is None and not in_workspace(node, ws.root):
         try:
-            node_version = await run_version(files["node_path"], env=env, timeout=5)
+            node_version = await run_version(node, env=env, timeout=5)
         except VersionProbeError:
             pass
     pi = ws.pi_binary
@@ -266,6 +270,7 @@ async def run(call: Call, p: DoctorParams) -> DoctorResult:
     checks = run_checks(facts)
     fixes: list[DoctorFix] = []
     if p.fix:
+        await require_trusted(call, ws, "repair anything")
         fixes = await _fix(call, ws, facts, checks, progress)
         await progress("checks", "checking again")
         checks = run_checks(await gather(call, ws, p))

@@ -18,7 +18,7 @@ from takod.schema import (
 from ..api import registry
 from ..login import DEFAULT_TIMEOUT_S, LoginInfo, Session
 from ..rpc import Call
-from .core import workspace_of
+from .core import require_trusted, workspace_of
 
 
 @registry.method("login.start", LoginStartParams)
@@ -27,6 +27,7 @@ async def start(call: Call, p: LoginStartParams) -> LoginStartResult:
     if p.timeout is not None and not 0 < p.timeout <= 3600:
         raise invalid("invalid_params", "timeout must be in (0, 3600] seconds")
     ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))
+    await require_trusted(call, ws, "log in")
     try:
         session = call.daemon.logins.start(p.provider, Path(ws.root), call.daemon.state.env, p.timeout or DEFAULT_TIMEOUT_S)
     except ValueError as exc:
