@@ -181,7 +181,7 @@ class _Walker:
         self.uid = uid
         self.root = root
         self._gids: frozenset[int] | None = None
-        self._seen: dict[Path, Untrusted | None] = {}
+        self._seen: dict[Path, tuple[Untrusted | None, Path | None]] = {}  # verdict, link target
 
     def gids(self) -> frozenset[int]:
         if self._gids is None:
@@ -191,11 +191,13 @@ class _Walker:
     def inside_root(self, path: Path) -> bool:
         return self.root is not None and (path == self.root or self.root in path.parents)
 
-    def component(self, path: Path) -> Untrusted | None:
-        """The verdict on one component (``path``'s parents are real directories)."""
+    def component(self, path: Path) -> tuple[Untrusted | None, Path | None]:
+        """The verdict on one component (``path``'s parents are real directories),
+        and where it leads when it is a symlink."""
         if path in self._seen:
             return self._seen[path]
         verdict: Untrusted | None = None
+        target: Path | None = None
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -208,21 +210,22 @@ class _Walker:
             if found is not None:
                 verdict = Untrusted(str(path), found[0], st.st_uid, found[1])
             elif stat.S_ISLNK(st.st_mode):
-                verdict = self.path(Path(os.path.realpath(path)))
-        self._seen[path] = verdict
-        return verdict
+                target = Path(os.path.realpath(path))
+                verdict = self.path(target)
+        self._seen[path] = (verdict, target)
+        return verdict, target
 
     def path(self, path: Path) -> Untrusted | None:
         """Every component of absolute ``path`` from ``/`` down; a symlink by its target."""
         current = Path(path.anchor)
-        problem = self.component(current)
+        problem, _ = self.component(current)
         for name in path.parts[1:]:
             if problem is not None:
                 return problem
             current = current / name
-            problem = self.component(current)
-            if problem is None and os.path.islink(current):
-                current = Path(os.path.realpath(current))  # go on below the target, as the kernel does
+            problem, target = self.component(current)
+            if target is not None:
+                current = target  # go on below the link's target, as the kernel does
         return problem
 
 
