@@ -188,3 +188,15 @@ def test_missing_paths_are_fine_and_a_missing_root_is_too(tmp_path: Path) -> Non
     os.chown(tmp_path, ME, MYGROUP)
     assert check_workspace(tmp_path / "not-yet", uid=ME).trusted
     assert check_path(tmp_path / "a" / "b", uid=ME) is None
+
+
+@needs_root
+def test_a_workspace_root_linked_to_another_users_directory_is_untrusted(tmp_path: Path) -> None:
+    theirs = make_workspace(tmp_path / "theirs")
+    give = [theirs, *theirs.rglob("*")]
+    for p in give:
+        os.lchown(p, OTHER, OTHER)
+    link = tmp_path / "my-ws"
+    link.symlink_to(theirs)
+    verdict = check_workspace(link, uid=ME)
+    assert verdict.problem is not None and verdict.problem.path == str(theirs) and verdict.problem.foreign
