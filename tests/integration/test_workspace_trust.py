@@ -171,7 +171,11 @@ def test_a_workspace_with_another_users_tako_dir_is_read_and_reported_only(
     refused(d, "settings.set", {"field": "preferred_provider", "value": "auto"})
     refused(d, "keys.migrate", {})
     refused(d, "login.start", {"provider": "anthropic"})
-    refused(d, "doctor", {"fix": True})
+    doctor = call(d, "doctor", {"fix": True})
+    trust_check = next(c for c in doctor["checks"] if c["id"] == "workspace-trust")
+    assert trust_check["verdict"] == "fail" and "TAKO_WORKSPACE" in trust_check["fix"]
+    assert not [c for c in doctor["checks"] if c["fixable"] and c["id"] in ("pi-runtime", "pi-auth", "provider:pi")]
+    assert {f["id"] for f in doctor["fixes"]} <= {"probe"}  # nothing repaired in the workspace
     refused(d, "models.list", {"provider": "ollama"})
     cli = run_cli(d, "status", cwd=ws)
     assert "untrusted-workspace" in cli.stdout + cli.stderr

@@ -30,7 +30,7 @@ from ..credentials import codex_auth, pi_auth
 from ..credentials.files import FileProblem
 from ..credentials.jwt import JwtError, decode_claims
 from ..credentials.pi_lock import LockError
-from ..doctor import DoctorFacts, ErrorRecord, TokenTime, mask_proxy, run_checks
+from ..doctor import WORKSPACE_REPAIRS, DoctorFacts, ErrorRecord, TokenTime, mask_proxy, run_checks
 from ..inference.errorlog import error_log_path
 from ..links import is_tako_workspace
 from ..providers.detect import (
@@ -46,7 +46,7 @@ from ..providers.detect import (
 from ..redact import redact_text
 from ..rpc import Call
 from ..state import KEY_PROVIDERS, PI_KEY_NAMES, StateManager, Workspace
-from .core import require_trusted, workspace_of
+from .core import workspace_of
 
 log = structlog.get_logger("takod.doctor")
 
@@ -184,6 +184,7 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
             pass
     pi = ws.pi_binary
     client_names = set(p.env_names or [])
+    trust = await state.check_trust(ws)
     return DoctorFacts(
         now=time.time(),
         workspace=str(ws.root),
@@ -199,6 +200,8 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
         proxies={k: mask_proxy(v) for k, v in env.items() if k.upper() in PROXY_VARS and v},
         client_proxy_names=sorted(n for n in client_names if n.upper() in PROXY_VARS),
         grants=[d.broker.info(g) for g in d.broker.grants.values()],
+        untrusted=trust.detail,
+        untrusted_hint=trust.hint,
         **files,
     )
 
@@ -224,6 +227,8 @@ async def _fix(call: Call, ws: Workspace, facts: DoctorFacts, checks: list[Docto
     for check_id, path, mode in mode_fixes(facts.local, todo):
         await attempt(check_id, anyio.to_thread.run_sync, chmod_own, path, mode)
     state = call.daemon.state
+    if not (await state.check_trust(ws)).trusted:
+        todo -= set(WORKSPACE_REPAIRS)  # the checks say so too; checked again here, right before writing
     if "pi-runtime" in todo and facts.npm_path:
         await attempt("pi-runtime", doctor_fix.install_pi_runtime, ws.root, facts.pi_package, facts.npm_path,
                       state.env, lambda text: progress("pi-runtime", text))
@@ -270,7 +275,6 @@ async def run(call: Call, p: DoctorParams) -> DoctorResult:
     checks = run_checks(facts)
     fixes: list[DoctorFix] = []
     if p.fix:
-        await require_trusted(call, ws, "repair anything")
         fixes = await _fix(call, ws, facts, checks, progress)
         await progress("checks", "checking again")
         checks = run_checks(await gather(call, ws, p))
