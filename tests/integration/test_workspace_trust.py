@@ -285,3 +285,32 @@ def test_a_workspace_under_a_foreign_tako_toml_in_a_sticky_tmp(
     assert untrusted_reasons(st) == {"untrusted-workspace"}
     assert "is writable by others" in providers(st)["pi"]["detail"]["untrusted"]
     assert stat.S_IMODE(shared.stat().st_mode) == 0o1777  # nothing "fixed" there
+
+
+def test_a_tmpdir_of_someone_else_is_replaced_by_a_private_one(
+    tmp_path: Path, home: Path, stop_later: list[DaemonProcess]
+) -> None:
+    """The daemon's scratch files (prompts) and the CLIs' temp files never go to a
+    TMPDIR another user owns: it could rename what takod makes there and read it."""
+    theirs = tmp_path / "their-tmp"
+    theirs.mkdir()
+    theirs.chmod(0o777)
+    os.chown(theirs, STRANGER, STRANGER)
+    marks = home / "marks"
+    marks.mkdir()
+    bin_dir = home / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pi").write_text(f"#!/bin/sh\necho \"$TMPDIR\" > '{marks / 'tmpdir'}'\n")
+    (bin_dir / "pi").chmod(0o755)
+    write_json(home / ".pi/agent/auth.json", {"anthropic": {"type": "api_key", "key": PI_KEY}})
+    d = start_daemon(home, TMPDIR=str(theirs))
+    stop_later.append(d)
+    assert providers(status(d))["pi"]["ready"]
+    try:
+        call(d, "infer", {"prompt": "hi", "provider": "pi", "timeout": 20})
+    except RpcError:
+        pass  # no real pi
+    used = (marks / "tmpdir").read_text().strip()
+    assert used == str(d.state_dir / "tmp")
+    assert list(theirs.iterdir()) == []
+    assert "TMPDIR is not yours" in d.log_text()
