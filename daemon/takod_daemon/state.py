@@ -244,7 +244,7 @@ class StateManager:
         self._by_name = {name: ws for name, ws in self._by_name.items() if ws.root not in gone}
         if rewatch:
             self._rewatch()
-        log.debug("workspaces let go", count=len(gone), loaded=len(self.workspaces))
+        log.debug("workspaces let go", workspaces=sorted(map(str, gone)), loaded=len(self.workspaces))
         return True
 
     async def _evict_idle(self) -> None:
@@ -510,6 +510,7 @@ class StateManager:
                 await self._probe_ollama(ws)
                 async with self._lock:
                     self._evaluate(ws)
+        log.debug("ollama probe loop stopped", workspace=str(ws.root))
 
     # watching ---------------------------------------------------------------
 
