@@ -92,7 +92,7 @@ def spawn_daemon(socket: Path) -> str:
     :class:`StartFailed` with the daemon's own error otherwise.
     """
     state = state_dir()
-    problem = ensure_private_dir(state)
+    problem = ensure_private_dir(state, "TAKOD_STATE_DIR")
     if problem is not None:
         raise StartFailed(f"cannot start takod: state directory {problem}")
     errlog = state / "daemon.stderr"

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     _no_core_dumps()
     sock = args.socket or socket_path()
     state = state_dir()
-    problem = ensure_private_dir(state)
+    problem = ensure_private_dir(state, "TAKOD_STATE_DIR")
     if problem is not None:
         tell(f"error: refusing to start: state directory {problem}")
         return EXIT_UNSAFE
