@@ -154,6 +154,9 @@ def clean_field(field: str, value: object) -> str:
         raise SettingsError(field, f"unknown setting (expected one of: {', '.join(SETTABLE_FIELDS)})")
     if not isinstance(value, str):
         raise SettingsError(field, f"{field} must be a string")
+    if any((ord(c) < 0x20 and not c.isspace()) or ord(c) == 0x7F for c in value):
+        # NUL and friends: no host, model or provider has them; a file holding one breaks its readers.
+        raise SettingsError(field, f"{field} must not contain control characters")
     if field == "preferred_provider":
         candidate = _collapse(value).lower() or "auto"
         if candidate not in PROVIDER_PREFERENCES:
