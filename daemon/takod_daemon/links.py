@@ -30,6 +30,8 @@ from .credentials.pi_lock import LockError
 log = structlog.get_logger("takod.links")
 
 LOCK_TIMEOUT = 2.0
+# Decisions that refuse a "newer" token: worth a warning (a forged or foreign login, or a broken one).
+REFUSED = frozenset({"implausible_token", "account_unknown", "different_accounts"})
 
 
 def is_tako_workspace(root: Path) -> bool:
@@ -77,6 +79,8 @@ def link_codex(pi_file: Path, env: Mapping[str, str]) -> list[str]:
         store = codex_auth.read_store_mode(home)
         codex = codex_auth.read_auth(codex_auth.auth_path(home)) if store in ("file", "auto") else None
         decision = codex_link.apply_to_pi(pi_file, codex, lock_timeout=LOCK_TIMEOUT)
+        if decision.reason in REFUSED:
+            log.warning("not linking the Codex and pi logins", pi_file=str(pi_file), reason=decision.reason)
         if decision.action == "update_pi":
             return [f"copied the Codex login into {pi_file} ({decision.reason})"]
         if decision.action == "update_codex" and decision.codex_update and decision.codex_replaces:

@@ -154,6 +154,9 @@ def test_a_forged_newer_pi_token_never_replaces_the_codex_login(home: Path, work
         load(daemon, workspace)
         assert codex.read_bytes() == before
         assert "rt_GARBAGE" not in codex.read_text()
+        log = daemon.log_text()
+        assert "not linking the Codex and pi logins" in log
+        assert "rt_GARBAGE" not in log and CODEX_REFRESH not in log
     finally:
         daemon.stop()
 
