@@ -13,7 +13,10 @@ import base64
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -200,3 +203,28 @@ def test_another_users_pi_file_never_replaces_the_codex_login(home: Path, make_u
             daemon.stop()
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.mark.parametrize("how", ["symlink", "hard_link"])
+def test_an_autostarting_client_never_writes_the_daemons_stderr_through_a_link(home: Path, how: str) -> None:
+    from tests.harness import clean_env
+    from tests.procfs import daemons_for
+
+    outside = write(home / "notes.txt", "my notes\n", 0o644)
+    env = clean_env(home)
+    state = Path(env["TAKOD_STATE_DIR"])
+    state.mkdir(mode=0o700)
+    if how == "symlink":
+        (state / "daemon.stderr").symlink_to(outside)
+    else:
+        os.link(outside, state / "daemon.stderr")
+    client = ("from takod import Client, DaemonStartError\n"
+              "try:\n    Client(spawn=True, timeout=30).call('ping')\n"
+              "except DaemonStartError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", client], env=env, capture_output=True, text=True, timeout=60)
+    started = daemons_for(Path(env["TAKOD_SOCKET"]))
+    for pid in started:  # only if the test fails: stop what it started
+        os.kill(pid, signal.SIGTERM)
+    assert "daemon.stderr" in done.stdout and "remove it" in done.stdout, done.stdout + done.stderr
+    assert started == []
+    assert outside.read_text() == "my notes\n" and stat.S_IMODE(outside.stat().st_mode) == 0o644
