@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from takod.client import RemoteError
 from tests.harness import DaemonProcess
 from tests.multiuser import needs_two_users
 
@@ -228,3 +229,19 @@ def test_an_autostarting_client_never_writes_the_daemons_stderr_through_a_link(h
     assert "daemon.stderr" in done.stdout and "remove it" in done.stdout, done.stdout + done.stderr
     assert started == []
     assert outside.read_text() == "my notes\n" and stat.S_IMODE(outside.stat().st_mode) == 0o644
+
+
+def test_an_oauth_login_is_refused_before_it_starts_when_its_file_is_a_planted_link(home: Path, workspace: Path) -> None:
+    ws_auth(workspace).parent.mkdir(parents=True)
+    ws_auth(workspace).symlink_to("../../../package.json")
+    write(workspace / "package.json", PACKAGE, 0o644)
+    daemon = DaemonProcess(home).start()
+    try:
+        with daemon.client() as c:
+            with pytest.raises(RemoteError) as caught:
+                c.call("login.start", {"provider": "codex", "workspace": str(workspace)})
+            assert caught.value.code == "unsafe_link" and "remove the link" in str(caught.value)
+            assert c.call("login.status")["logins"] == []  # nothing was started
+        assert (workspace / "package.json").read_text() == PACKAGE
+    finally:
+        daemon.stop()
