@@ -115,11 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNSAFE
 
     from . import logs
+    from .credentials.files import FileProblem
     from .daemon import SupervisorConflict, run_daemon
     from .instance import AlreadyRunning, UnsafeDirectory
     from .server import SocketInUse
 
-    logs.configure(_log_mode(args.log), state, args.log_level)
+    try:
+        logs.configure(_log_mode(args.log), state, args.log_level)
+    except FileProblem as exc:
+        tell(f"error: refusing to start: {exc}")
+        return EXIT_UNSAFE
     unsafe_tmp = _private_tmpdir(state)
     if unsafe_tmp is not None:
         import structlog

@@ -23,6 +23,7 @@ import anyio
 import msgspec
 import structlog
 
+from takod.protocol import invalid
 from takod.schema import ProviderStatus
 
 from . import links
@@ -192,7 +193,11 @@ class StateManager:
         known = self.loaded(root)
         if known is not None:  # the hot path of every status call
             return known
-        path = Path(root).expanduser().resolve()
+        try:
+            path = Path(root).expanduser().resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+            raise invalid("invalid_params", f"workspace {root} cannot be resolved ({getattr(exc, 'strerror', None) or exc}); "
+                          "pass an existing directory") from None
         # Requests arriving while another one loads this workspace wait for it:
         # only a fully loaded workspace is ever handed out (or evaluated).
         while (loading := self._loading.get(path)) is not None:

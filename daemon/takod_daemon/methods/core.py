@@ -23,6 +23,7 @@ from takod.schema import (
     SubscribeResult,
     UnsubscribeParams,
     UnsubscribeResult,
+    workspace_problem,
 )
 
 from ..api import registry
@@ -40,9 +41,10 @@ MAX_SUBSCRIPTIONS = 64
 
 
 def workspace_of(call: Call, explicit: str | None) -> str:
-    """The request's workspace: explicit, else the connection's (from hello), else the daemon's default."""
-    if explicit is not None and not os.path.isabs(explicit):
-        raise invalid("invalid_params", "workspace must be an absolute path")
+    """The request's workspace: explicit, else the connection's (from hello), else the daemon's default.
+    An impossible path is ``invalid_params`` (kind 1), never a failure inside a handler."""
+    if explicit is not None and (problem := workspace_problem(explicit)) is not None:
+        raise invalid("invalid_params", f"{problem}; pass the workspace's absolute path (or omit it)")
     return explicit or call.conn.workspace or str(call.daemon.default_workspace)
 
 
@@ -73,9 +75,8 @@ def hello(call: Call, p: HelloParams) -> HelloResult:
     if p.client:
         call.conn.client_name = p.client[:100]
     if p.workspace:
-        if not os.path.isabs(p.workspace):
-            raise invalid("invalid_params", "workspace must be an absolute path")
-        call.conn.workspace = p.workspace
+        # Checked before it is kept: a bad one must not become every later call's workspace.
+        call.conn.workspace = workspace_of(call, p.workspace)
     d = call.daemon
     return HelloResult(
         server="takod",
