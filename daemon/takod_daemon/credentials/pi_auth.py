@@ -21,6 +21,7 @@ import re
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
@@ -35,7 +36,7 @@ from takod_daemon.credentials.files import (
     read_bytes,
     strip_bom,
 )
-from takod_daemon.credentials.pi_lock import DEFAULT_TIMEOUT_S, pi_lock
+from takod_daemon.credentials.pi_lock import DEFAULT_TIMEOUT_S, HeldPiLock, pi_lock, pi_locks
 from takod_daemon.credentials.summary import CredentialSummary, SecretStruct
 from takod_daemon.redact import mask_secret
 
@@ -390,10 +391,12 @@ def replace_entry(
     choose: Callable[[PiEntry | None], _Written | None],
     *,
     lock_timeout: float = DEFAULT_TIMEOUT_S,
+    held: HeldPiLock | None = None,
 ) -> _Written | None:
     """Under pi's lock, re-read ``path``, ask ``choose`` what ``provider``'s entry
     should become given its current one (None: leave the file alone), and write
-    that atomically with mode 0600. Returns what was written.
+    that atomically with mode 0600. Returns what was written. ``held``: the
+    caller already holds ``path``'s lock (checked just before the write).
 
     The parent directory is created (0700) when missing, as pi does. Raises
     :class:`FileProblem` for a file that cannot be parsed, and the
@@ -401,14 +404,14 @@ def replace_entry(
     ``choose`` runs under the lock: keep it quick and free of I/O.
     """
     _ensure_parent(path)
-    with pi_lock(path, timeout=lock_timeout) as held:
+    with nullcontext(held) if held is not None else pi_lock(path, timeout=lock_timeout) as lock:
         raw = read_bytes(path)
         current = parse_entries(_decode_doc(raw)).get(provider) if raw is not None else None
         new = choose(current)
         if new is None:
             return None
         data = merge_entry(raw, provider, new)
-        held.ensure_held()
+        lock.ensure_held()
         atomic_write(path, data, 0o600)
         return new
 
@@ -422,17 +425,26 @@ def seed_workspace_auth(
     """Create the workspace ``auth.json`` as a byte-for-byte copy (mode 0600) of
     the first candidate that parses and holds at least one entry, but only when
     the workspace file is missing or empty: an existing workspace file is never
-    overwritten. Candidates that are unreadable or malformed are skipped."""
+    overwritten. Candidates that are unreadable or malformed are skipped.
+
+    The copy is made holding pi's lock on the workspace file *and* on the
+    source, re-read under it: a refresh holds the source's lock from its
+    re-read to its write, so a seed never copies a token being spent (it waits
+    and copies the new one)."""
     if _has_content(read_bytes(workspace_auth)):
         return SeedResult("workspace_has_auth")
     source = _first_seedable(workspace_auth, candidates)
     if source is None:
         return SeedResult("no_home_auth")
     _ensure_parent(workspace_auth)
-    with pi_lock(workspace_auth, timeout=lock_timeout) as held:
+    with pi_locks([workspace_auth, source.path], timeout=lock_timeout) as held:
         if _has_content(read_bytes(workspace_auth)):  # pi or a user got there first
             return SeedResult("workspace_has_auth")
-        held.ensure_held()
+        source = _first_seedable(workspace_auth, [source.path])  # as it is now, under its lock
+        if source is None:
+            return SeedResult("no_home_auth")
+        held[workspace_auth].ensure_held()
+        held[source.path].ensure_held()
         atomic_write(workspace_auth, source.data, 0o600)
     return SeedResult("seeded", source.path)
 
