@@ -475,6 +475,43 @@ def test_codex_reconnect_notices() -> None:
     assert info.value.kind == "model"
 
 
+def test_codex_websocket_404s_let_codex_fall_back_to_https() -> None:
+    # codex 0.169 against an OpenAI-compatible server without WebSockets: 404s on ws://, then HTTPS answers.
+    parser = codex_cli.CodexParser()
+    feed_all(parser, CODEX_HEAD)
+    for attempt in range(2, 6):
+        notice = f"Reconnecting... {attempt}/5 (unexpected status 404 Not Found: Invalid URL (GET /v1/responses), url: ws://127.0.0.1:1/v1/responses)"
+        assert parser.feed(line({"type": "error", "message": notice})) == []
+    fallback = "Falling back from WebSockets to HTTPS transport. unexpected status 404 Not Found: Unknown error, url: ws://127.0.0.1:1/v1/responses"
+    feed_all(parser, [
+        {"type": "item.completed", "item": {"id": "item_1", "type": "error", "message": fallback}},
+        {"type": "item.completed", "item": {"id": "item_2", "type": "agent_message", "text": "hi"}},
+        {"type": "turn.completed", "usage": {"output_tokens": 1}},
+    ])  # fmt: skip
+    assert parser.finish(CliExit(returncode=0)).text == "hi"
+    # A missing model over HTTPS is final.
+    with pytest.raises(ProviderFailure):
+        codex_cli.CodexParser().feed(line({"type": "error", "message": "Reconnecting... 1/5 (unexpected status 404 Not Found: The model `m` does not exist or you do not have access to it., url: https://h/v1/responses)"}))
+
+
+def test_codex_names_the_model_it_used() -> None:
+    # Nothing asked for and nothing configured: the model codex's own warning names.
+    parser = codex_cli.CodexParser()
+    feed_all(parser, CODEX_HEAD + [{"type": "turn.completed", "usage": {}}])
+    assert parser.finish(CliExit(returncode=0)).model == "fake-model"
+
+
+def test_codex_configured_model(tmp_path: Path) -> None:
+    env = {"CODEX_HOME": str(tmp_path)}
+    assert codex_cli.configured_model(env) is None
+    (tmp_path / "config.toml").write_text('model = "gpt-5.5"\n')
+    assert codex_cli.configured_model(env) == "gpt-5.5"
+    (tmp_path / "config.toml").write_text('model = "gpt-5.5"\nprofile = "fast"\n[profiles.fast]\nmodel = "gpt-5.5-mini"\n')
+    assert codex_cli.configured_model(env) == "gpt-5.5-mini"
+    (tmp_path / "config.toml").write_text('model = [')
+    assert codex_cli.configured_model(env) is None
+
+
 def test_codex_without_turn_completed_reports_why() -> None:
     parser = codex_cli.CodexParser()
     feed_all(parser, CODEX_HEAD + [{"type": "error", "message": "stream disconnected before completion: boom"}])
