@@ -333,6 +333,40 @@ def test_codex_falls_back_from_websockets_and_names_its_model(tmp_path: Path) ->
     assert_no_orphans(marker)
 
 
+def _gemini_reply(rec: Any) -> str:
+    """The fake's answer: a classifier verdict (with the long reasoning real
+    classifiers give) for gemini's router, the default reply otherwise."""
+    if rec.path.endswith(":generateContent"):
+        return json.dumps({"complexity_reasoning": " ".join(["simple"] * 40), "complexity_score": 10})
+    return DEFAULT_REPLY
+
+
+def test_gemini_with_only_an_api_key_answers_and_names_the_routed_model(tmp_path: Path) -> None:
+    """Only GEMINI_API_KEY (and a base URL): no auth method in gemini's settings,
+    which alone makes gemini exit 41 "Invalid auth method selected". No model
+    asked for: gemini's router asks its classifier first, then streams the answer
+    from the model it chose; that model is the one reported."""
+    binary = TOOLS_BIN / "gemini"
+    require_tool(binary, "the real gemini CLI")
+    marker = uuid.uuid4().hex
+    home = tmp_path / "home"
+    (home / ".gemini").mkdir(parents=True)
+    (home / ".gemini" / "settings.json").write_text(json.dumps({"privacy": {"usageStatisticsEnabled": False}}))
+    with FakeGemini(api_key=KEYS["gemini"], reply=_gemini_reply) as fake:
+        env = base_env(home, marker) | {"GOOGLE_GEMINI_BASE_URL": fake.base_url, "GEMINI_API_KEY": KEYS["gemini"]}
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp")
+        result = run(lambda: gemini_cli.run(InferRequest(messages=[Message("user", "Say hello.")], timeout=120), ctx, Collector()))
+        streamed = [r.path for r in fake.requests if r.path.endswith(":streamGenerateContent")]
+        classified = [r.path for r in fake.requests if r.path.endswith(":generateContent")]
+    assert result.text == DEFAULT_REPLY
+    assert classified, "gemini's router did not run: the test shows nothing"
+    assert streamed and streamed[-1].endswith(f"/models/{result.model}:streamGenerateContent")
+    assert json.loads((home / ".gemini" / "settings.json").read_text()) == {"privacy": {"usageStatisticsEnabled": False}}
+    assert_no_orphans(marker)
+
+
 @pytest.mark.parametrize("cli", CLIS)
 @pytest.mark.parametrize(("mode", "kind"), [("http-401", "auth"), ("http-429", "rate_limit"), ("http-500", "unavailable")])
 def test_a_failure_before_the_stream_is_classified(cli: str, mode: str, kind: str, tmp_path: Path) -> None:

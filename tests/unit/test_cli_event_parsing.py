@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from takod_daemon.inference import claude_cli, codex_cli, gemini_cli, pi_cli, prompt_limits
+from takod_daemon.inference.gemini_cli import GeminiStats
 from takod_daemon.inference.subprocess_run import (
     CliExit,
     EventDecoder,
@@ -683,6 +684,30 @@ def gm_stats(model: str = "gemini-3.5-flash") -> dict[str, Any]:
         "total_tokens": 8, "input_tokens": 5, "output_tokens": 3, "cached": 0, "input": 5, "duration_ms": 108,
         "tool_calls": 0, "models": {model: {"total_tokens": 8, "input_tokens": 5, "output_tokens": 3}},
     }  # fmt: skip
+
+
+def test_gemini_names_the_routed_model_not_its_classifier() -> None:
+    # Real gemini 0.58 stats with its router on: the classifier (asked first, long JSON answer), then the answer.
+    stats = GeminiStats(models={
+        "gemini-3.1-flash-lite": {"total_tokens": 115, "input_tokens": 55, "output_tokens": 60},
+        "gemini-3.1-pro-preview": {"total_tokens": 23, "input_tokens": 11, "output_tokens": 12},
+    })  # fmt: skip
+    assert gemini_cli.answering_model(stats) == "gemini-3.1-pro-preview"
+    # A model that failed before its fallback answered produced nothing.
+    stats = GeminiStats(models={"gemini-3.5-flash": {"output_tokens": 12}, "gemini-2.5-pro": {"output_tokens": 0}})
+    assert gemini_cli.answering_model(stats) == "gemini-3.5-flash"
+    assert gemini_cli.answering_model(GeminiStats()) is None
+
+
+def test_gemini_api_key_auth_is_supplied_only_when_nothing_else_decides() -> None:
+    key = {"GEMINI_API_KEY": "k"}
+    assert gemini_cli.needs_api_key_auth(key | {"GOOGLE_GEMINI_BASE_URL": "http://127.0.0.1:1"}, False)
+    assert gemini_cli.needs_api_key_auth(key, False)
+    assert not gemini_cli.needs_api_key_auth({}, False)
+    assert not gemini_cli.needs_api_key_auth(key, True)  # a system-defaults file is in charge
+    assert not gemini_cli.needs_api_key_auth(key | {"GEMINI_CLI_SYSTEM_DEFAULTS_PATH": "/x"}, False)
+    assert not gemini_cli.needs_api_key_auth(key | {"GOOGLE_GENAI_USE_GCA": "true"}, False)
+    assert not gemini_cli.needs_api_key_auth(key | {"GOOGLE_GENAI_USE_VERTEXAI": "true"}, False)
 
 
 def test_gemini_deltas_and_the_model_that_answered() -> None:
