@@ -48,6 +48,8 @@ HINTS = {
     "no-models": "pull a model: `ollama pull llama3.2`",
     "model-not-pulled": "pull it (`ollama pull MODEL`) or choose another with `takod ollama model NAME`",
     "not-probed": "takod has not checked this yet; `takod probe` checks now",
+    "cooling-down": "it failed just now (detail.cooldown says why and until when); takod tries it again then, or as "
+    "soon as its credentials change; `takod run --provider NAME` tries it now",
     "keyring-locked": "the key is in the OS keyring, which is locked: unlock it (log in to the desktop session, "
     "or `gnome-keyring-daemon --unlock`), then `takod probe`",
     "keyring-timeout": "the key is in the OS keyring, which does not answer (a locked keyring waiting on an "
@@ -76,6 +78,8 @@ class Facts:
     # now, and the key store's reason code for that (keyring-locked, ...).
     unavailable_keys: dict[str, list[str]] = field(default_factory=dict)
     key_store_reason: str | None = None
+    # Providers sitting out a failure: name -> (until, what failed).
+    cooling: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def _hint(reason: str, provider: str) -> str | None:
@@ -187,9 +191,19 @@ def ollama_provider(facts: Facts) -> ProviderStatus:
     return _status("ollama", "ready", None, detail)
 
 
+def cooling_down(status: ProviderStatus, until: float, after: str) -> ProviderStatus:
+    """A ready provider that sits out a failure: not ready until ``until``; one level short of it."""
+    detail = dict(status.detail, cooldown={"until": until, "after": after})
+    level = "reachable" if status.name == "ollama" else "credentials"
+    return _status(status.name, level, "cooling-down", detail)
+
+
 def evaluate(facts: Facts) -> tuple[list[ProviderStatus], str | None]:
     """Every provider's status in priority order, and the one a prompt would go to."""
     statuses = [ollama_provider(facts) if name == "ollama" else cli_provider(name, facts) for name in PROVIDERS]
+    statuses = [
+        cooling_down(s, *facts.cooling[s.name]) if s.ready and s.name in facts.cooling else s for s in statuses
+    ]
     return statuses, select(statuses, facts.preferred)
 
 

@@ -12,6 +12,7 @@ facts and is reported; nothing here ever writes to it.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -26,6 +27,7 @@ import structlog
 from takod.schema import ProviderStatus
 
 from . import links
+from .cooldowns import Cooldowns
 from .credentials import claude_auth, codex_auth, gemini_auth, pi_auth
 from .credentials.files import FileProblem
 from .credentials.settings import InferenceSettings, load_settings, settings_path
@@ -133,6 +135,10 @@ class StateManager:
         self._auth_fingerprint = b""
         self.settings_lock = anyio.Lock()  # settings writes are read-modify-write
         self.auth_seq = 0
+        # Counts of re-reads of what each provider's credentials come from ("*": all of them).
+        self._generations: dict[str, int] = {"*": 0}
+        self.cooldowns = Cooldowns(self.generation)
+        self._cooldown_changed = anyio.Event()
 
     # lifetime ---------------------------------------------------------------
 
@@ -143,6 +149,7 @@ class StateManager:
             # but give a healthy keyring a moment so the first status already counts its keys.
             keys_open = anyio.Event()
             tg.start_soon(self._open_keys, keys_open)
+            tg.start_soon(self._cooldown_loop)
             await self._load_user()
             await self.workspace(self.daemon.default_workspace)
             await tg.start(self.watcher.run, self._on_files_changed)
@@ -223,6 +230,7 @@ class StateManager:
         try:
             ws.settings = await anyio.to_thread.run_sync(load_settings, ws.settings_file)
             ws.settings_problem = None
+            self._credentials_read()  # its api_keys may be any provider's
         except FileProblem as exc:
             ws.settings_problem = _problem_text(exc)
             log.warning("settings file unusable; keeping the last good settings", problem=ws.settings_problem)
@@ -232,6 +240,7 @@ class StateManager:
             auth = await anyio.to_thread.run_sync(pi_auth.read_auth, ws.pi_auth_file)
             ws.pi_creds = pi_auth.summarize(auth, self.env) if auth is not None else []
             ws.pi_problem = None
+            self._credentials_read("pi")
         except FileProblem as exc:
             ws.pi_problem = _problem_text(exc)
             log.warning("pi auth file unusable; keeping the last good view", problem=ws.pi_problem)
@@ -258,6 +267,7 @@ class StateManager:
             return
         self.user.problems.pop(name, None)
         self.user.credentials[name] = creds
+        self._credentials_read("pi" if name == "pi-home" else name)
 
     def _read_home_pi(self) -> list[CredentialSummary]:
         found: list[CredentialSummary] = []
@@ -289,6 +299,7 @@ class StateManager:
             return
         self.user.stored_keys = {info.name: info for info in infos}
         self.user.key_store_reason = keys.status.reason
+        self._credentials_read()
 
     async def settings_changed(self, ws: Workspace) -> None:
         """Re-read ``ws``'s settings now (after our own write) and re-evaluate."""
@@ -312,6 +323,32 @@ class StateManager:
         async with self._lock:
             await self._read_stored_keys()
             self._evaluate_all_locked(auth=True)
+
+    # cooldowns --------------------------------------------------------------
+
+    def generation(self, provider: str) -> int:
+        """How often what ``provider``'s credentials come from has been re-read."""
+        return self._generations["*"] + self._generations.get(provider, 0)
+
+    def _credentials_read(self, provider: str = "*") -> None:
+        self._generations[provider] = self._generations.get(provider, 0) + 1
+
+    async def cool(self, provider: str, until: float, after: str) -> None:
+        """Put ``provider`` on a cooldown (the engine, after a failure), and show it in status."""
+        self.cooldowns.begin(provider, until, after)
+        self._cooldown_changed.set()
+        await self._evaluate_all()
+
+    async def _cooldown_loop(self) -> None:
+        """Re-evaluate when a cooldown ends, so status stops showing it."""
+        while True:
+            self._cooldown_changed = changed = anyio.Event()
+            self.cooldowns.active(time.time())  # forget the ones over
+            end = self.cooldowns.next_end()
+            with anyio.move_on_after(max(end - time.time(), 0) + 0.05 if end is not None else math.inf):
+                await changed.wait()
+            if not changed.is_set():
+                await self._evaluate_all()
 
     # facts -> readiness -----------------------------------------------------
 
@@ -399,6 +436,7 @@ class StateManager:
             warnings=warnings,
             unavailable_keys=self._unavailable_keys(),
             key_store_reason=user.key_store_reason,
+            cooling={p: (c.until, c.after) for p, c in self.cooldowns.active(time.time()).items()},
         )
 
     def _evaluate(self, ws: Workspace, publish: bool = True) -> bool:

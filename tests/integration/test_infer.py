@@ -133,6 +133,52 @@ def test_rate_limited_provider_cools_down(daemon_with: Any, ollama: FakeOllama, 
     assert len([r for r in ollama.requests if r.path == "/api/chat"]) == chats_after_first
 
 
+def test_a_cooldown_shows_in_status_and_a_named_provider_is_tried_anyway(
+    daemon_with: Any, ollama: FakeOllama, anthropic: FakeAnthropic
+) -> None:
+    d = daemon_with(ollama, anthropic)
+    ollama.retry_after = "600"  # far longer than this test: the cooldown cannot end on its own meanwhile
+    ollama.set_mode("http-429")
+    with d.client() as c:
+        assert c.call("infer", {"prompt": "one"})["provider"] == "anthropic"
+        st = c.call("status")
+        ollama_status = next(p for p in st["providers"] if p["name"] == "ollama")
+        assert not ollama_status["ready"] and ollama_status["reason"] == "cooling-down"
+        assert ollama_status["level"] == "reachable" and "--provider" in ollama_status["hint"]
+        cooldown = ollama_status["detail"]["cooldown"]
+        assert cooldown["after"] == "rate limit" and cooldown["until"] > time.time() + 60
+        assert st["selected"] != "ollama"
+        assert not c.call("health")["ok"]  # nothing else is a provider here: no prompt goes anywhere by itself
+
+        ollama.set_mode("ok")
+        named = c.call("infer", {"prompt": "two", "provider": "ollama"})  # asked for by name: tried now
+        assert named["provider"] == "ollama" and named["text"] == ollama.reply
+
+
+def test_an_auth_cooldown_ends_when_the_key_changes(home: Path, workspace: Path, ollama: FakeOllama) -> None:
+    right = "sk-ant-api03-RIGHTinferKEY0123456789abcdef"
+    with FakeAnthropic(api_key=right) as anthropic:
+        d = start(home, workspace, ollama, anthropic)  # its environment's key is not the one the API takes
+        try:
+            ollama.set_mode("http-500")
+            with d.client() as c:
+                with pytest.raises(RemoteError) as err:
+                    c.call("infer", {"prompt": "one"})
+                assert "anthropic: auth" in err.value.message
+                with pytest.raises(RemoteError) as err:
+                    c.call("infer", {"prompt": "two"})
+                assert "anthropic: cooling down" in err.value.message and "after auth" in err.value.message
+                tried = len(anthropic.requests)
+
+                c.call("keys.set", {"name": "ANTHROPIC_API_KEY", "value": right})  # the fix
+                result = c.call("infer", {"prompt": "three"})
+            assert result["provider"] == "anthropic" and len(anthropic.requests) > tried
+            assert anthropic.last.headers["x-api-key"] == right
+        finally:
+            d.stop()
+        assert right not in d.log_text() + d.stderr_text()
+
+
 def test_local_only_never_leaves_the_machine(daemon_with: Any, ollama: FakeOllama, anthropic: FakeAnthropic) -> None:
     d = daemon_with(ollama, anthropic)
     ollama.set_mode("http-500")
