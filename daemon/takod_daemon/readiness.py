@@ -47,6 +47,8 @@ HINTS = {
     "bad-response": "something answers at the Ollama address but it is not Ollama; check `takod ollama host`",
     "no-models": "pull a model: `ollama pull llama3.2`",
     "model-not-pulled": "pull it (`ollama pull MODEL`) or choose another with `takod ollama model NAME`",
+    "embedding-model": "that model only embeds, it cannot chat: choose a chat model with `takod ollama model NAME`",
+    "no-chat-model": "only embedding models are pulled: pull a chat model, e.g. `ollama pull llama3.2`",
     "not-probed": "takod has not checked this yet; `takod probe` checks now",
     "cooling-down": "it failed just now (detail.cooldown says why and until when); takod tries it again then, or as "
     "soon as its credentials change; `takod run --provider NAME` tries it now",
@@ -181,13 +183,18 @@ def ollama_provider(facts: Facts) -> ProviderStatus:
         return _status("ollama", level, reason, detail)
     detail["models"] = [m.name for m in probe.models]
     if probe.model is None:
-        # Nothing named and nothing listed (the probe calls that model-not-pulled too).
+        # Nothing named and nothing listed (the probe calls that model-not-pulled too),
+        # or nothing listed that can chat.
         if probe.detail:
             detail["error"] = probe.detail
-        return _status("ollama", "reachable", "no-models", detail)
+        return _status("ollama", "reachable", "no-chat-model" if probe.problem == "no-chat-model" else "no-models", detail)
     detail.update(model=probe.model, model_source=probe.model_source)
-    if probe.problem == "model-not-pulled":
-        return _status("ollama", "reachable", "model-not-pulled", detail)
+    if probe.model_why:
+        detail["model_why"] = probe.model_why
+    if probe.problem in ("model-not-pulled", "embedding-model"):
+        if probe.detail:
+            detail["error"] = probe.detail
+        return _status("ollama", "reachable", probe.problem, detail)
     return _status("ollama", "ready", None, detail)
 
 

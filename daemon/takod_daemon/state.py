@@ -51,6 +51,10 @@ KEYRING_START_WAIT = 3.0  # longest start-up delay a slow keyring may cause
 OLLAMA_INTERVAL_OK = 60.0
 OLLAMA_INTERVAL_MIN = 5.0
 OLLAMA_INTERVAL_MAX = 300.0
+# A prompt about to be refused because of an old Ollama probe waits at most this
+# long for a fresh one, and probes no more often than every REPROBE_MIN_AGE.
+REPROBE_TIMEOUT = 1.5
+REPROBE_MIN_AGE = 2.0
 
 # Which stored/env key names make which CLI provider usable (beyond pi, which reads them all).
 KEY_PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -98,6 +102,7 @@ class Workspace:
     pi_problem: str | None = None
     pi_binary: BinaryInfo | None = None
     ollama: OllamaProbe | None = None
+    ollama_probed_at: float = 0.0  # monotonic
     ollama_wakeup: anyio.Event = field(default_factory=anyio.Event)
     providers: list[ProviderStatus] = field(default_factory=list)
     # The status fields of this workspace, msgpack-encoded once per change, with
@@ -479,12 +484,26 @@ class StateManager:
 
     # ollama -----------------------------------------------------------------
 
-    async def _probe_ollama(self, ws: Workspace) -> None:
+    async def _probe_ollama(self, ws: Workspace, timeout: float | None = None) -> None:
         ws.ollama = await probe_ollama(
             settings_host=ws.settings.ollama_host or None,
             settings_model=ws.settings.ollama_model or None,
             env=self.env,
+            **({} if timeout is None else {"timeout": timeout}),
         )
+        ws.ollama_probed_at = time.monotonic()
+
+    async def reprobe_ollama(self, ws: Workspace, *, refusing: bool) -> bool:
+        """Probe Ollama again now, within REPROBE_TIMEOUT, for a prompt that would
+        otherwise be refused (``refusing``), or sent elsewhere, on an old probe
+        (Ollama may have started since). Unless refusing, a probe younger than
+        REPROBE_MIN_AGE is not repeated (False)."""
+        if not refusing and time.monotonic() - ws.ollama_probed_at < REPROBE_MIN_AGE:
+            return False
+        await self._probe_ollama(ws, REPROBE_TIMEOUT)
+        async with self._lock:
+            self._evaluate(ws)
+        return True
 
     async def _ollama_loop(self, ws: Workspace) -> None:
         """Re-probe periodically: every minute while reachable, backing off while not."""

@@ -20,7 +20,7 @@ import pytest
 
 from takod import RemoteError
 from tests.fakes.model_servers import FakeAnthropic
-from tests.fakes.ollama_server import FakeOllama
+from tests.fakes.ollama_server import FakeOllama, tag_entry
 from tests.harness import DaemonProcess, clean_env, wait_for
 
 CANARY_KEY = "sk-ant-api03-CANARYinferKEY0123456789abcdef"
@@ -177,6 +177,43 @@ def test_an_auth_cooldown_ends_when_the_key_changes(home: Path, workspace: Path,
         finally:
             d.stop()
         assert right not in d.log_text() + d.stderr_text()
+
+
+def test_ollama_started_after_its_last_probe_takes_the_prompt(home: Path, workspace: Path) -> None:
+    """Ollama was down at the last probe and the periodic re-probe is minutes off:
+    the prompt looks again instead of refusing on the old answer."""
+    with FakeOllama(mode="refuse", chunk_delay=0.01) as ollama:
+        env = clean_env(home, TAKO_WORKSPACE=str(workspace), OLLAMA_HOST=ollama.host, PATH="/usr/bin:/bin")
+        d = DaemonProcess(home, env).start()
+        try:
+            with d.client() as c:
+                ollama_status = next(p for p in c.call("status")["providers"] if p["name"] == "ollama")
+                assert ollama_status["reason"] == "unreachable"
+                ollama.set_mode("ok")  # started now; no `takod probe`
+                result = c.call("infer", {"prompt": "hi"})
+                assert result["provider"] == "ollama" and result["text"] == ollama.reply
+                assert c.call("status")["selected"] == "ollama"  # status learnt it too
+        finally:
+            d.stop()
+
+
+def test_ollama_chats_with_a_chat_model_not_the_embedder_listed_first(home: Path, workspace: Path) -> None:
+    models = [
+        tag_entry("nomic-embed-text:latest", size=274_302_450, family="nomic-bert", parameter_size="137M"),
+        tag_entry("llama3.2:latest"),
+    ]
+    with FakeOllama(models=models, chunk_delay=0.01) as ollama:
+        d = start(home, workspace, ollama)
+        try:
+            with d.client() as c:
+                detail = next(p for p in c.call("status")["providers"] if p["name"] == "ollama")["detail"]
+                result = c.call("infer", {"prompt": "hi"})
+        finally:
+            d.stop()
+    assert (detail["model"], detail["model_source"]) == ("llama3.2:latest", "first-listed")
+    assert "nomic-embed-text:latest" in detail["model_why"] and "embedding" in detail["model_why"]
+    assert result["model"] == "llama3.2:latest"
+    assert [r.body["model"] for r in ollama.requests if r.path == "/api/chat"] == ["llama3.2:latest"]
 
 
 def test_local_only_never_leaves_the_machine(daemon_with: Any, ollama: FakeOllama, anthropic: FakeAnthropic) -> None:
