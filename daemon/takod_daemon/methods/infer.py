@@ -27,6 +27,7 @@ from takod.schema import (
 )
 
 from ..api import registry
+from ..credentials.settings import InferenceSettings
 from ..inference import routing
 from ..inference.engine import Attempt, NoProvider, Sink
 from ..inference.types import InferRequest, Message, ProviderFailure
@@ -149,6 +150,20 @@ def _ollama_probe_decides(p: InferParams, ws: Workspace, route: routing.Plan) ->
     return not route.candidates or p.provider == "ollama" or ws.settings.preferred_provider == "ollama"
 
 
+def lane_model(settings: InferenceSettings, lane: str) -> str | None:
+    """The model the workspace settings give pi for Takobot's ``lane``; None: pi's own default."""
+    model = settings.type2_model if lane == "type2" else settings.type1_model
+    return model if model and model != "auto" else None
+
+
+def _with_lane_model(route: routing.Plan, model: str | None) -> routing.Plan:
+    """pi, when no model was asked for, runs with the lane's model (as Takobot runs it)."""
+    if model is None:
+        return route
+    candidates = [routing.Candidate("pi", model) if c.provider == "pi" and c.model is None else c for c in route.candidates]
+    return routing.Plan(candidates, route.skipped, route.local_only)
+
+
 async def _run(call: Call, p: InferParams, ws: Workspace, request: InferRequest, sink: Sink) -> InferResult:
     engine = call.daemon.engine
     text = "\n".join(m.content for m in request.messages) + (request.system or "")
@@ -156,6 +171,8 @@ async def _run(call: Call, p: InferParams, ws: Workspace, request: InferRequest,
     refusing = not route.candidates or p.provider == "ollama"
     if _ollama_probe_decides(p, ws, route) and await call.daemon.state.reprobe_ollama(ws, refusing=refusing):
         route = _plan(call, p, ws, text)  # it may have started since: look again rather than refuse
+    if p.model is None:
+        route = _with_lane_model(route, lane_model(ws.settings, p.lane))
     started = time.monotonic()
     try:
         outcome = await engine.execute(ws, request, route, sink, p.env)
