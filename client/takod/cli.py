@@ -20,7 +20,7 @@ import msgspec
 from . import __version__
 from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
-from .schema import API_PROVIDERS, TOPICS, UNTRUSTED_WORKSPACE
+from .schema import API_PROVIDERS, SETTINGS_FIELDS, TOPICS, UNTRUSTED_WORKSPACE
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -347,6 +347,8 @@ def cmd_ollama(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_settings(args: argparse.Namespace, out: Output) -> int:
+    if getattr(args, "settings_command", None) == "set":
+        return _set_setting(args, out, args.field, args.value)
     with _client(args) as c:
         result = c.call("settings.get")
     if out.json:
@@ -374,7 +376,7 @@ def _read_prompt(value: str | None) -> str:
 def _infer_params(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     params: dict[str, Any] = {k: v for k, v in {
         "system": args.system, "model": args.model, "provider": args.provider, "temperature": args.temperature,
-        "thinking": args.thinking, "timeout": args.timeout,
+        "thinking": args.thinking, "timeout": args.timeout, "lane": args.lane,
     }.items() if v is not None}
     if args.format != "text":
         params["format"] = args.format
@@ -588,7 +590,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     oh.add_argument("value", metavar="URL")
     om = ol_sub.add_parser("model", parents=[common], help="Ollama model, e.g. llama3.2 (empty: OLLAMA_MODEL or first listed)")
     om.add_argument("value", metavar="NAME")
-    add("settings", cmd_settings, "show this workspace's inference settings")
+    st = add("settings", cmd_settings, "show this workspace's inference settings; `takod settings set FIELD VALUE` sets one")
+    st_sub = st.add_subparsers(dest="settings_command", metavar="ACTION")
+    ss = st_sub.add_parser("set", parents=[common], help="set one setting (Takobot reads the same file)")
+    ss.add_argument("field", choices=list(SETTINGS_FIELDS),
+                    help="type1_model / type2_model: the model pi runs with for Takobot's fast / deep lane (`auto`: pi's own)")
+    ss.add_argument("value")
 
     def infer_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--system", help="system prompt")
@@ -598,6 +605,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--thinking", help="thinking level: off, minimal, low, medium, high, xhigh")
         p.add_argument("--timeout", type=float, help="seconds per provider attempt (default 180)")
         p.add_argument("--local", action="store_true", help="never send the prompt off this machine (Ollama on loopback)")
+        p.add_argument("--lane", choices=["type1", "type2"],
+                       help="Takobot's model lane: type1 (fast, the default) or type2 (deep); without a model, pi "
+                       "uses the lane's model from the settings (`takod settings set type2_model MODEL`)")
 
     r = add("run", cmd_run, "run a prompt on the first ready provider, streaming the answer (route on stderr)")
     r.add_argument("prompt", nargs="?", help="the prompt; - or omitted: read stdin")

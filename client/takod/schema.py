@@ -297,6 +297,9 @@ class InferParams(Params):
     local_only: bool = False  # never send the prompt off this machine
     env: Environment | None = None  # extra environment for the provider (e.g. a client's own key)
     workspace: str | None = None
+    # Takobot's model lanes: type1 (fast: chat) or type2 (deep: reasoning, summaries).
+    # Without a model, pi runs with the lane's model from the settings (type1_model / type2_model).
+    lane: Literal["type1", "type2"] = "type1"
 
 
 class RouteStep(Result):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -50,6 +51,40 @@ class ErrorRecord:
     provider: str
     kind: str
     error: str
+
+
+# Takobot's error.log record (takobot 0.1.88 `_append_inference_error_log`): a header
+# line, `command:` (holds the prompt's head: never shown), `detail:`, optional
+# `timeout_s:`, `stdout_tail:` / `stderr_tail:` followed by the output, a blank line.
+TAKOBOT_HEADER_RE = re.compile(
+    r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?) provider=(?P<provider>\S+) phase=\S+\s*$"
+)
+_TAKOBOT_ERROR_CHARS = 2000  # of its detail and output tails: enough for any signal
+
+
+def takobot_error_record(lines: list[str]) -> ErrorRecord | None:
+    """One of Takobot's plain-text error.log records as an :class:`ErrorRecord`
+    (not masked yet); None when ``lines`` do not start with its header."""
+    head = TAKOBOT_HEADER_RE.match(lines[0]) if lines else None
+    if head is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(head["ts"].replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    detail, output, in_output = "", [], False
+    for line in lines[1:]:
+        if line.startswith("detail: ") and not in_output:
+            detail = line[len("detail: "):]
+        elif line in ("stdout_tail:", "stderr_tail:"):
+            in_output = True
+        elif in_output:
+            output.append(line)
+    text = " ".join(" ".join([detail, *output]).split())[:_TAKOBOT_ERROR_CHARS]
+    kind = "auth" if _REAUTH_RE.search(text) else "failed"
+    return ErrorRecord(ts.timestamp(), head["provider"], kind, text)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,11 @@ HINTS = {
     "bad-response": "something answers at the Ollama address but it is not Ollama; check `takod ollama host`",
     "no-models": "pull a model: `ollama pull llama3.2`",
     "model-not-pulled": "pull it (`ollama pull MODEL`) or choose another with `takod ollama model NAME`",
+    "embedding-model": "that model only embeds, it cannot chat: choose a chat model with `takod ollama model NAME`",
+    "no-chat-model": "only embedding models are pulled: pull a chat model, e.g. `ollama pull llama3.2`",
     "not-probed": "takod has not checked this yet; `takod probe` checks now",
+    "cooling-down": "it failed just now (detail.cooldown says why and until when); takod tries it again then, or as "
+    "soon as its credentials change; `takod run --provider NAME` tries it now",
     "keyring-locked": "the key is in the OS keyring, which is locked: unlock it (log in to the desktop session, "
     "or `gnome-keyring-daemon --unlock`), then `takod probe`",
     "keyring-timeout": "the key is in the OS keyring, which does not answer (a locked keyring waiting on an "
@@ -88,6 +92,8 @@ class Facts:
     # What a pi run and each direct API backend will use (resolve/): readiness reports it.
     pi_plan: PiPlan | None = None
     api_plans: dict[str, ApiPlan] = field(default_factory=dict)
+    # Providers sitting out a failure: name -> (until, what failed).
+    cooling: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def _hint(reason: str, provider: str) -> str | None:
@@ -271,14 +277,26 @@ def ollama_provider(facts: Facts) -> ProviderStatus:
         return _status("ollama", level, reason, detail)
     detail["models"] = [m.name for m in probe.models]
     if probe.model is None:
-        # Nothing named and nothing listed (the probe calls that model-not-pulled too).
+        # Nothing named and nothing listed (the probe calls that model-not-pulled too),
+        # or nothing listed that can chat.
         if probe.detail:
             detail["error"] = probe.detail
-        return _status("ollama", "reachable", "no-models", detail)
+        return _status("ollama", "reachable", "no-chat-model" if probe.problem == "no-chat-model" else "no-models", detail)
     detail.update(model=probe.model, model_source=probe.model_source)
-    if probe.problem == "model-not-pulled":
-        return _status("ollama", "reachable", "model-not-pulled", detail)
+    if probe.model_why:
+        detail["model_why"] = probe.model_why
+    if probe.problem in ("model-not-pulled", "embedding-model"):
+        if probe.detail:
+            detail["error"] = probe.detail
+        return _status("ollama", "reachable", probe.problem, detail)
     return _status("ollama", "ready", None, detail)
+
+
+def cooling_down(status: ProviderStatus, until: float, after: str) -> ProviderStatus:
+    """A ready provider that sits out a failure: not ready until ``until``; one level short of it."""
+    detail = dict(status.detail, cooldown={"until": until, "after": after})
+    level = "reachable" if status.name == "ollama" else "credentials"
+    return _status(status.name, level, "cooling-down", detail)
 
 
 def evaluate(facts: Facts) -> tuple[list[ProviderStatus], str | None]:
@@ -288,6 +306,9 @@ def evaluate(facts: Facts) -> tuple[list[ProviderStatus], str | None]:
         for name in PROVIDERS
     ]
     statuses += [api_provider(name, facts) for name in API_PROVIDERS]
+    statuses = [
+        cooling_down(s, *facts.cooling[s.name]) if s.ready and s.name in facts.cooling else s for s in statuses
+    ]
     if facts.untrusted is not None:
         return [untrusted(s, facts.untrusted) for s in statuses], None
     return statuses, select(statuses, facts.preferred)

@@ -12,6 +12,7 @@ facts and is reported; nothing here ever writes to it.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -28,6 +29,7 @@ from takod.schema import ProviderStatus
 
 from . import links
 from .eviction import Bounds, to_evict
+from .cooldowns import Cooldowns
 from .credentials import claude_auth, codex_auth, gemini_auth, pi_auth
 from .credentials.files import FileProblem
 from .credentials.settings import InferenceSettings, load_settings, settings_path
@@ -55,6 +57,10 @@ KEYRING_START_WAIT = 3.0  # longest start-up delay a slow keyring may cause
 OLLAMA_INTERVAL_OK = 60.0
 OLLAMA_INTERVAL_MIN = 5.0
 OLLAMA_INTERVAL_MAX = 300.0
+# A prompt about to be refused because of an old Ollama probe waits at most this
+# long for a fresh one, and probes no more often than every REPROBE_MIN_AGE.
+REPROBE_TIMEOUT = 1.5
+REPROBE_MIN_AGE = 2.0
 
 # Which stored/env key names make which CLI provider usable (pi: the names pi reads, resolve.pi).
 KEY_PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -115,6 +121,7 @@ class Workspace:
     # What pi reads from the agent directory a run uses (resolve.pi.agent_dir_for).
     pi_agent: pi_resolve.PiAgent | None = None
     ollama: OllamaProbe | None = None
+    ollama_probed_at: float = 0.0  # monotonic
     ollama_wakeup: anyio.Event = field(default_factory=anyio.Event)
     providers: list[ProviderStatus] = field(default_factory=list)
     # The status fields of this workspace, msgpack-encoded once per change, with
@@ -157,6 +164,10 @@ class StateManager:
         self.auth_seq = 0
         self.bounds = Bounds.from_env(self.env)
         self._user_routes: dict[Path, dict[str, Callable[[], Awaitable[None]]]] | None = None
+        # Counts of re-reads of what each provider's credentials come from ("*": all of them).
+        self._generations: dict[str, int] = {"*": 0}
+        self.cooldowns = Cooldowns(self.generation)
+        self._cooldown_changed = anyio.Event()
 
     # lifetime ---------------------------------------------------------------
 
@@ -167,6 +178,7 @@ class StateManager:
             # but give a healthy keyring a moment so the first status already counts its keys.
             keys_open = anyio.Event()
             tg.start_soon(self._open_keys, keys_open)
+            tg.start_soon(self._cooldown_loop)
             await self._load_user()
             await self.workspace(self.daemon.default_workspace)
             await tg.start(self.watcher.run, self._on_files_changed)
@@ -306,6 +318,7 @@ class StateManager:
         try:
             ws.settings = await anyio.to_thread.run_sync(load_settings, ws.settings_file)
             ws.settings_problem = None
+            self._credentials_read()  # its api_keys may be any provider's
         except FileProblem as exc:
             ws.settings_problem = _problem_text(exc)
             log.warning("settings file unusable; keeping the last good settings", problem=ws.settings_problem)
@@ -319,6 +332,7 @@ class StateManager:
             auth = await anyio.to_thread.run_sync(pi_auth.read_auth, ws.pi_auth_file)
             ws.pi_creds = pi_auth.summarize(auth, self.env) if auth is not None else []
             ws.pi_problem = None
+            self._credentials_read("pi")
         except FileProblem as exc:
             ws.pi_problem = _problem_text(exc)
             log.warning("pi auth file unusable; keeping the last good view", problem=ws.pi_problem)
@@ -350,6 +364,7 @@ class StateManager:
             return
         self.user.problems.pop(name, None)
         self.user.credentials[name] = creds
+        self._credentials_read("pi" if name == "pi-home" else name)
 
     def _read_home_pi(self) -> list[CredentialSummary]:
         found: list[CredentialSummary] = []
@@ -381,6 +396,7 @@ class StateManager:
             return
         self.user.stored_keys = {info.name: info for info in infos}
         self.user.key_store_reason = keys.status.reason
+        self._credentials_read()
 
     async def settings_changed(self, ws: Workspace) -> None:
         """Re-read ``ws``'s settings now (after our own write) and re-evaluate."""
@@ -407,6 +423,32 @@ class StateManager:
         async with self._lock:
             await self._read_stored_keys()
             self._evaluate_all_locked(auth=True)
+
+    # cooldowns --------------------------------------------------------------
+
+    def generation(self, provider: str) -> int:
+        """How often what ``provider``'s credentials come from has been re-read."""
+        return self._generations["*"] + self._generations.get(provider, 0)
+
+    def _credentials_read(self, provider: str = "*") -> None:
+        self._generations[provider] = self._generations.get(provider, 0) + 1
+
+    async def cool(self, provider: str, until: float, after: str) -> None:
+        """Put ``provider`` on a cooldown (the engine, after a failure), and show it in status."""
+        self.cooldowns.begin(provider, until, after)
+        self._cooldown_changed.set()
+        await self._evaluate_all()
+
+    async def _cooldown_loop(self) -> None:
+        """Re-evaluate when a cooldown ends, so status stops showing it."""
+        while True:
+            self._cooldown_changed = changed = anyio.Event()
+            self.cooldowns.active(time.time())  # forget the ones over
+            end = self.cooldowns.next_end()
+            with anyio.move_on_after(max(end - time.time(), 0) + 0.05 if end is not None else math.inf):
+                await changed.wait()
+            if not changed.is_set():
+                await self._evaluate_all()
 
     # facts -> readiness -----------------------------------------------------
 
@@ -535,6 +577,7 @@ class StateManager:
             untrusted=ws.trust if not ws.trust.trusted else None,
             pi_plan=self.pi_plan(ws, pool, masked=True, sources=sources, notes=notes),
             api_plans={name: resolve_api(name, pool, sources=sources, masked_pool=True) for name in API_BACKENDS},
+            cooling={p: (c.until, c.after) for p, c in self.cooldowns.active(time.time()).items()},
         )
 
     def _evaluate(self, ws: Workspace, publish: bool = True) -> bool:
@@ -577,7 +620,7 @@ class StateManager:
 
     # ollama -----------------------------------------------------------------
 
-    async def _probe_ollama(self, ws: Workspace) -> None:
+    async def _probe_ollama(self, ws: Workspace, timeout: float | None = None) -> None:
         if not ws.trust.trusted:
             ws.ollama = None  # its settings name no host takod will call
             return
@@ -585,7 +628,21 @@ class StateManager:
             settings_host=ws.settings.ollama_host or None,
             settings_model=ws.settings.ollama_model or None,
             env=self.env,
+            **({} if timeout is None else {"timeout": timeout}),
         )
+        ws.ollama_probed_at = time.monotonic()
+
+    async def reprobe_ollama(self, ws: Workspace, *, refusing: bool) -> bool:
+        """Probe Ollama again now, within REPROBE_TIMEOUT, for a prompt that would
+        otherwise be refused (``refusing``), or sent elsewhere, on an old probe
+        (Ollama may have started since). Unless refusing, a probe younger than
+        REPROBE_MIN_AGE is not repeated (False)."""
+        if not refusing and time.monotonic() - ws.ollama_probed_at < REPROBE_MIN_AGE:
+            return False
+        await self._probe_ollama(ws, REPROBE_TIMEOUT)
+        async with self._lock:
+            self._evaluate(ws)
+        return True
 
     async def _ollama_loop(self, ws: Workspace, scope: anyio.CancelScope) -> None:
         """Re-probe periodically: every minute while reachable, backing off while not."""

@@ -171,3 +171,23 @@ def test_logins_from_the_refresh_broker() -> None:
                                guidance="The provider no longer accepts this login's refresh token. Log in again: run `codex login`.")])
     assert dead.verdict == "warn" and "invalid_grant" in (dead.detail or "") and "`codex login`" in (dead.fix or "")
     assert check_logins([grant("retrying", last_error="timeout")]).verdict == "warn"
+
+
+def test_takobot_error_records_are_read() -> None:
+    from takod_daemon.doctor import takobot_error_record
+
+    record = takobot_error_record([
+        "2026-12-07T16:15:03.123456+00:00 provider=pi phase=stream",
+        "command: pi --print 'the prompt head'",
+        "detail: pi inference failed: exit=1",
+        "stderr_tail:",
+        "Error: Token refresh failed: 401",
+        "invalid_grant",
+        "",
+    ])  # fmt: skip
+    assert record is not None and (record.provider, record.kind) == ("pi", "auth")
+    assert record.ts == 1796660103.123456 and "prompt head" not in record.error
+    assert record.error == "pi inference failed: exit=1 Error: Token refresh failed: 401 invalid_grant"
+    timeout = takobot_error_record(["2026-12-07T16:15:03+00:00 provider=pi phase=run", "detail: timed out", "timeout_s: 60.0"])
+    assert timeout is not None and timeout.kind == "failed"
+    assert takobot_error_record(["not a header"]) is None and takobot_error_record([]) is None

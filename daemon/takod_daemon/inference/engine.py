@@ -21,6 +21,7 @@ import httpx
 import msgspec
 import structlog
 
+from .. import cooldowns
 from ..links import is_tako_workspace
 from ..redact import redact_text
 from ..resolve import pi as pi_resolve
@@ -88,11 +89,11 @@ def _runner(provider: str) -> Callable[..., Awaitable[RunResult]]:
 
 
 class Engine:
-    """Shared by every prompt: the HTTP client, cooldowns."""
+    """Shared by every prompt: the HTTP client. (Cooldowns live in the state manager,
+    since status shows them and credential changes end them.)"""
 
     def __init__(self, daemon: "Daemon"):
         self.daemon = daemon
-        self.cooldowns: dict[str, tuple[float, str]] = {}  # provider -> (until, reason)
         self.http: httpx.AsyncClient | None = None
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -103,9 +104,9 @@ class Engine:
             await anyio.sleep_forever()
 
     def cooling(self) -> dict[str, str]:
+        """Providers sitting out a failure, and the routing trace's words for it."""
         now = time.time()
-        self.cooldowns = {p: v for p, v in self.cooldowns.items() if v[0] > now}
-        return {p: f"cooling down for {int(until - now)} s after {why}" for p, (until, why) in self.cooldowns.items()}
+        return {p: cooldowns.describe(c, now) for p, c in self.daemon.state.cooldowns.active(now).items()}
 
     async def child_env(self, ws: "Workspace", overlay: Mapping[str, str] | None) -> dict[str, str]:
         """The environment a provider runs with: the daemon's, plus stored keys and
@@ -229,7 +230,7 @@ class Engine:
             return Outcome(provider, result, trace)
         attempt.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         attempt.reason = f"{failure.kind}: {redact_text(failure.message)}"
-        self._cool(provider, failure)
+        await self._cool(provider, failure)
         await anyio.to_thread.run_sync(
             errorlog.append, ws.root,
             {"provider": provider, "model": model, "kind": failure.kind, "error": failure.message,
@@ -242,14 +243,14 @@ class Engine:
         await sink("fallback", {"provider": provider, "error": attempt.reason})
         return None
 
-    def _cool(self, provider: str, failure: ProviderFailure) -> None:
+    async def _cool(self, provider: str, failure: ProviderFailure) -> None:
         if failure.kind == "rate_limit":
             wait = failure.retry_after or COOLDOWN_RATE_LIMIT
         elif failure.kind == "auth":
             wait = COOLDOWN_AUTH
         else:
             return
-        self.cooldowns[provider] = (time.time() + wait, failure.kind.replace("_", " "))
+        await self.daemon.state.cool(provider, time.time() + wait, failure.kind.replace("_", " "))
 
 
 def _with_model(request: InferRequest, model: str | None) -> InferRequest:

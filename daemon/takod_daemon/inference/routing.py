@@ -5,7 +5,8 @@ priority order (pi, ollama, codex, claude, gemini), then the direct HTTP
 backends that have an API key. An explicit ``provider`` or a ``model`` whose
 name implies a backend narrows that down; ``local_only`` keeps the prompt on
 this machine (Ollama on a loopback address only). Providers cooling down after
-a rate limit or an auth failure are skipped until their time is up.
+a rate limit or an auth failure are skipped until their time is up, unless the
+prompt names the provider: then it is tried anyway.
 
 Optional smart routing (``INFERENCE_ENABLE_ROUTING=1``): prompts that mention
 private material go local only, and ``INFERENCE_DEFAULT_BACKEND`` names the
@@ -130,7 +131,8 @@ def plan(
     env = env or {}
     api_keys = api_keys or {}
     cooling = cooling or {}
-    ready = {s.name: s for s in statuses if s.ready}
+    # A provider the prompt names is tried even while it cools down: the user asks for it.
+    ready = {s.name: s for s in statuses if s.ready or (s.name == provider and s.reason == "cooling-down")}
     by_name = {s.name: s for s in statuses}
     skipped: list[Skip] = []
 
@@ -163,7 +165,7 @@ def plan(
             why = "Ollama is not on this machine" if name in LOCAL_PROVIDERS else "the prompt must not leave this machine"
             skipped.append(Skip(name, f"local-only: {why}"))
             continue
-        if name in cooling:
+        if name in cooling and name != provider:
             skipped.append(Skip(name, cooling[name]))
             continue
         if name in by_name:  # readiness decided (the API backends too, from the same pool)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,16 @@ from ..credentials import codex_auth, pi_auth
 from ..credentials.files import FileProblem
 from ..credentials.jwt import JwtError, decode_claims
 from ..credentials.pi_lock import LockError
-from ..doctor import WORKSPACE_REPAIRS, DoctorFacts, ErrorRecord, TokenTime, mask_proxy, run_checks
+from ..doctor import (
+    TAKOBOT_HEADER_RE,
+    WORKSPACE_REPAIRS,
+    DoctorFacts,
+    ErrorRecord,
+    TokenTime,
+    mask_proxy,
+    run_checks,
+    takobot_error_record,
+)
 from ..inference.errorlog import error_log_path
 from ..links import is_tako_workspace
 from ..providers.detect import (
@@ -52,7 +60,7 @@ from .core import workspace_of
 log = structlog.get_logger("takod.doctor")
 
 KEY_NAMES = frozenset(k.name for k in CATALOGUE) | KEY_PROVIDERS.keys()  # every name a key can be stored under
-ERROR_LOG_LINES = 200  # the tail of the error log that is read
+ERROR_LOG_TAIL = 256 * 1024  # the tail of the error log that is read (Takobot's records carry 8 KB of output each)
 
 
 class _ErrorLine(msgspec.Struct):
@@ -66,18 +74,40 @@ _error_line = msgspec.json.Decoder(_ErrorLine)
 
 
 def _read_errors(path: Path) -> list[ErrorRecord]:
+    """takod's JSON lines and Takobot's plain-text records, in file order; masked."""
     try:
         with open(path, "rb") as f:
-            lines = deque(f, maxlen=ERROR_LOG_LINES)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - ERROR_LOG_TAIL, 0))
+            lines = f.read().splitlines()
     except FileNotFoundError:
         return []
-    out = []
+    if len(lines) > 1 and size > ERROR_LOG_TAIL:
+        lines = lines[1:]  # the first line read is most likely cut
+    out: list[ErrorRecord] = []
+    foreign: list[str] = []
+
+    def flush() -> None:
+        record = takobot_error_record(foreign)
+        if record is not None:
+            out.append(ErrorRecord(record.ts, record.provider, record.kind, redact_text(record.error)))
+        foreign.clear()
+
     for line in lines:
-        try:
-            rec = _error_line.decode(line)
-        except msgspec.DecodeError:
-            continue  # a torn last line or a foreign one: not worth failing the check
-        out.append(ErrorRecord(rec.ts, rec.provider, rec.kind, redact_text(rec.error)))  # masked when written; again to be sure
+        if line.startswith(b"{"):
+            try:
+                rec = _error_line.decode(line)
+            except msgspec.DecodeError:
+                pass  # a torn line: not worth failing the check
+            else:
+                flush()
+                out.append(ErrorRecord(rec.ts, rec.provider, rec.kind, redact_text(rec.error)))  # masked when written; again to be sure
+                continue
+        text = line.decode("utf-8", "replace")
+        if TAKOBOT_HEADER_RE.match(text):
+            flush()
+        foreign.append(text)
+    flush()
     return out
 
 

@@ -27,6 +27,7 @@ from takod.schema import (
 )
 
 from ..api import registry
+from ..credentials.settings import InferenceSettings
 from ..inference import routing
 from ..inference.engine import Attempt, NoProvider, Sink
 from ..inference.types import InferRequest, Message, ProviderFailure
@@ -116,13 +117,15 @@ async def _make_sink(call: Call, p: InferParams) -> Sink:
     return notify
 
 
-async def _run(call: Call, p: InferParams, ws: Workspace, request: InferRequest, sink: Sink) -> InferResult:
-    engine = call.daemon.engine
-    text = "\n".join(m.content for m in request.messages) + (request.system or "")
+# Ollama reasons that come from its last probe, and may no longer hold.
+_PROBED_REASONS = frozenset({"unreachable", "bad-response", "no-models", "no-chat-model", "model-not-pulled", "embedding-model"})
+
+
+def _plan(call: Call, p: InferParams, ws: Workspace, text: str) -> routing.Plan:
     providers, selected = ws.providers, ws.selected
     if p.env:  # the client's own keys may make more providers ready for this prompt
         providers, selected = evaluate(call.daemon.state.facts(ws, p.env))
-    route = routing.plan(
+    return routing.plan(
         providers,
         selected,
         provider=p.provider,
@@ -130,10 +133,46 @@ async def _run(call: Call, p: InferParams, ws: Workspace, request: InferRequest,
         local_only=p.local_only,
         ollama_is_local=ws.ollama is None or _is_loopback(ws.ollama.url),
         api_keys=_api_keys(call, ws, p.env),
-        cooling=engine.cooling(),
+        cooling=call.daemon.engine.cooling(),
         prompt_text=text,
         env=call.daemon.state.env,
     )
+
+
+def _ollama_probe_decides(p: InferParams, ws: Workspace, route: routing.Plan) -> bool:
+    """Whether Ollama's last probe keeps it out of a prompt that wants it: nothing
+    else can take the prompt, or it is asked for, or preferred."""
+    ollama = next((s for s in ws.providers if s.name == "ollama"), None)
+    if ollama is None or ollama.ready or ollama.reason not in _PROBED_REASONS:
+        return False
+    if not any(s.provider == "ollama" for s in route.skipped):
+        return False
+    return not route.candidates or p.provider == "ollama" or ws.settings.preferred_provider == "ollama"
+
+
+def lane_model(settings: InferenceSettings, lane: str) -> str | None:
+    """The model the workspace settings give pi for Takobot's ``lane``; None: pi's own default."""
+    model = settings.type2_model if lane == "type2" else settings.type1_model
+    return model if model and model != "auto" else None
+
+
+def _with_lane_model(route: routing.Plan, model: str | None) -> routing.Plan:
+    """pi, when no model was asked for, runs with the lane's model (as Takobot runs it)."""
+    if model is None:
+        return route
+    candidates = [routing.Candidate("pi", model) if c.provider == "pi" and c.model is None else c for c in route.candidates]
+    return routing.Plan(candidates, route.skipped, route.local_only)
+
+
+async def _run(call: Call, p: InferParams, ws: Workspace, request: InferRequest, sink: Sink) -> InferResult:
+    engine = call.daemon.engine
+    text = "\n".join(m.content for m in request.messages) + (request.system or "")
+    route = _plan(call, p, ws, text)
+    refusing = not route.candidates or p.provider == "ollama"
+    if _ollama_probe_decides(p, ws, route) and await call.daemon.state.reprobe_ollama(ws, refusing=refusing):
+        route = _plan(call, p, ws, text)  # it may have started since: look again rather than refuse
+    if p.model is None:
+        route = _with_lane_model(route, lane_model(ws.settings, p.lane))
     started = time.monotonic()
     try:
         outcome = await engine.execute(ws, request, route, sink, p.env)
