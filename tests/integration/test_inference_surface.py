@@ -215,6 +215,14 @@ def test_chat_takes_backend_model_and_system(surface: Any, ollama: FakeOllama) -
     assert chat["model"] == "qwen2.5-coder:7b" and chat["messages"][0]["content"] == "Be kind"
 
 
+def test_chat_uses_the_chat_model_from_its_first_turn(surface: Any, ollama: FakeOllama) -> None:
+    d = surface()
+    proc = cli(d, "chat", stdin="hello\nand then?\n/exit\n", OLLAMA_CHAT_MODEL="qwen2.5-coder:7b")
+    assert proc.returncode == 0, proc.stderr
+    models = [r.body["model"] for r in ollama.requests if r.path == "/api/chat"]
+    assert models == ["qwen2.5-coder:7b", "qwen2.5-coder:7b"]
+
+
 # --- models -----------------------------------------------------------------------
 
 

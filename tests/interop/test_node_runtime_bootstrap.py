@@ -76,6 +76,7 @@ def test_doctor_fix_installs_node_then_pi_and_pi_answers(tmp_path: Path) -> None
             PI_OFFLINE="1", TAKOD_FAKE_OPENAI_KEY=PI_KEY,
             # pi comes from the local package: only Node and npm are fetched from the registry.
             TAKOD_PI_PACKAGE=f"file:{PI_PACKAGE_DIR}", npm_config_prefer_offline="true",
+            NO_PROXY="127.0.0.1,localhost,::1", no_proxy="127.0.0.1,localhost,::1",  # pi's model server is loopback
         )
         del env["npm_config_offline"]  # the opt-in: this test may reach registry.npmjs.org
         daemon = DaemonProcess(home, env).start()

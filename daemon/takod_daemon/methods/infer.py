@@ -170,7 +170,7 @@ async def _run(call: Call, p: InferParams, ws: Workspace, request: InferRequest,
         api_keys=_api_keys(call, ws, p.env),
         cooling=engine.cooling(),
         prompt_text=text,
-        conversation=len(request.messages) > 1,
+        conversation=p.messages is not None,  # `takod chat` from its first turn: one model throughout
         config=cfg,
         timeout_given=p.timeout is not None,
     )
