@@ -174,6 +174,15 @@ def test_ollama_timeout_bounds_an_ollama_attempt(surface: Any, ollama: FakeOllam
     assert error["code"] == "provider_failed" and "no answer within 1.5 s" in error["message"]
 
 
+def test_anthropic_timeout_bounds_an_anthropic_attempt(surface: Any, anthropic: FakeAnthropic) -> None:
+    d = surface()
+    anthropic.set_mode("hang")
+    proc = cli(d, "run", "--json", "--provider", "anthropic", "hi", ANTHROPIC_TIMEOUT="1500")
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)["error"]
+    assert error["code"] == "no_provider" and "timeout: no answer within 1.5 s" in error["message"]
+
+
 def test_ollama_base_url_is_where_the_daemon_probes(surface: Any, ollama: FakeOllama) -> None:
     d = surface(OLLAMA_BASE_URL=ollama.url)  # and no OLLAMA_HOST
     with d.client() as c:
