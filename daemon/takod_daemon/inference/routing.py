@@ -191,7 +191,7 @@ def plan(
         if last_local:
             order = [n for n in order if n not in LOCAL_PROVIDERS] + [n for n in order if n in LOCAL_PROVIDERS]
             for name in order:
-                rules[name] = last_local
+                rules[name] = last_local if name in LOCAL_PROVIDERS else f"{last_local}; {rules[name]}"
     order = list(dict.fromkeys(order))
 
     candidates: list[Candidate] = []

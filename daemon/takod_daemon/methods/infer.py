@@ -60,7 +60,8 @@ def _client_ollama_url(call: Call, ws: Workspace, cfg: inference_config.Inferenc
     wanted = inference_config.client_ollama_url(cfg, call.daemon.state.env)
     if wanted is None or ws.settings.ollama_host:
         return None
-    return connectable(parse_ollama_host(wanted)).url
+    url = connectable(parse_ollama_host(wanted)).url
+    return None if ws.ollama is not None and ws.ollama.url == url else url
 
 
 def _request(p: InferParams) -> InferRequest:
