@@ -20,7 +20,7 @@ import msgspec
 from . import __version__
 from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
-from .schema import INFERENCE_ENV_VARS, TOPICS
+from .schema import INFERENCE_ENV_VARS, TOPICS, UNTRUSTED_WORKSPACE
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -110,6 +110,10 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     d = st["daemon"]
     print(f"takod {d['version']} · pid {d['pid']} · up {_duration(d['uptime_s'])} · {d['socket']}")
     print(f"workspace  {st['workspace']}")
+    # Untrusted: one reason and one hint for the workspace, not five copies.
+    untrusted = next((p for p in st["providers"] if p.get("reason") == UNTRUSTED_WORKSPACE), None)
+    if untrusted is not None:
+        print(f"trust      {out.bad(UNTRUSTED_WORKSPACE)}: {untrusted['hint']}")
     selected = st["selected"]
     print(f"selected   {out.ok(selected) if selected else out.bad('none')}")
     store = st.get("key_store")
@@ -122,7 +126,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
         line = f"  {p['name']:<{width}}  {mark}"
         if not p["ready"] and p.get("reason"):
             line += f"  {p['reason']}"
-            if p.get("hint"):
+            if p.get("hint") and p["reason"] != UNTRUSTED_WORKSPACE:
                 line += out.dim(f" — {p['hint']}")
         print(line)
     return EXIT_OK

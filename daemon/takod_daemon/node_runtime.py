@@ -19,13 +19,10 @@ registry is ``npm_config_registry`` (npm's own variable), else registry.npmjs.or
 from __future__ import annotations
 
 import base64
-import grp
 import hashlib
 import os
 import platform
-import pwd
 import shutil
-import stat
 import sys
 import tarfile
 import tempfile
@@ -35,6 +32,8 @@ from pathlib import Path
 
 import anyio
 import httpx
+
+from .trust import check_workspace
 
 NODE_VERSION = "22.23.3"  # an LTS line pi's engines (>=20.6) accept, published for every platform below
 NPM_VERSION = "10.9.9"
@@ -105,35 +104,11 @@ def cache_dir(workspace: Path) -> Path:
 
 
 def refusal(workspace: Path) -> str | None:
-    """Why takod must not install a runtime into this workspace (None: it may).
-
-    Only a workspace the user owns (or root owns), writable by nobody else, gets
-    code that takod will later run; a group-writable one is fine when the group is
-    the user's own private group with no other members (umask 002 systems).
-    """
-    uid = os.getuid()
-    for path in (workspace, workspace / ".tako"):
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            return f"{path} is a symbolic link"
-        if st.st_uid not in (uid, 0):
-            return f"{path} is owned by uid {st.st_uid}, not by you (uid {uid})"
-        if st.st_mode & stat.S_IWOTH:
-            return f"{path} is writable by everyone"
-        if st.st_mode & stat.S_IWGRP and not _private_group(st.st_gid, uid):
-            return f"{path} is writable by group {st.st_gid}, which has other members"
-    return None
-
-
-def _private_group(gid: int, uid: int) -> bool:
-    try:
-        group, user = grp.getgrgid(gid), pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return group.gr_name == user.pw_name and user.pw_gid == gid and not [m for m in group.gr_mem if m != user.pw_name]
+    """Why takod must not install a runtime into this workspace (None: it may):
+    takod runs that Node later, so only a workspace that is the user's own
+    (:func:`trust.check_workspace`) gets one. Blocking (``lstat`` calls)."""
+    verdict = check_workspace(workspace)
+    return None if verdict.trusted else f"{verdict.detail} ({verdict.hint})"
 
 
 def sri_matches(data_hash: "hashlib._Hash", integrity: str) -> bool:

@@ -18,6 +18,7 @@ from takod.schema import PROVIDERS, ProviderStatus
 from .credentials.summary import CredentialSummary
 from .providers.detect import BinaryInfo
 from .providers.ollama_probe import OllamaProbe
+from .trust import REASON as UNTRUSTED, WorkspaceTrust
 
 HINTS = {
     "not-installed": {
@@ -76,6 +77,8 @@ class Facts:
     # now, and the key store's reason code for that (keyring-locked, ...).
     unavailable_keys: dict[str, list[str]] = field(default_factory=dict)
     key_store_reason: str | None = None
+    # Set when the workspace is not the user's own: nothing may run for it.
+    untrusted: WorkspaceTrust | None = None
 
 
 def _hint(reason: str, provider: str) -> str | None:
@@ -190,7 +193,18 @@ def ollama_provider(facts: Facts) -> ProviderStatus:
 def evaluate(facts: Facts) -> tuple[list[ProviderStatus], str | None]:
     """Every provider's status in priority order, and the one a prompt would go to."""
     statuses = [ollama_provider(facts) if name == "ollama" else cli_provider(name, facts) for name in PROVIDERS]
+    if facts.untrusted is not None:
+        return [untrusted(s, facts.untrusted) for s in statuses], None
     return statuses, select(statuses, facts.preferred)
+
+
+def untrusted(status: ProviderStatus, trust: WorkspaceTrust) -> ProviderStatus:
+    """``status`` in a workspace that is not the user's own: nothing runs there
+    (a CLI would run in it, pi would take its runtime and its ``!command`` keys,
+    Ollama its host), so no provider is ready. What was found is still reported."""
+    level = "installed" if LEVEL_RANK.get(status.level, 0) > LEVEL_RANK["installed"] else status.level
+    detail = {**status.detail, "untrusted": trust.detail}
+    return ProviderStatus(name=status.name, ready=False, level=level, reason=UNTRUSTED, hint=trust.hint, detail=detail)
 
 
 def select(statuses: list[ProviderStatus], preferred: str) -> str | None:

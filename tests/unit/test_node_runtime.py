@@ -88,14 +88,10 @@ def test_only_a_workspace_nobody_else_can_write_gets_a_runtime(tmp_path: Path) -
     ws.mkdir(mode=0o755)
     assert nr.refusal(ws) is None
     ws.chmod(0o777)
-    assert "writable by everyone" in (nr.refusal(ws) or "")
-    ws.chmod(0o755)
-    link = tmp_path / "link"
-    link.symlink_to(ws)
-    assert "symbolic link" in (nr.refusal(link) or "")
+    assert "writable" in (nr.refusal(ws) or "")
     with pytest.raises(nr.RuntimeUnavailable, match="untrusted workspace"):
-        ws.chmod(0o777)
         anyio.run(nr.install_node, ws, {}, quiet)
+    assert not (ws / ".tako").exists()  # nothing was written there
 
 
 def test_a_download_that_does_not_match_its_pin_is_refused_and_not_kept(

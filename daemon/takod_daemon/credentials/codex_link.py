@@ -8,6 +8,15 @@ whichever side holds the newer access token (by its JWT ``iat``, then ``exp``)
 is copied to the other; an older token never replaces a newer one, and when
 the age cannot be told nothing is copied.
 
+A token is copied only when it is plausible and for the same account
+(docs/security.md, "linked grants"): the access token being copied is a JWT
+with ``iat`` and ``exp``, ``exp`` after ``iat``, ``iat`` no more than
+:data:`CLOCK_SKEW_S` in the future (a forged "newest" token would otherwise
+win every comparison), and its ChatGPT account claim equals the other side's
+account. Signatures cannot be checked here, so this stops junk and another
+account's login, not a forger who knows the account id: that is what trusting
+only the user's own stores is for (:mod:`takod_daemon.links`).
+
 Field mapping, Codex -> pi (research takobot-inference.md §5): ``access_token``
 -> ``access``, ``refresh_token`` -> ``refresh``, the access token's JWT ``exp``
 (else the id token's, else "now", i.e. expired) in milliseconds -> ``expires``
@@ -33,6 +42,9 @@ from takod_daemon.credentials.pi_lock import DEFAULT_TIMEOUT_S
 from takod_daemon.credentials.summary import SecretStruct
 
 PI_PROVIDER = "openai-codex"
+# How far a token's ``iat`` may be ahead of our clock (clocks of this machine and
+# OpenAI's servers differ a little; a token from the future is forged or broken).
+CLOCK_SKEW_S = 300.0
 
 Newer = Literal["codex", "pi", "same", "unknown"]
 LinkAction = Literal["none", "update_pi", "update_codex"]
@@ -73,6 +85,20 @@ def newer_side(codex_access: str, pi_access: str) -> Newer:
             return "codex" if a > b else "pi"
         compared = True
     return "same" if compared else "unknown"
+
+
+def implausibility(access: str, now_s: float) -> str | None:
+    """Why ``access`` cannot be a real access token to copy between stores; None when it can be."""
+    claims = _claims(access)
+    if claims is None:
+        return "is not a JWT"
+    if claims.iat is None or claims.exp is None:
+        return "has no iat or exp claim"
+    if claims.iat > now_s + CLOCK_SKEW_S:
+        return "was issued in the future"
+    if claims.exp <= claims.iat:
+        return "expires before it was issued"
+    return None
 
 
 def pi_entry_from_codex(codex: CodexAuth, current: OAuthEntry | None, now_ms: int) -> OAuthEntry:
@@ -117,6 +143,15 @@ def decide(codex: CodexAuth | None, pi: PiEntry | None, now_ms: int) -> LinkDeci
     if codex_access == pi.access and codex_refresh == pi.refresh:
         return LinkDecision(action="none", reason="in_sync")
     newer = newer_side(codex_access, pi.access)
+    if newer in ("codex", "pi"):
+        source, other_account = (codex_access, pi_account) if newer == "codex" else (pi.access, codex.account_id)
+        if implausibility(source, now_ms / 1000) is not None:
+            return LinkDecision(action="none", reason="implausible_token")
+        source_account = _account_of(source)
+        if not source_account or not other_account:
+            return LinkDecision(action="none", reason="account_unknown")
+        if source_account != other_account:
+            return LinkDecision(action="none", reason="different_accounts")
     if newer == "codex":
         entry = pi_entry_from_codex(codex, pi, now_ms)
         return LinkDecision(action="update_pi", reason="codex_newer", pi_entry=entry)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal, TypeVar, cast
 import msgspec
 
 from takod_daemon.credentials.files import (
+    FileKind,
     FileProblem,
     RawFile,
     atomic_write,
@@ -34,6 +35,7 @@ from takod_daemon.credentials.files import (
     encode_json,
     read_bytes,
     strip_bom,
+    write_target,
 )
 from takod_daemon.credentials.pi_lock import DEFAULT_TIMEOUT_S, pi_lock
 from takod_daemon.credentials.summary import CredentialSummary, SecretStruct
@@ -49,6 +51,16 @@ NEVER_EXPIRES_MS = 9007199254740991
 _ENV_NAME_LIKE_RE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 
 KeyKind = Literal["command", "env", "literal"]
+
+
+def _looks_like_pi_auth(doc: Any) -> bool:
+    # Every value of a pi auth.json is an entry object with a "type" (§1.3).
+    return isinstance(doc, dict) and all(isinstance(v, dict) and isinstance(v.get("type"), str) for v in doc.values())
+
+
+# A workspace auth.json may be a symlink to another pi auth.json of the user's
+# (one login shared between workspaces), never to anything else.
+PI_AUTH_KIND = FileKind("pi auth.json", AUTH_FILENAME, _looks_like_pi_auth)
 
 
 class ApiKeyEntry(SecretStruct, frozen=True, kw_only=True):
@@ -400,6 +412,7 @@ def replace_entry(
     :mod:`pi_lock` errors when the lock cannot be had or was lost.
     ``choose`` runs under the lock: keep it quick and free of I/O.
     """
+    write_target(path, PI_AUTH_KIND)  # a link that may not be written: stop before reading or locking
     _ensure_parent(path)
     with pi_lock(path, timeout=lock_timeout) as held:
         raw = read_bytes(path)
@@ -409,7 +422,7 @@ def replace_entry(
             return None
         data = merge_entry(raw, provider, new)
         held.ensure_held()
-        atomic_write(path, data, 0o600)
+        atomic_write(path, data, 0o600, kind=PI_AUTH_KIND)
         return new
 
 
@@ -422,7 +435,10 @@ def seed_workspace_auth(
     """Create the workspace ``auth.json`` as a byte-for-byte copy (mode 0600) of
     the first candidate that parses and holds at least one entry, but only when
     the workspace file is missing or empty: an existing workspace file is never
-    overwritten. Candidates that are unreadable or malformed are skipped."""
+    overwritten. Candidates that are unreadable or malformed are skipped.
+    A dangling link at ``workspace_auth`` is :class:`FileProblem`
+    (``unsafe_link``): its target is never created."""
+    write_target(workspace_auth, PI_AUTH_KIND)
     if _has_content(read_bytes(workspace_auth)):
         return SeedResult("workspace_has_auth")
     source = _first_seedable(workspace_auth, candidates)
@@ -433,7 +449,7 @@ def seed_workspace_auth(
         if _has_content(read_bytes(workspace_auth)):  # pi or a user got there first
             return SeedResult("workspace_has_auth")
         held.ensure_held()
-        atomic_write(workspace_auth, source.data, 0o600)
+        atomic_write(workspace_auth, source.data, 0o600, kind=PI_AUTH_KIND)
     return SeedResult("seeded", source.path)
 
 

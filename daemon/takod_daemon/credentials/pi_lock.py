@@ -113,7 +113,10 @@ def _record(lock_dir: Path, mtime_ns: int) -> None:
         doc = {"lock": str(lock_dir), "dev": st.st_dev, "ino": st.st_ino, "mtime_ns": mtime_ns, "pid": os.getpid()}
         path = _record_path(directory, lock_dir)
         tmp = path.with_suffix(f".{threading.get_ident()}.new")
-        tmp.write_text(json.dumps(doc))
+        # O_NOFOLLOW: a link planted in the state dir never redirects this write.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(doc))
         os.replace(tmp, path)  # whole or absent: a half record is never read
     except OSError:
         pass  # without a record the lock just goes stale the slow way

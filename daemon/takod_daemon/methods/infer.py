@@ -36,7 +36,7 @@ from ..providers.ollama_probe import connectable, parse_ollama_host, probe_ollam
 from ..readiness import evaluate
 from ..rpc import Call
 from ..state import Workspace
-from .core import autocmd_data_supported, workspace_of
+from .core import autocmd_data_supported, require_trusted, workspace_of
 
 log = structlog.get_logger("takod.infer")
 
@@ -209,6 +209,7 @@ async def infer(call: Call, p: InferParams) -> InferResult | InferStarted:
     """
     request = _request(p)
     ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))
+    await require_trusted(call, ws, "run a prompt")
     if p.stream == "async":
         sink = await _make_sink(call, p)
 
@@ -250,6 +251,7 @@ async def embed(call: Call, p: EmbedParams) -> EmbedResult:
     if not p.texts:
         raise invalid("invalid_params", "texts is empty")
     ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))
+    await require_trusted(call, ws, "embed")
     engine = call.daemon.engine
     cfg = _config(call, p.env)
     env = await engine.child_env(ws, p.env)
@@ -279,6 +281,7 @@ async def models_list(call: Call, p: ModelsParams) -> ModelsResult:
     """Models each provider offers, with detail: Ollama's pulled models (size,
     modified date, parameters, quantization, context length), the API backends' lists."""
     ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))
+    await require_trusted(call, ws, "list models")
     engine = call.daemon.engine
     found: list[ModelEntry] = []
     errors: dict[str, str] = {}
