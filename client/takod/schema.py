@@ -175,8 +175,11 @@ class GrantInfo(Result):
     refresh_at: float | None  # next scheduled refresh; None when a login is needed
     last_refresh: float | None
     last_error: str | None
-    state: str  # scheduled | refreshing | retrying | needs-login
+    state: str  # scheduled | refreshing | retrying | backing-off | needs-login
     guidance: str | None  # what to do when a login is needed
+    # backing-off: why the next refresh (refresh_at) waits: refreshed_recently,
+    # refresh_budget_spent (the per-grant request budget, docs/refresh.md)
+    wait_reason: str | None = None
 
 
 class AuthResult(Result):

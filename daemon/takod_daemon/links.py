@@ -16,6 +16,7 @@ Blocking functions: the state manager runs them in a worker thread.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,11 +26,15 @@ from takod.paths import is_marked_workspace
 
 from .credentials import codex_auth, codex_link, pi_auth
 from .credentials.files import FileProblem
-from .credentials.pi_lock import LockError
+from .credentials.codex_lock import codex_lock
+from .credentials.pi_lock import LockError, pi_locks
 
 log = structlog.get_logger("takod.links")
 
-LOCK_TIMEOUT = 2.0
+# A refresh of the same login holds these locks from its re-read to its write
+# (its token request included, at most refresh.grants.LOCKED_REQUEST_TIMEOUT_S):
+# wait it out rather than copy a token being spent or give up seeding.
+LOCK_TIMEOUT = 20.0
 # Decisions that refuse a "newer" token: worth a warning (a forged or foreign login, or a broken one).
 REFUSED = frozenset({"implausible_token", "account_unknown", "different_accounts"})
 
@@ -77,20 +82,37 @@ def link_codex(pi_file: Path, env: Mapping[str, str]) -> list[str]:
     home = codex_auth.codex_home(env)
     try:
         store = codex_auth.read_store_mode(home)
-        codex = codex_auth.read_auth(codex_auth.auth_path(home)) if store in ("file", "auto") else None
-        decision = codex_link.apply_to_pi(pi_file, codex, lock_timeout=LOCK_TIMEOUT)
-        if decision.reason in REFUSED:
-            log.warning("not linking the Codex and pi logins", pi_file=str(pi_file), reason=decision.reason)
-        if decision.action == "update_pi":
-            return [f"copied the Codex login into {pi_file} ({decision.reason})"]
-        if decision.action == "update_codex" and decision.codex_update and decision.codex_replaces:
-            if not source_is_trusted(pi_file):
-                log.warning("not copying pi's openai-codex tokens: the file is not the user's alone", pi_file=str(pi_file))
-                return []
-            if codex_auth.file_is_writable(store) and codex_auth.write_refreshed_tokens(
-                home, decision.codex_update, decision.codex_replaces
-            ):
-                return [f"copied pi's newer openai-codex tokens into {codex_auth.auth_path(home)}"]
+        if store not in ("file", "auto"):
+            return []
+        codex = codex_auth.read_auth(codex_auth.auth_path(home))
+        pi = pi_auth.read_auth(pi_file)
+        entry = pi.entries.get(codex_link.PI_PROVIDER) if pi else None
+        if codex is None:
+            return []
+        first = codex_link.decide(codex, entry, int(time.time() * 1000))
+        if first.action == "none":
+            if first.reason in REFUSED:
+                log.warning("not linking the Codex and pi logins", pi_file=str(pi_file), reason=first.reason)
+            return []  # the usual case: nothing to copy, no lock taken
+        pi_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Both stores' locks, Codex's first (the order every takod holder uses), and
+        # both files re-read under them: never copy a token a refresh is spending.
+        with codex_lock(home, timeout=LOCK_TIMEOUT), pi_locks([pi_file], timeout=LOCK_TIMEOUT) as held:
+            codex = codex_auth.read_auth(codex_auth.auth_path(home))
+            decision = codex_link.apply_to_pi(pi_file, codex, lock_timeout=LOCK_TIMEOUT, held=held[pi_file])
+            if decision.reason in REFUSED:
+                log.warning("not linking the Codex and pi logins", pi_file=str(pi_file), reason=decision.reason)
+            if decision.action == "update_pi":
+                return [f"copied the Codex login into {pi_file} ({decision.reason})"]
+            if decision.action == "update_codex" and decision.codex_update and decision.codex_replaces:
+                if not source_is_trusted(pi_file):
+                    log.warning("not copying pi's openai-codex tokens: the file is not the user's alone",
+                                pi_file=str(pi_file))
+                    return []
+                if codex_auth.file_is_writable(store) and codex_auth.write_refreshed_tokens(
+                    home, decision.codex_update, decision.codex_replaces
+                ):
+                    return [f"copied pi's newer openai-codex tokens into {codex_auth.auth_path(home)}"]
     except (FileProblem, LockError, OSError) as exc:
         log.warning("could not link the Codex and pi logins", pi_file=str(pi_file), error=str(exc))
     return []

@@ -367,9 +367,11 @@ class StateManager:
             self._evaluate_all_locked(auth=True)
 
     def pi_files(self) -> list[Path]:
-        """Every pi auth file takod may refresh and write: each trusted loaded
-        workspace's and the home ones."""
+        """Every pi auth file takod may refresh and write: each trusted workspace's
+        (loaded or being loaded: its seed may already hold a login being refreshed)
+        and the home ones."""
         files = [ws.pi_auth_file for ws in self.workspaces.values() if ws.trust.trusted]
+        files += [pi_auth.workspace_auth_path(root) for root in self._loading if check_workspace(root).trusted]
         files += pi_auth.home_auth_paths(self.env, self.home)
         return list(dict.fromkeys(files))
 

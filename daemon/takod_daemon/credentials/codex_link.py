@@ -38,7 +38,7 @@ from typing import ClassVar, Literal
 from takod_daemon.credentials.codex_auth import CodexAuth, TokenRefresh
 from takod_daemon.credentials.jwt import JwtClaims, JwtError, decode_claims
 from takod_daemon.credentials.pi_auth import OAuthEntry, PiEntry, read_auth, replace_entry
-from takod_daemon.credentials.pi_lock import DEFAULT_TIMEOUT_S
+from takod_daemon.credentials.pi_lock import DEFAULT_TIMEOUT_S, HeldPiLock
 from takod_daemon.credentials.summary import SecretStruct
 
 PI_PROVIDER = "openai-codex"
@@ -171,6 +171,7 @@ def apply_to_pi(
     *,
     now_ms: int | None = None,
     lock_timeout: float = DEFAULT_TIMEOUT_S,
+    held: HeldPiLock | None = None,
 ) -> LinkDecision:
     """Bring pi's ``openai-codex`` entry in line with Codex's login. When pi
     should take Codex's tokens, the decision is made again on the file as
@@ -179,7 +180,8 @@ def apply_to_pi(
     for the caller to hand to ``codex_auth``.
 
     Raises :class:`FileProblem` for a pi file that cannot be parsed (it is left
-    alone) and the :mod:`pi_lock` errors.
+    alone) and the :mod:`pi_lock` errors. ``held``: the caller holds pi's lock
+    on ``auth_path`` already (and read ``codex`` under Codex's lock).
     """
     stamp = now_ms if now_ms is not None else int(time.time() * 1000)
     # Most checks find nothing to write: decide on an unlocked read first, so
@@ -194,7 +196,7 @@ def apply_to_pi(
         decision = decide(codex, current, stamp)
         return decision.pi_entry if decision.action == "update_pi" else None
 
-    replace_entry(auth_path, PI_PROVIDER, choose, lock_timeout=lock_timeout)
+    replace_entry(auth_path, PI_PROVIDER, choose, lock_timeout=lock_timeout, held=held)
     return decision
 
 

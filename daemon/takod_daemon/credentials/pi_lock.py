@@ -36,8 +36,8 @@ import random
 import stat
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 # pi's async (refresh) lockers call a lock stale after 30 s, its sync ones after
@@ -263,6 +263,25 @@ def pi_lock(
         yield held
     finally:
         held.release()
+
+
+@contextmanager
+def pi_locks(auth_paths: Iterable[Path], *, timeout: float = DEFAULT_TIMEOUT_S) -> Iterator[dict[Path, HeldPiLock]]:
+    """Hold pi's lock on every one of ``auth_paths`` at once, for the ``with``
+    body: {path as given: its held lock}. Taken in one global order (by lock
+    directory), so two holders of overlapping sets never wait on each other in
+    a circle; ``timeout`` bounds the whole wait."""
+    deadline = time.monotonic() + timeout
+    by_dir: dict[Path, list[Path]] = {}
+    for path in dict.fromkeys(auth_paths):
+        by_dir.setdefault(lock_dirs(path)[0], []).append(path)
+    held: dict[Path, HeldPiLock] = {}
+    with ExitStack() as stack:
+        for lock_dir in sorted(by_dir):
+            paths = by_dir[lock_dir]
+            lock = stack.enter_context(pi_lock(paths[0], timeout=max(0.0, deadline - time.monotonic())))
+            held.update(dict.fromkeys(paths, lock))
+        yield held
 
 
 def _acquire(lock_dir: Path, deadline: float, timeout: float) -> int:
