@@ -20,7 +20,7 @@ import msgspec
 from . import __version__
 from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
-from .schema import INFERENCE_ENV_VARS, TOPICS, UNTRUSTED_WORKSPACE
+from .schema import API_PROVIDERS, INFERENCE_ENV_VARS, TOPICS, UNTRUSTED_WORKSPACE
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -120,8 +120,11 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     if store and not store["secure"]:
         print(f"keys       {out.bad('insecure storage')} ({store['reason']}): {store['backend']} — `takod auth` says more")
     print()
-    width = max(len(p["name"]) for p in st["providers"]) if st["providers"] else 8
-    for p in st["providers"]:
+    # An HTTP API backend without its key is an option, not a problem: one line for all of them.
+    keyless = [p["name"] for p in st["providers"] if p["name"] in API_PROVIDERS and p.get("reason") == "no-credentials"]
+    shown = [p for p in st["providers"] if p["name"] not in keyless]
+    width = max(len(p["name"]) for p in shown) if shown else 8
+    for p in shown:
         mark = out.ok("ready") if p["ready"] else out.bad(p["level"])
         line = f"  {p['name']:<{width}}  {mark}"
         if not p["ready"] and p.get("reason"):
@@ -129,6 +132,11 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
             if p.get("hint") and p["reason"] != UNTRUSTED_WORKSPACE:
                 line += out.dim(f" — {p['hint']}")
         print(line)
+        auth_file = p.get("detail", {}).get("auth_file") if p["name"] == "pi" else None
+        if auth_file:  # which credential file a pi run uses
+            print(out.dim(f"  {'':<{width}}  runs with {auth_file}"))
+    if keyless:
+        print(out.dim(f"  API backends without a key: {', '.join(keyless)} (`takod key set NAME`)"))
     return EXIT_OK
 
 

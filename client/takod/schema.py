@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 import msgspec
 
 PROVIDERS = ("pi", "ollama", "codex", "claude", "gemini")
+# takod's own direct HTTP backends, after the CLIs in priority order (one key variable each).
+API_PROVIDERS = ("anthropic", "openai", "openrouter", "groq", "xai", "mistral", "deepseek", "cerebras")
 # Every provider's reason in a workspace that is not the user's own (docs/security.md).
 UNTRUSTED_WORKSPACE = "untrusted-workspace"
 TOPICS = ("status", "auth", "daemon", "login")

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from takod.doctor_local import LocalFacts, PathFacts, local_checks
-from takod.schema import DoctorCheck, GrantInfo, ProviderStatus
+from takod.schema import API_PROVIDERS, DoctorCheck, GrantInfo, ProviderStatus
 
 from .keystore import StoreStatus
 from .providers.detect import satisfies
@@ -128,6 +128,8 @@ def check_provider(status: ProviderStatus, tako_workspace: bool) -> DoctorCheck:
     fixable = reason == "not-probed" or (status.name == "pi" and tako_workspace and reason in _RUNTIME_REASONS)
     if reason == "not-installed" and not fixable:
         return _check(cid, "ok", f"{status.name} is not installed (optional)", fix=status.hint)
+    if status.name in API_PROVIDERS and reason == "no-credentials":
+        return _check(cid, "ok", f"{status.name} API has no key (optional)", fix=status.hint)
     return _check(cid, "warn", f"{status.name} is not ready: {reason}", fix=status.hint, fixable=fixable,
                   detail=", ".join(str(p) for p in status.detail.get("problems", []) or []) or None)  # type: ignore[union-attr]
 

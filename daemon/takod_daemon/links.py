@@ -1,7 +1,8 @@
 """Credentials shared between stores: the workspace pi copy and the Codex <-> pi login.
 
-- A Tako workspace's pi ``auth.json`` is seeded from the home one only when it is
-  missing or empty (never overwritten).
+- A Tako workspace's pi ``auth.json`` (where takod runs pi there) is seeded from
+  the home one when it is missing or holds no entry (``{}``); a file with an
+  entry is never overwritten.
 - Codex's ChatGPT login and pi's ``openai-codex`` entry are one grant (OpenAI
   refresh tokens are single use): whichever side holds the newer token is
   copied to the other, under pi's lock for pi's file and compare-before-write

@@ -437,8 +437,9 @@ def seed_workspace_auth(
 ) -> SeedResult:
     """Create the workspace ``auth.json`` as a byte-for-byte copy (mode 0600) of
     the first candidate that parses and holds at least one entry, but only when
-    the workspace file is missing or empty: an existing workspace file is never
-    overwritten. Candidates that are unreadable or malformed are skipped.
+    the workspace file is missing, empty or ``{}`` (no entry: pi would have no
+    credential there): a file with an entry, or one that cannot be parsed, is
+    never overwritten. Candidates that are unreadable or malformed are skipped.
 
     The copy is made holding pi's lock on the workspace file *and* on the
     source, re-read under it: a refresh holds the source's lock from its
@@ -479,7 +480,14 @@ def _first_seedable(target: Path, candidates: Sequence[Path]) -> RawFile | None:
 
 
 def _has_content(raw: RawFile | None) -> bool:
-    return raw is not None and bool(strip_bom(raw.data).strip())
+    """Whether the workspace file holds an entry; one that cannot be parsed counts
+    (it is never overwritten). ``{}`` (what pi and ``doctor --fix`` create) does not."""
+    if raw is None:
+        return False
+    try:
+        return bool(_decode_doc(raw))
+    except FileProblem:
+        return True
 
 
 def _ensure_parent(path: Path) -> None:

@@ -21,9 +21,11 @@ import httpx
 import msgspec
 import structlog
 
-from ..credentials.pi_auth import workspace_auth_path
 from ..links import is_tako_workspace
 from ..redact import redact_text
+from ..resolve import pi as pi_resolve
+from ..resolve.api import default_model as default_api_model
+from ..resolve.api import resolve_api
 from . import child_env, errorlog
 from .config import InferenceConfig
 from .routing import API_BACKENDS, Candidate, Plan
@@ -133,16 +135,18 @@ class Engine:
         return env
 
     def context(
-        self, ws: "Workspace", provider: str, env: dict[str, str], ollama_url: str | None = None
+        self, ws: "Workspace", provider: str, env: dict[str, str], model: str | None = None,
+        *, ollama_url: str | None = None,
     ) -> RunContext:
-        """What a runner needs; ``ollama_url`` is an Ollama address the client asked
-        for (a workspace's own `takod ollama host` still wins)."""
+        """What ``provider`` runs with. pi and the API backends run their resolution
+        (``resolve/``), the one readiness reports; ``env`` is the whole pool.
+        ``ollama_url`` is an Ollama address the client asked for (a workspace's own
+        `takod ollama host` still wins)."""
         user = self.daemon.state.user
         if provider == "pi":
             info = ws.pi_binary
-            env = dict(env)
-            if is_tako_workspace(ws.root):
-                env["PI_CODING_AGENT_DIR"] = str(workspace_auth_path(ws.root).parent)
+            plan = self.daemon.state.pi_plan(ws, env, masked=False, model=model)
+            env = pi_resolve.child_env(plan, env)
             if info is not None and info.node_path:
                 env["PATH"] = str(Path(info.node_path).parent) + ":" + env.get("PATH", "")
             return RunContext(workspace=ws.root, env=env, binary=info.path if info else None)
@@ -154,14 +158,15 @@ class Engine:
             if ollama_url and not ws.settings.ollama_host:
                 url = ollama_url
             return RunContext(workspace=ws.root, env=env, base_url=url)
-        key_var, _kind, default_url = API_BACKENDS[provider]
-        base = env.get(f"{provider.upper()}_BASE_URL") or default_url
-        return RunContext(workspace=ws.root, env=env, base_url=base, api_key=env.get(key_var))
+        api = resolve_api(provider, env)
+        return RunContext(workspace=ws.root, env=env, base_url=api.base_url, api_key=env.get(api.key_var))
 
     def default_model(self, ws: "Workspace", provider: str, config: InferenceConfig | None = None) -> str | None:
         """The model a provider runs when neither the request nor a rule named one.
         Ollama: the workspace's or ``OLLAMA_MODEL``, else ``OLLAMA_DEFAULT_MODEL``,
-        else the first pulled model."""
+        else the first pulled model; an API backend: its service's default."""
+        if provider in API_BACKENDS:
+            return default_api_model(provider)
         if provider != "ollama":
             return None
         probe = ws.ollama
@@ -221,10 +226,11 @@ class Engine:
 
         await sink("route", {"provider": provider, "model": model, "attempt": len([a for a in trace if a.outcome != "skipped"]),
                              "rule": candidate.rule})
-        if provider in child_env.CLI_PROVIDERS:
-            # A CLI gets only the secrets of the services it talks to (reads Codex's config).
+        if provider in child_env.CLI_PROVIDERS - {"pi"}:
+            # A CLI gets only the secrets of the services it talks to (reads Codex's config);
+            # pi gets exactly what its resolution needs (Engine.context).
             env = await anyio.to_thread.run_sync(child_env.for_provider, provider, env)
-        ctx = self.context(ws, provider, env, ollama_url)
+        ctx = self.context(ws, provider, env, model, ollama_url=ollama_url)
         try:
             runner = _runner(provider)
             with anyio.fail_after(req.timeout):

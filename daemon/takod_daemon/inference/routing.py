@@ -167,7 +167,10 @@ def plan(
         if kept_local:
             local_only = True
 
-    default_order = list(PROVIDERS) + [name for name, has_key in api_keys.items() if has_key]
+    # The CLIs, then the API backends as readiness lists them, then any other with a key
+    # (only those with a key: the trace stays short).
+    default_order = [*PROVIDERS, *(s.name for s in statuses if s.name in API_BACKENDS and s.ready),
+                     *(name for name, has_key in api_keys.items() if has_key)]
     if provider is not None:
         order = rule_for([provider], f"asked for provider {provider}")
     elif local_only:
@@ -207,14 +210,14 @@ def plan(
         if name in cooling:
             skipped.append(Skip(name, cooling[name], rule))
             continue
-        if name in API_BACKENDS:
-            if not api_keys.get(name):
-                skipped.append(Skip(name, f"no {API_BACKENDS[name][0]}", rule))
-                continue
-        elif name in by_name:
+        if name in by_name:  # readiness decided (the API backends too, from the same pool)
             if name not in ready:
                 status = by_name[name]
                 skipped.append(Skip(name, f"not ready: {status.reason}", rule))
+                continue
+        elif name in API_BACKENDS:
+            if not api_keys.get(name):
+                skipped.append(Skip(name, f"no {API_BACKENDS[name][0]}", rule))
                 continue
         else:
             known = ", ".join([*PROVIDERS, *API_BACKENDS])

@@ -45,12 +45,13 @@ from ..providers.detect import (
 )
 from ..redact import redact_text
 from ..rpc import Call
-from ..state import KEY_PROVIDERS, PI_KEY_NAMES, StateManager, Workspace
+from ..key_names import CATALOGUE
+from ..state import KEY_PROVIDERS, StateManager, Workspace
 from .core import workspace_of
 
 log = structlog.get_logger("takod.doctor")
 
-KEY_NAMES = PI_KEY_NAMES | KEY_PROVIDERS.keys()
+KEY_NAMES = frozenset(k.name for k in CATALOGUE) | KEY_PROVIDERS.keys()  # every name a key can be stored under
 ERROR_LOG_LINES = 200  # the tail of the error log that is read
 
 

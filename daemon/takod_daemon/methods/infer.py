@@ -256,7 +256,7 @@ async def embed(call: Call, p: EmbedParams) -> EmbedResult:
     cfg = _config(call, p.env)
     env = await engine.child_env(ws, p.env)
     provider = p.provider
-    ctx = engine.context(ws, provider, env, _client_ollama_url(call, ws, cfg))
+    ctx = engine.context(ws, provider, env, ollama_url=_client_ollama_url(call, ws, cfg))
     assert engine.http is not None
     try:
         if provider == "ollama":
@@ -299,7 +299,7 @@ async def models_list(call: Call, p: ModelsParams) -> ModelsResult:
             if p.provider:
                 errors[provider] = f"no {routing.API_BACKENDS[provider][0]}: set it with `takod key set` or export it"
             continue
-        ctx = engine.context(ws, provider, env, _client_ollama_url(call, ws, cfg))
+        ctx = engine.context(ws, provider, env, ollama_url=_client_ollama_url(call, ws, cfg))
         try:
             if provider == "ollama":
                 found += await _ollama_models(ctx, http)
