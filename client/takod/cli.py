@@ -20,7 +20,7 @@ import msgspec
 from . import __version__
 from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
-from .schema import API_PROVIDERS, SETTINGS_FIELDS, TOPICS, UNTRUSTED_WORKSPACE
+from .schema import API_PROVIDERS, INFERENCE_ENV_VARS, SETTINGS_FIELDS, TOPICS, UNTRUSTED_WORKSPACE
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -92,6 +92,12 @@ def _client_env() -> dict[str, str]:
     """API keys in this shell's environment: a daemon started elsewhere (systemd,
     another terminal) does not have them, but they are usable from here."""
     return {k: v for k, v in os.environ.items() if v and (k.endswith("_API_KEY") or k in _KEY_VARS)}
+
+
+def _request_env() -> dict[str, str]:
+    """Keys, and the routing and backend variables (docs/inference.md): this shell's
+    `export` counts for a prompt even when the daemon was started elsewhere."""
+    return {**_client_env(), **{k: os.environ[k] for k in INFERENCE_ENV_VARS if os.environ.get(k)}}
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
@@ -382,7 +388,7 @@ def _infer_params(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         params["format"] = args.format
     if args.local:
         params["local_only"] = True
-    env = _client_env()
+    env = _request_env()
     if env:
         params["env"] = env
     params.update(extra)
@@ -410,7 +416,8 @@ def _stream_answer(c: Client, params: dict[str, Any], out: Output) -> dict[str, 
             wrote = True
         elif kind == "route":
             model = f" ({payload['model']})" if payload.get("model") else ""
-            print(out.dim(f"→ {payload['provider']}{model}"), file=sys.stderr, flush=True)
+            rule = f" — {payload['rule']}" if payload.get("rule") else ""
+            print(out.dim(f"→ {payload['provider']}{model}{rule}"), file=sys.stderr, flush=True)
         elif kind == "fallback":
             print(out.bad(f"✗ {payload['error'] and payload['provider'] + ': ' + payload['error']}"), file=sys.stderr, flush=True)
         elif kind == "result":
@@ -421,6 +428,15 @@ def _stream_answer(c: Client, params: dict[str, Any], out: Output) -> dict[str, 
 
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    if args.prompt_opt is not None:
+        if args.model is not None:
+            out.error("usage", "--prompt and two arguments: give the prompt once, and the model as the argument or -m")
+            return EXIT_USAGE
+        # `run --prompt TEXT MODEL`: the one argument is the model.
+        args.prompt, args.model = args.prompt_opt, args.prompt
+    if args.model_opt is not None and args.model is not None and args.model_opt != args.model:
+        out.error("usage", f"two models: {args.model!r} and -m {args.model_opt!r}; give one")
+        return EXIT_USAGE
     args.model = args.model_opt or args.model
     prompt = _read_prompt(args.prompt)
     params = _infer_params(args, prompt=prompt)
@@ -485,6 +501,8 @@ def cmd_embed(args: argparse.Namespace, out: Output) -> int:
     params: dict[str, Any] = {"texts": texts, "provider": args.provider}
     if args.model:
         params["model"] = args.model
+    if env := _request_env():
+        params["env"] = env
     with _client(args) as c:
         result = c.call("embed", params)
     if out.json or args.output == "json":
@@ -497,18 +515,51 @@ def cmd_embed(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _size(n: object) -> str:
+    if not isinstance(n, int):
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _count(n: object, fallback: object) -> str:
+    if isinstance(n, int) and n > 0:
+        for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+            if n >= scale:
+                return f"{n / scale:.2f}".rstrip("0").rstrip(".") + unit
+        return str(n)
+    return str(fallback) if fallback else "-"
+
+
+def models_table(models: list[dict[str, Any]]) -> list[str]:
+    """The models as aligned lines: provider, name, size, modified/created date, parameters, quantization."""
+    rows = [("PROVIDER", "MODEL", "SIZE", "MODIFIED", "PARAMS", "QUANT")]
+    for m in models:
+        d = m.get("detail") or {}
+        date = str(d.get("modified_at") or d.get("created_at") or "-")[:10]
+        rows.append((m["provider"], m["name"], _size(d.get("size")), date,
+                     _count(d.get("parameter_count"), d.get("parameter_size")), str(d.get("quantization") or "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def cmd_models(args: argparse.Namespace, out: Output) -> int:
+    params: dict[str, Any] = {"provider": args.provider} if args.provider else {}
+    if env := _request_env():
+        params["env"] = env
     with _client(args) as c:
-        result = c.call("models.list", {"provider": args.provider} if args.provider else None)
-    if out.json:
+        result = c.call("models.list", params or None)
+    if out.json or args.format == "json":
         out.emit_json(result)
         return EXIT_OK
-    for m in result["models"]:
-        print(f"{m['provider']:<12} {m['name']}")
+    if result["models"]:
+        print("\n".join(models_table(result["models"])))
     for provider, error in result["errors"].items():
-        print(out.bad(f"{provider:<12} {error}"), file=sys.stderr)
+        print(out.bad(f"{provider}: {error}"), file=sys.stderr)
     if not result["models"] and not result["errors"]:
-        print("no models found")
+        print("no models found: pull one (`ollama pull llama3.2`) or set an API key (`takod key set ANTHROPIC_API_KEY`)")
     return EXIT_OK
 
 
@@ -598,12 +649,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     ss.add_argument("value")
 
     def infer_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--system", help="system prompt")
-        p.add_argument("--provider", help="only this provider (pi, ollama, codex, claude, gemini, anthropic, openai, ...)")
-        p.add_argument("--temperature", type=float)
-        p.add_argument("--format", choices=["text", "json"], default="text")
+        p.add_argument("-s", "--system", help="system prompt")
+        p.add_argument("--provider", "--backend", dest="provider", metavar="NAME",
+                       help="only this provider (pi, ollama, codex, claude, gemini, anthropic, openai, ...); "
+                            "--backend is the Inference skill's name for it")
+        p.add_argument("-t", "--temperature", type=float, metavar="T",
+                       help="sampling temperature, 0.0 (focused) to 1.0 (creative); default: the model's")
+        p.add_argument("--format", choices=["text", "json"], default="text",
+                       help="json: ask the model for a JSON answer (Ollama and the APIs enforce it); default text")
         p.add_argument("--thinking", help="thinking level: off, minimal, low, medium, high, xhigh")
-        p.add_argument("--timeout", type=float, help="seconds per provider attempt (default 180)")
+        p.add_argument("--timeout", type=float, help="seconds per provider attempt (default: OLLAMA_TIMEOUT / "
+                       "ANTHROPIC_TIMEOUT for those, else 180)")
         p.add_argument("--local", action="store_true", help="never send the prompt off this machine (Ollama on loopback)")
         p.add_argument("--lane", choices=["type1", "type2"],
                        help="Takobot's model lane: type1 (fast, the default) or type2 (deep); without a model, pi "
@@ -612,19 +668,29 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     r = add("run", cmd_run, "run a prompt on the first ready provider, streaming the answer (route on stderr)")
     r.add_argument("prompt", nargs="?", help="the prompt; - or omitted: read stdin")
     r.add_argument("model", nargs="?", help="model (implies a provider: claude-* anthropic, llama3.2 ollama, provider/model pi)")
-    r.add_argument("--model", dest="model_opt", help=argparse.SUPPRESS)
+    r.add_argument("--prompt", dest="prompt_opt", metavar="TEXT", help="the prompt (instead of the first argument)")
+    r.add_argument("-m", "--model", dest="model_opt", metavar="MODEL",
+                   help="model (instead of the second argument); implies a provider as above")
     r.add_argument("--no-stream", action="store_true", help="print the answer when complete")
     infer_options(r)
     ch = add("chat", cmd_chat, "multi-turn chat (/exit, /clear, /model, /help)")
-    ch.add_argument("--model")
+    ch.add_argument("-m", "--model", metavar="MODEL",
+                    help="model (implies a provider: claude-* anthropic, llama3.2 ollama); default: OLLAMA_CHAT_MODEL "
+                         "for Ollama, else each provider's own")
     infer_options(ch)
     em = add("embed", cmd_embed, "embed texts (never falls back to another model)")
     em.add_argument("--text", action="append", help="a text to embed (repeatable; default: stdin)")
-    em.add_argument("--model")
-    em.add_argument("--provider", choices=["ollama", "openai"], default="ollama")
-    em.add_argument("--output", choices=["json", "array", "length"], default="array")
-    mo = add("models", cmd_models, "list the models each provider offers")
-    mo.add_argument("--provider")
+    em.add_argument("-m", "--model", metavar="MODEL",
+                    help="embedding model (default: OLLAMA_EMBED_MODEL or nomic-embed-text; openai: text-embedding-3-small)")
+    em.add_argument("--provider", "--backend", dest="provider", choices=["ollama", "openai"], default="ollama",
+                    help="who computes the vectors (default ollama)")
+    em.add_argument("--output", choices=["json", "array", "length"], default="array",
+                    help="array: one JSON vector per line (default); json: the whole result; length: the dimensions")
+    mo = add("models", cmd_models, "list the models each provider offers: size, date, parameters, quantization")
+    mo.add_argument("--provider", "--backend", dest="provider", metavar="NAME",
+                    help="only this provider (ollama, anthropic, openai, openrouter, groq, ...)")
+    mo.add_argument("--format", choices=["table", "json"], default="table",
+                    help="table (default) or json (same as --json)")
     add("health", cmd_health, "exit 0 if some provider is ready, 4 if none (silent unless --json)")
     add("probe", cmd_probe, "re-detect CLIs, re-read credentials and re-probe Ollama now, then show status")
     add("paths", cmd_paths, "show the socket, lock, state and log paths takod uses")

@@ -279,6 +279,15 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
     content: str
 
 
+# The Inference skill's configuration variables: the CLI sends the ones set in its
+# environment with each prompt, and they win over the daemon's (docs/inference.md).
+INFERENCE_ENV_VARS = (
+    "INFERENCE_ENABLE_ROUTING", "OLLAMA_ENABLE_ROUTING", "INFERENCE_DEFAULT_BACKEND",
+    "OLLAMA_BASE_URL", "OLLAMA_HOST", "OLLAMA_MODEL", "OLLAMA_TIMEOUT", "OLLAMA_DEFAULT_MODEL",
+    "OLLAMA_CHAT_MODEL", "OLLAMA_CODE_MODEL", "OLLAMA_EMBED_MODEL", "ANTHROPIC_DEFAULT_MODEL", "ANTHROPIC_TIMEOUT",
+)
+
+
 class InferParams(Params):
     """A prompt. Give ``prompt`` (one user turn) or ``messages`` (a conversation)."""
 
@@ -293,7 +302,7 @@ class InferParams(Params):
     max_tokens: int | None = None
     stream: bool | Literal["async"] = False  # True: chunks, then the answer; "async": a stream id at once
     deliver: Literal["notify", "autocmd"] = "notify"  # how async chunks reach a stock Neovim
-    timeout: float = 180.0  # per provider attempt
+    timeout: float | None = None  # per provider attempt; nil: OLLAMA_TIMEOUT / ANTHROPIC_TIMEOUT, else 180
     local_only: bool = False  # never send the prompt off this machine
     env: Environment | None = None  # extra environment for the provider (e.g. a client's own key)
     workspace: str | None = None
@@ -309,6 +318,7 @@ class RouteStep(Result):
     model: str | None
     elapsed_ms: float | None
     first_token_ms: float | None
+    rule: str | None = None  # the routing rule that put this provider here, e.g. "kept local: ..."
 
 
 class InferResult(Result):
@@ -329,8 +339,9 @@ class InferStarted(Result):
 
 class EmbedParams(Params):
     texts: list[str]
-    model: Word | None = None  # default: nomic-embed-text (ollama), text-embedding-3-small (openai)
+    model: Word | None = None  # default: OLLAMA_EMBED_MODEL or nomic-embed-text (ollama), text-embedding-3-small (openai)
     provider: Literal["ollama", "openai"] = "ollama"
+    env: Environment | None = None  # the client's keys and INFERENCE_ENV_VARS, as for infer
     workspace: str | None = None
 
 
@@ -343,6 +354,7 @@ class EmbedResult(Result):
 
 class ModelsParams(Params):
     provider: Word | None = None  # one provider, or all
+    env: Environment | None = None  # the client's keys and INFERENCE_ENV_VARS, as for infer
     workspace: str | None = None
 
 

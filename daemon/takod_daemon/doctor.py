@@ -102,6 +102,9 @@ class DoctorFacts:
     node_version: str | None = None
     node_range: str = ">=20.6.0"  # what the installed pi (or the pinned one) asks for
     npm_path: str | None = None
+    # What --fix would install as a workspace Node (node_runtime), or why it cannot.
+    node_installable: str | None = None
+    node_unavailable: str | None = None
     pi_runtime_path: str = ""
     pi_runtime_version: str | None = None  # None: not installed
     pi_on_path: str | None = None
@@ -174,10 +177,18 @@ def check_providers(providers: list[ProviderStatus], selected: str | None) -> Do
     return _check("providers", "ok", f"{len(ready)} ready ({', '.join(ready)}); prompts go to {selected}")
 
 
+def _node_fix(f: DoctorFacts, otherwise: str) -> dict[str, object]:
+    """The fix for a missing or too old Node: --fix installs a workspace one where it can."""
+    if f.node_installable:
+        return {"fix": f"`takod doctor --fix` installs {f.node_installable} into this workspace "
+                       "(.tako/nvm, from the npm registry, sha512 verified), then the workspace pi", "fixable": True}
+    return {"fix": f.node_unavailable or otherwise}
+
+
 def check_node(f: DoctorFacts) -> DoctorCheck:
     if f.node_path is None:
         return _check("node", "warn", f"no Node.js found; pi needs Node {f.node_range}",
-                      fix="install Node.js (with npm) from your package manager or nodejs.org")
+                      **_node_fix(f, "install Node.js (with npm) from your package manager or nodejs.org"))
     if f.node_version is None:
         return _check("node", "warn", f"{f.node_path} --version failed", fix="reinstall Node.js")
     try:
@@ -186,8 +197,11 @@ def check_node(f: DoctorFacts) -> DoctorCheck:
         good = True  # a range we cannot read is pi's business; detection reports it
     if not good:
         return _check("node", "warn", f"Node {f.node_version} ({f.node_path}) is too old; pi needs {f.node_range}",
-                      fix="install a newer Node.js")
+                      **_node_fix(f, "install a newer Node.js"))
     npm = f"npm {f.npm_path}" if f.npm_path else "no npm (the workspace pi runtime cannot be installed)"
+    if f.npm_path is None and f.node_installable:
+        return _check("node", "warn", f"Node {f.node_version} ({f.node_path}) has no npm to install pi with",
+                      **_node_fix(f, ""))
     return _check("node", "ok", f"Node {f.node_version} ({f.node_path}) satisfies pi's {f.node_range}", detail=npm)
 
 
@@ -199,9 +213,13 @@ def check_pi_runtime(f: DoctorFacts) -> DoctorCheck:
     if f.pi_on_path:
         return _check("pi-runtime", "ok", f"no workspace pi runtime; pi from PATH is used ({f.pi_on_path})",
                       fix=f"`takod doctor --fix` would not replace it; install {f.pi_package} yourself to pin it")
+    if f.npm_path is None and f.node_installable:
+        return _check("pi-runtime", "warn", "no workspace pi runtime, and no npm to install one",
+                      fix=f"`takod doctor --fix` installs {f.node_installable} first, then {f.pi_package}",
+                      fixable=True)
     if f.npm_path is None:
         return _check("pi-runtime", "warn", "no workspace pi runtime, and no npm to install one",
-                      fix="install Node.js with npm, then `takod doctor --fix`")
+                      fix=f.node_unavailable or "install Node.js with npm, then `takod doctor --fix`")
     return _check("pi-runtime", "warn", f"no workspace pi runtime at {f.pi_runtime_path}",
                   fix=f"`takod doctor --fix` installs {f.pi_package} there (npm, cache in .tako/npm-cache)",
                   fixable=True)
@@ -389,7 +407,7 @@ def check_error_log(f: DoctorFacts) -> DoctorCheck:
 
 
 # Checks whose repair writes into the workspace (or runs its npm): never in one that is not the user's own.
-WORKSPACE_REPAIRS = ("pi-runtime", "pi-auth", "provider:pi")
+WORKSPACE_REPAIRS = ("node", "pi-runtime", "pi-auth", "provider:pi")
 
 
 def check_workspace_trust(f: DoctorFacts) -> DoctorCheck:

@@ -23,7 +23,7 @@ from takod.doctor_local import PROXY_VARS, chmod_own, counts, local_facts, mode_
 from takod.protocol import STREAM_METHOD
 from takod.schema import DoctorCheck, DoctorFix, DoctorParams, DoctorResult
 
-from .. import doctor_fix
+from .. import doctor_fix, node_runtime
 from ..api import registry
 from ..credentials import codex_auth, pi_auth
 from ..credentials.files import FileProblem
@@ -173,6 +173,16 @@ def _files(call: Call, ws: Workspace) -> dict[str, Any]:
     node = out["node_path"] = find_node(workspace=root, path=path)
     npm_near_node = Path(node).with_name("npm") if node else None
     out["npm_path"] = str(npm_near_node) if npm_near_node and os.access(npm_near_node, os.X_OK) else shutil.which("npm", path=path)
+    if out["tako_workspace"]:
+        try:
+            artifact = node_runtime.node_artifact(node_runtime.platform_key())
+        except node_runtime.RuntimeUnavailable as exc:
+            out["node_unavailable"] = str(exc)
+        else:
+            if why := node_runtime.refusal(root):
+                out["node_unavailable"] = f"takod installs a Node runtime only into a workspace you own: {why}"
+            else:
+                out["node_installable"] = f"Node {artifact.version} ({artifact.package})"
     log_path = error_log_path(root)
     out["error_log"] = str(log_path)
     try:
@@ -260,8 +270,14 @@ async def _fix(call: Call, ws: Workspace, facts: DoctorFacts, checks: list[Docto
     state = call.daemon.state
     if not (await state.check_trust(ws)).trusted:
         todo -= set(WORKSPACE_REPAIRS)  # the checks say so too; checked again here, right before writing
-    if "pi-runtime" in todo and facts.npm_path:
-        await attempt("pi-runtime", doctor_fix.install_pi_runtime, ws.root, facts.pi_package, facts.npm_path,
+    npm_path = facts.npm_path
+    if "node" in todo:
+        await attempt("node", node_runtime.install_node, ws.root, state.env, lambda text: progress("node", text))
+        installed_npm = node_runtime.install_dir(ws.root) / "bin" / "npm"
+        if installed_npm.exists():
+            npm_path = str(installed_npm)  # the workspace pi is installed with the workspace Node
+    if "pi-runtime" in todo and npm_path:
+        await attempt("pi-runtime", doctor_fix.install_pi_runtime, ws.root, facts.pi_package, npm_path,
                       state.env, lambda text: progress("pi-runtime", text))
     if "pi-auth" in todo:
         await attempt("pi-auth", lambda: anyio.to_thread.run_sync(doctor_fix.ensure_workspace_auth, ws.root, state.env, state.home))
@@ -286,8 +302,12 @@ async def _reprobe_keyring(call: Call) -> None:
         await call.daemon.state.keys_changed()
 
 
-@registry.method("doctor", DoctorParams, timeout=doctor_fix.NPM_TIMEOUT_S + 120)
-@registry.method("doctor.run", DoctorParams, timeout=doctor_fix.NPM_TIMEOUT_S + 120)
+# --fix may download a Node (two tarballs), then npm-install pi.
+FIX_TIMEOUT_S = doctor_fix.NPM_TIMEOUT_S + 2 * node_runtime.DOWNLOAD_TIMEOUT_S + 120
+
+
+@registry.method("doctor", DoctorParams, timeout=FIX_TIMEOUT_S)
+@registry.method("doctor.run", DoctorParams, timeout=FIX_TIMEOUT_S)
 async def run(call: Call, p: DoctorParams) -> DoctorResult:
     """Every check; with ``fix``, the safe repairs and then every check again."""
     ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))

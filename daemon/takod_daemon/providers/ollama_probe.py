@@ -145,10 +145,12 @@ def connectable(endpoint: OllamaEndpoint) -> OllamaEndpoint:
 
 
 def resolve_endpoint(settings_host: str | None, env: Mapping[str, str]) -> tuple[OllamaEndpoint, HostSource]:
-    """The endpoint to connect to: ``settings.ollama_host``, else ``OLLAMA_HOST``,
-    else ``127.0.0.1:11434``; blank values count as unset."""
+    """The endpoint to connect to: ``settings.ollama_host``, else ``OLLAMA_BASE_URL``
+    (the Inference skill's client address), else ``OLLAMA_HOST``, else
+    ``127.0.0.1:11434``; blank values count as unset."""
     candidates: tuple[tuple[HostSource, str | None], ...] = (
         ("settings", settings_host),
+        ("env", env.get("OLLAMA_BASE_URL")),
         ("env", env.get("OLLAMA_HOST")),
     )
     for source, value in candidates:
