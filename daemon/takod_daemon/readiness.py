@@ -46,13 +46,15 @@ HINTS = {
     "unreachable": "start Ollama (`ollama serve`) or set the host with `takod ollama host URL`",
     "bad-response": "something answers at the Ollama address but it is not Ollama; check `takod ollama host`",
     "no-models": "pull a model: `ollama pull llama3.2`",
-    "model-not-pulled": "pull it (`ollama pull MODEL`) or choose another with `takod ollama model NAME`",
+    "model-not-pulled": "pull it (`ollama pull {model}`) or choose another with `takod ollama model NAME`",
     "not-probed": "takod has not checked this yet; `takod probe` checks now",
     "keyring-locked": "the key is in the OS keyring, which is locked: unlock it (log in to the desktop session, "
     "or `gnome-keyring-daemon --unlock`), then `takod probe`",
     "keyring-timeout": "the key is in the OS keyring, which does not answer (a locked keyring waiting on an "
     "unlock prompt does this): unlock it, then `takod probe`",
 }
+OLLAMA_MISSING_HINT = ("no Ollama answers and none is installed here: install it (https://ollama.com/download), "
+                       "then `ollama serve`; or point `takod ollama host URL` at a running one")
 # Any other key store reason (keystore.StoreStatus.reason) for a key that cannot be read now.
 KEYRING_UNAVAILABLE_HINT = "the key is in the OS keyring, which cannot be used now: `takod auth` says why; then `takod probe`"
 
@@ -174,7 +176,10 @@ def ollama_provider(facts: Facts) -> ProviderStatus:
         reason = probe.problem or "unreachable"
         if probe.detail:
             detail["error"] = probe.detail
-        return _status("ollama", level, reason, detail)
+        status = _status("ollama", level, reason, detail)
+        if reason == "unreachable" and not facts.ollama_binary:  # nothing here to start
+            status.hint = OLLAMA_MISSING_HINT
+        return status
     detail["models"] = [m.name for m in probe.models]
     if probe.model is None:
         # Nothing named and nothing listed (the probe calls that model-not-pulled too).
@@ -183,7 +188,9 @@ def ollama_provider(facts: Facts) -> ProviderStatus:
         return _status("ollama", "reachable", "no-models", detail)
     detail.update(model=probe.model, model_source=probe.model_source)
     if probe.problem == "model-not-pulled":
-        return _status("ollama", "reachable", "model-not-pulled", detail)
+        status = _status("ollama", "reachable", "model-not-pulled", detail)
+        status.hint = HINTS["model-not-pulled"].format(model=probe.model)  # type: ignore[union-attr]
+        return status
     return _status("ollama", "ready", None, detail)
 
 

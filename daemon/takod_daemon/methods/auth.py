@@ -20,13 +20,16 @@ from takod.schema import (
     KeyListResult,
     KeyMigrateParams,
     KeyMigrateResult,
+    KeyNameInfo,
+    KeyNamesParams,
+    KeyNamesResult,
     KeySetParams,
     KeyStoreInfo,
 )
 
 from ..api import registry
 from ..credentials.settings import remove_api_keys
-from ..key_names import UnknownKeyName, normalise_key_name
+from ..key_names import CATALOGUE, UnknownKeyName, normalise_key_name
 from ..keystore import KeyStore, KeyStoreError
 from ..rpc import Call
 from .core import workspace_of
@@ -143,6 +146,15 @@ async def key_list(call: Call, p: KeyListParams) -> KeyListResult:
         keys=[KeyInfoResult(name=i.name, backend=i.backend, masked=i.masked) for i in infos],
         store=store_info(call.daemon.keys),
     )
+
+
+@registry.method("keys.names", KeyNamesParams)
+async def key_names(call: Call, p: KeyNamesParams) -> KeyNamesResult:
+    """Every key name ``keys.set`` accepts, sorted, with who reads it."""
+    return KeyNamesResult(names=[
+        KeyNameInfo(name=e.name, providers=list(e.providers), description=e.description)
+        for e in sorted(CATALOGUE, key=lambda e: e.name)
+    ])
 
 
 @registry.method("keys.migrate", KeyMigrateParams, secret_params=True)

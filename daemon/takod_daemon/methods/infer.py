@@ -13,6 +13,7 @@ import structlog
 
 from takod.protocol import STREAM_METHOD, RpcError, invalid
 from takod.schema import (
+    PROVIDERS,
     EmbedParams,
     EmbedResult,
     HealthParams,
@@ -52,6 +53,9 @@ def _request(p: InferParams) -> InferRequest:
             raise invalid("invalid_params", "messages must end with a user turn")
     if p.timeout <= 0:
         raise invalid("invalid_params", "timeout must be positive")
+    if p.provider is not None and p.provider not in (*PROVIDERS, *routing.API_BACKENDS):
+        # Not echoed: a key pasted into the wrong argument must not come back.
+        raise invalid("unknown_provider", "unknown provider; use one of " + ", ".join((*PROVIDERS, *routing.API_BACKENDS)))
     return InferRequest(
         messages=messages,
         system=p.system,
@@ -138,7 +142,7 @@ async def _run(call: Call, p: InferParams, ws: Workspace, request: InferRequest,
     try:
         outcome = await engine.execute(ws, request, route, sink, p.env)
     except NoProvider as exc:
-        raise RpcError("no_provider", str(exc)) from None
+        raise RpcError("no_provider", f"{exc}; `takod status` says why, `takod doctor` how to fix it") from None
     if outcome.result is None:
         failure = outcome.failure or ProviderFailure("crashed", "unknown failure")
         raise RpcError("provider_failed", f"{outcome.provider} failed after it started answering: {failure}")
