@@ -53,6 +53,8 @@ HINTS = {
     "keyring-timeout": "the key is in the OS keyring, which does not answer (a locked keyring waiting on an "
     "unlock prompt does this): unlock it, then `takod probe`",
 }
+READY_DESPITE_PROBLEM_HINT = ("ready through another credential, but a credential file could not be read "
+                              "(detail.problems; takod never rewrites it): fix it or move it aside; `takod doctor` says more")
 OLLAMA_MISSING_HINT = ("no Ollama answers and none is installed here: install it (https://ollama.com/download), "
                        "then `ollama serve`; or point `takod ollama host URL` at a running one")
 # Any other key store reason (keystore.StoreStatus.reason) for a key that cannot be read now.
@@ -157,7 +159,10 @@ def cli_provider(name: str, facts: Facts) -> ProviderStatus:
     detail["credential"] = _credential_detail(best)
     if best.unverified:
         detail["unverified"] = True
-    return _status(name, "ready", None, detail)
+    status = _status(name, "ready", None, detail)
+    if facts.problems.get(name):  # ready through another credential; the broken file still needs a fix
+        status.hint = READY_DESPITE_PROBLEM_HINT
+    return status
 
 
 def ollama_provider(facts: Facts) -> ProviderStatus:

@@ -99,7 +99,8 @@ async def refresh(call: Call, p: AuthRefreshParams) -> AuthRefreshResult:
     wanted = None if p.provider is None else _GRANTS_OF.get(p.provider, {p.provider})
     keys = [g.key for g in broker.grants.values() if wanted is None or g.provider in wanted]
     if p.provider is not None and not keys:
-        raise RpcError("no_grant", f"no refreshable OAuth login found for {p.provider}")
+        raise RpcError("no_grant", f"no refreshable OAuth login found for {p.provider}; `takod auth` lists the logins "
+                       "takod keeps fresh (by codex, claude, copilot or a pi provider id), `takod login PROVIDER` adds one")
     results: dict[str, object] = {}
 
     async def one(key: str) -> None:

@@ -195,6 +195,8 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
         proxies={k: mask_proxy(v) for k, v in env.items() if k.upper() in PROXY_VARS and v},
         client_proxy_names=sorted(n for n in client_names if n.upper() in PROXY_VARS),
         grants=[d.broker.info(g) for g in d.broker.grants.values()],
+        settings_path=str(ws.settings_file),
+        settings_problem=ws.settings_problem,
         **files,
     )
 
