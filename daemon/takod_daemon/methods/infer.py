@@ -104,11 +104,7 @@ async def _make_sink(call: Call, p: InferParams) -> Sink:
             nonlocal seq
             seq += 1
             data = {"stream_id": stream_id, "seq": seq, "kind": kind, "payload": payload}
-            await conn.notify("nvim_set_var", ["takod_stream", data])
-            opts: dict[str, Any] = {"pattern": "TakodStream", "modeline": False}
-            if with_data:
-                opts["data"] = data
-            await conn.notify("nvim_exec_autocmds", ["User", opts])
+            await conn.notify_autocmd("takod_stream", "TakodStream", data, with_data)
 
         return autocmd
 
