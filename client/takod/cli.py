@@ -1,7 +1,7 @@
 """The ``takod`` command line. Standard library and msgspec only (it must start fast).
 
-Exit codes: 0 success, 1 the daemon reported an error, 2 bad usage,
-3 the daemon could not be reached or started, 4 (health) no provider is ready,
+Exit codes: 0 success, 1 the daemon reported an error, 2 bad usage or a
+request the daemon rejected, 3 the daemon could not be reached or started, 4 (health) no provider is ready,
 130 interrupted.
 """
 
@@ -18,6 +18,7 @@ from typing import Any, Callable
 import msgspec
 
 from . import __version__
+from .cli_format import FILE_FIX, event_line, file_problems, provider_rows, settings_rows, short_status
 from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
 from .schema import API_PROVIDERS, INFERENCE_ENV_VARS, SETTINGS_FIELDS, TOPICS, UNTRUSTED_WORKSPACE
@@ -28,6 +29,9 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_NOT_READY = 4
 EXIT_INTERRUPTED = 130
+
+# Failures (kind 0) that are still the request's fault: exit 2 like any rejected request.
+_REJECTED_CODES = frozenset({"invalid_key_value", "no_grant"})
 
 
 # output ----------------------------------------------------------------------
@@ -104,6 +108,12 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     env = _client_env()
     with _client(args) as c:
         st = c.call("status", {"env": env} if env else None)
+    if args.short:
+        if out.json:
+            out.emit_json({"selected": st["selected"]})
+        else:
+            print(short_status(st))
+        return EXIT_OK
     if out.json:
         out.emit_json(st)
         return EXIT_OK
@@ -123,20 +133,16 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     # An HTTP API backend without its key is an option, not a problem: one line for all of them.
     keyless = [p["name"] for p in st["providers"] if p["name"] in API_PROVIDERS and p.get("reason") == "no-credentials"]
     shown = [p for p in st["providers"] if p["name"] not in keyless]
-    width = max(len(p["name"]) for p in shown) if shown else 8
-    for p in shown:
-        mark = out.ok("ready") if p["ready"] else out.bad(p["level"])
-        line = f"  {p['name']:<{width}}  {mark}"
-        if not p["ready"] and p.get("reason"):
-            line += f"  {p['reason']}"
-            if p.get("hint") and p["reason"] != UNTRUSTED_WORKSPACE:
-                line += out.dim(f" — {p['hint']}")
-        print(line)
-        auth_file = p.get("detail", {}).get("auth_file") if p["name"] == "pi" else None
-        if auth_file:  # which credential file a pi run uses
-            print(out.dim(f"  {'':<{width}}  runs with {auth_file}"))
+    for row in provider_rows(shown, ok=out.ok, bad=out.bad, dim=out.dim):
+        print(row)
     if keyless:
         print(out.dim(f"  API backends without a key: {', '.join(keyless)} (`takod key set NAME`)"))
+    problems = file_problems(st["providers"])
+    if problems:
+        print()
+        for problem in problems:
+            print(out.bad(f"! {problem}"))
+        print(out.dim(f"  {FILE_FIX}"))
     return EXIT_OK
 
 
@@ -216,9 +222,7 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
                 if out.json:
                     out.emit_json({"sub_id": sub_id, "seq": seq, "topic": topic, "payload": payload}, compact=True)
                 else:
-                    stamp = time.strftime("%H:%M:%S")
-                    body = msgspec.json.encode(payload).decode()
-                    print(f"{out.dim(stamp)} {topic:<7} {body}", flush=True)
+                    print(f"{out.dim(time.strftime('%H:%M:%S'))} {event_line(topic, payload)}", flush=True)
         except ConnectionLost:
             if not out.json:
                 print(out.dim("takod stopped"), file=sys.stderr)
@@ -261,8 +265,8 @@ def cmd_auth(args: argparse.Namespace, out: Output) -> int:
             if not result["grants"]:
                 print("no OAuth logins takod can refresh")
             _print_grants(result["grants"], out)
-        failed = any(g["state"] in ("needs-login", "retrying") for g in result["grants"])
-        return EXIT_ERROR if failed else EXIT_OK
+        # `retrying` is no error (PROTOCOL §7.10: takod keeps trying); a refused grant needs the user.
+        return EXIT_ERROR if any(g["state"] == "needs-login" for g in result["grants"]) else EXIT_OK
     with _client(args) as c:
         inv = c.call("auth.inventory")
     if out.json:
@@ -310,6 +314,13 @@ def cmd_key(args: argparse.Namespace, out: Output) -> int:
         elif args.key_command == "clear":
             result = c.call("keys.clear", {"name": args.name})
             text = f"removed {result['name']}" if result["removed"] else f"no stored key {result['name']}"
+        elif args.key_command == "names":
+            result = c.call("keys.names")
+            if not out.json:
+                width = max(len(n["name"]) for n in result["names"])
+                for n in result["names"]:
+                    print(f"{n['name']:<{width}}  {n['description']}")
+                return EXIT_OK
         elif args.key_command == "migrate":
             result = c.call("keys.migrate")
             text = (f"migrated {', '.join(result['migrated']) or 'nothing'}"
@@ -360,8 +371,7 @@ def cmd_settings(args: argparse.Namespace, out: Output) -> int:
     if out.json:
         out.emit_json(result)
     else:
-        for key, value in result.items():
-            print(f"{key:<19} {value}")
+        print("\n".join(settings_rows(result)))
     return EXIT_OK
 
 
@@ -571,6 +581,32 @@ def cmd_health(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK if result["ok"] else EXIT_NOT_READY
 
 
+def cmd_version(args: argparse.Namespace, out: Output) -> int:
+    """The client's version, and the running daemon's when one answers (never starts one)."""
+    daemon: dict[str, Any] | None = None
+    client = _client(args, spawn=False)
+    try:
+        client.connect()
+        info = client.call("hello", {"client": f"takod-cli/{__version__}"})
+        daemon = {"version": info["version"], "protocol": info["protocol"], "pid": info.get("pid")}
+    except ConnectError:
+        pass
+    finally:
+        client.close()
+    differs = daemon is not None and daemon["version"] != __version__
+    if out.json:
+        out.emit_json({"client": __version__, "daemon": daemon, "differs": differs})
+        return EXIT_OK
+    print(f"client  takod {__version__}")
+    if daemon is None:
+        print("daemon  not running")
+    else:
+        print(f"daemon  takod {daemon['version']} (protocol {daemon['protocol']})")
+        if differs:
+            print(out.bad("the daemon runs another version: `takod stop` and the next command starts this one"))
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     try:
         from takod_daemon.main import main as daemon_main
@@ -619,7 +655,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("status", cmd_status, "show the daemon and every provider's readiness")
+    st = add("status", cmd_status, "show the daemon and every provider's readiness")
+    st.add_argument("--short", action="store_true", help="one line for a shell prompt or status bar: tako:PROVIDER or tako:none")
     au = add("auth", cmd_auth, "list every credential found (masked), which one each provider uses, the key store and "
              "the OAuth logins takod keeps fresh; `takod auth refresh [PROVIDER]` refreshes now")
     au.add_argument("action", nargs="?", choices=["refresh"], help="refresh OAuth logins now")
@@ -632,6 +669,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     kc = key_sub.add_parser("clear", parents=[common], help="remove a stored key")
     kc.add_argument("name")
     key_sub.add_parser("list", parents=[common], help="list stored keys (masked)")
+    key_sub.add_parser("names", parents=[common], help="list every key name `key set` accepts")
     key_sub.add_parser("migrate", parents=[common], help="move plaintext api_keys from the workspace settings into the key store")
     pr = add("prefer", cmd_prefer, "prefer a provider when it is ready (or `auto`: priority order)")
     pr.add_argument("provider", choices=["auto", "pi", "ollama", "codex", "claude", "gemini"])
@@ -702,6 +740,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for module, command in (("cli_login", "login"), ("cli_service", "service"), ("cli_doctor", "doctor")):
         if only is None or only == command:
             importlib.import_module(f"{__package__}.{module}").register(add, common)
+    add("version", cmd_version, "show the client's version and the running daemon's (never starts one)")
     s = add("serve", cmd_serve, "run the daemon in the foreground")
     s.add_argument("--log", choices=["auto", "console", "json", "journal"], default="auto", help="log output format")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -722,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, out)
     except RemoteError as exc:
         out.error(exc.code, exc.message)
-        return EXIT_USAGE if exc.is_bad_request else EXIT_ERROR
+        return EXIT_USAGE if exc.is_bad_request or exc.code in _REJECTED_CODES else EXIT_ERROR
     except ConnectError as exc:
         out.error("unavailable", str(exc))
         return EXIT_UNAVAILABLE

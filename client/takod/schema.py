@@ -244,6 +244,20 @@ class KeyListParams(Params):
     pass
 
 
+class KeyNamesParams(Params):
+    pass
+
+
+class KeyNameInfo(Result):
+    name: str
+    providers: list[str]
+    description: str
+
+
+class KeyNamesResult(Result):
+    names: list[KeyNameInfo]
+
+
 class KeyMigrateParams(Params):
     workspace: str | None = None
 

@@ -129,6 +129,8 @@ class DoctorFacts:
     # Why the workspace is not the user's own, and the next step (trust.py); None when it is.
     untrusted: str | None = None
     untrusted_hint: str | None = None
+    settings_path: str = ""
+    settings_problem: str | None = None  # the workspace settings file cannot be parsed
 
 
 def _check(check_id: str, verdict: str, summary: str, **kw: object) -> DoctorCheck:
@@ -244,6 +246,15 @@ def check_pi_auth(f: DoctorFacts, uid: int) -> DoctorCheck:
         return _check("pi-auth", "warn", f"{path} has mode {a.mode:04o}; it holds tokens and must be 0600",
                       fix=f"chmod 600 '{path}' (`takod doctor --fix` does it)", fixable=True)
     return _check("pi-auth", "ok", f"workspace pi auth file has {f.ws_auth_entries} entr{'y' if f.ws_auth_entries == 1 else 'ies'}")
+
+
+def check_settings(f: DoctorFacts) -> DoctorCheck:
+    if f.settings_problem:
+        return _check("settings", "fail", f"the workspace settings file {f.settings_path} cannot be parsed; "
+                      "takod keeps using the last good settings", detail=f.settings_problem,
+                      fix="takod never rewrites a file it cannot parse: repair it or move it aside "
+                      "(`takod settings` shows what is in use)")
+    return _check("settings", "ok", "workspace settings are readable")
 
 
 def check_codex_store(f: DoctorFacts) -> DoctorCheck:
@@ -428,6 +439,7 @@ def run_checks(f: DoctorFacts, *, daemon_up: bool = True) -> list[DoctorCheck]:
         check_node(f),
         check_pi_runtime(f),
         check_pi_auth(f, f.local.uid),
+        check_settings(f),
         check_codex_store(f),
         check_env_shadowing(f, f.providers),
         check_proxies(f),

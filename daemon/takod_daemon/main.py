@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -93,9 +94,13 @@ def _private_tmpdir(state: Path) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     ready = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
+    from .notify import Notifier
 
-    def tell(line: str) -> None:
-        """One line for the client that started us; stderr when run by hand."""
+    notifier = Notifier.from_env()  # before anything copies the environment
+
+    def tell(line: str, err: int | None = None) -> None:
+        """One line for the client that started us (stderr when run by hand); a
+        failure also goes to the service manager as STATUS= and ERRNO=."""
         if ready is not None:
             try:
                 ready.write(line + "\n")
@@ -104,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 pass
         elif not line.startswith("ok"):
             print(f"takod: {line}", file=sys.stderr)
+        if err is not None:
+            notifier.send(STATUS=f"takod: {line}", ERRNO=str(err))
 
     _raise_fd_limit()
     _no_core_dumps()
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     state = state_dir()
     problem = ensure_private_dir(state, "TAKOD_STATE_DIR")
     if problem is not None:
-        tell(f"error: refusing to start: state directory {problem}")
+        tell(f"error: refusing to start: state directory {problem}", errno.EPERM)
         return EXIT_UNSAFE
 
     from . import logs
@@ -132,21 +139,23 @@ def main(argv: list[str] | None = None) -> int:
         structlog.get_logger("takod.main").warning("TMPDIR is not yours", problem=unsafe_tmp,
                                                    using=os.environ.get("TMPDIR"))
     try:
-        run_daemon(sock, state, on_ready=lambda: tell("ok"), refresh_lead=args.refresh_lead)
+        run_daemon(sock, state, on_ready=lambda: tell("ok"), refresh_lead=args.refresh_lead, notifier=notifier)
     except AlreadyRunning as exc:
         tell(f"already running (pid {exc.pid})" if exc.pid else "already running")
         return EXIT_OK
     except UnsafeDirectory as exc:
-        tell(f"error: {exc}")
+        tell(f"error: {exc}", errno.EPERM)
         return EXIT_UNSAFE
     except SupervisorConflict as exc:
-        tell(f"error: {exc}")
+        tell(f"error: {exc}", errno.EADDRINUSE)
         return EXIT_FAILED
     except (SocketInUse, OSError) as exc:
-        tell(f"error: cannot listen on {sock}: {exc}")
+        tell(f"error: cannot listen on {sock}: {exc}", getattr(exc, "errno", None) or errno.EADDRINUSE)
         return EXIT_FAILED
     except KeyboardInterrupt:
         pass
+    finally:
+        notifier.close()
     # A keyring call that hangs forever holds a non-daemon worker thread, which
     # would keep the interpreter alive after a clean stop: leave without waiting.
     sys.stdout.flush()

@@ -53,7 +53,7 @@ HINTS = {
     "unreachable": "start Ollama (`ollama serve`) or set the host with `takod ollama host URL`",
     "bad-response": "something answers at the Ollama address but it is not Ollama; check `takod ollama host`",
     "no-models": "pull a model: `ollama pull llama3.2`",
-    "model-not-pulled": "pull it (`ollama pull MODEL`) or choose another with `takod ollama model NAME`",
+    "model-not-pulled": "pull it (`ollama pull {model}`) or choose another with `takod ollama model NAME`",
     "embedding-model": "that model only embeds, it cannot chat: choose a chat model with `takod ollama model NAME`",
     "no-chat-model": "only embedding models are pulled: pull a chat model, e.g. `ollama pull llama3.2`",
     "not-probed": "takod has not checked this yet; `takod probe` checks now",
@@ -64,6 +64,10 @@ HINTS = {
     "keyring-timeout": "the key is in the OS keyring, which does not answer (a locked keyring waiting on an "
     "unlock prompt does this): unlock it, then `takod probe`",
 }
+READY_DESPITE_PROBLEM_HINT = ("ready through another credential, but a credential file could not be read "
+                              "(detail.problems; takod never rewrites it): fix it or move it aside; `takod doctor` says more")
+OLLAMA_MISSING_HINT = ("no Ollama answers and none is installed here: install it (https://ollama.com/download), "
+                       "then `ollama serve`; or point `takod ollama host URL` at a running one")
 # Any other key store reason (keystore.StoreStatus.reason) for a key that cannot be read now.
 KEYRING_UNAVAILABLE_HINT = "the key is in the OS keyring, which cannot be used now: `takod auth` says why; then `takod probe`"
 
@@ -190,7 +194,10 @@ def cli_provider(name: str, facts: Facts) -> ProviderStatus:
     detail["credential"] = _credential_detail(best)
     if best.unverified:
         detail["unverified"] = True
-    return _status(name, "ready", None, detail)
+    status = _status(name, "ready", None, detail)
+    if facts.problems.get(name):  # ready through another credential; the broken file still needs a fix
+        status.hint = READY_DESPITE_PROBLEM_HINT
+    return status
 
 
 def _pi_credential_detail(cred: PiCredential) -> dict[str, object]:
@@ -274,7 +281,10 @@ def ollama_provider(facts: Facts) -> ProviderStatus:
         reason = probe.problem or "unreachable"
         if probe.detail:
             detail["error"] = probe.detail
-        return _status("ollama", level, reason, detail)
+        status = _status("ollama", level, reason, detail)
+        if reason == "unreachable" and not facts.ollama_binary:  # nothing here to start
+            status.hint = OLLAMA_MISSING_HINT
+        return status
     detail["models"] = [m.name for m in probe.models]
     if probe.model is None:
         # Nothing named and nothing listed (the probe calls that model-not-pulled too),
@@ -288,7 +298,10 @@ def ollama_provider(facts: Facts) -> ProviderStatus:
     if probe.problem in ("model-not-pulled", "embedding-model"):
         if probe.detail:
             detail["error"] = probe.detail
-        return _status("ollama", "reachable", probe.problem, detail)
+        status = _status("ollama", "reachable", probe.problem, detail)
+        if probe.problem == "model-not-pulled":
+            status.hint = HINTS["model-not-pulled"].format(model=probe.model)  # type: ignore[union-attr]
+        return status
     return _status("ollama", "ready", None, detail)
 
 

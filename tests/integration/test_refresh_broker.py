@@ -393,11 +393,36 @@ def test_auth_refresh_forces_a_refresh_and_reports_it(world: World) -> None:
 
         # A provider with no grant is an error, not a silent success.
         none = run_cli(d, "auth", "refresh", "codex", "--json")
-        assert none.returncode != 0 and "no_grant" in none.stdout + none.stderr
+        assert none.returncode == 2 and "no_grant" in none.stdout + none.stderr
         assert srv.count() == 1
         assert_no_secrets(world, out.stdout, none.stdout, none.stderr, event)
     finally:
         events.close()
+
+
+def test_auth_refresh_exit_codes_follow_the_protocol(world: World) -> None:
+    """`retrying` is not an error (PROTOCOL §7.10): exit 0; a refused grant needs the user: exit 1;
+    a provider with no grant is a rejected request: exit 2."""
+    srv = world.server
+    far = srv.add_grant("far", "anthropic", refresh_token=ANTHROPIC_CANARY, lifetime_s=8 * 3600)
+    write_in_place(world.ws_pi, pi_dumps({"anthropic": pi_entry(far)}))
+    d = world.start()
+    assert grant_of(d, "anthropic", ANTHROPIC_CANARY)["state"] == "scheduled"
+
+    srv.fail_transient(1)
+    out = run_cli(d, "auth", "refresh", "claude", "--json")
+    assert [g["state"] for g in json.loads(out.stdout)["grants"]] == ["retrying"]
+    assert out.returncode == 0, out.stderr
+
+    none = run_cli(d, "auth", "refresh", "nonsense")
+    assert none.returncode == 2
+    assert "`takod auth` lists the logins" in none.stderr
+
+    srv.fail_permanent()
+    out = run_cli(d, "auth", "refresh", "claude", "--json")
+    assert [g["state"] for g in json.loads(out.stdout)["grants"]] == ["needs-login"]
+    assert out.returncode == 1
+    assert_no_secrets(world, out.stdout, none.stderr)
 
 
 # --- single flight ----------------------------------------------------------------------------

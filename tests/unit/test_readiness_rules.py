@@ -13,7 +13,7 @@ from takod_daemon.cooldowns import Cooldowns
 from takod_daemon.credentials.summary import CredentialSummary
 from takod_daemon.providers.detect import BinaryInfo
 from takod_daemon.providers.ollama_probe import OllamaModel, OllamaProbe
-from takod_daemon.readiness import HINTS, Facts, cli_provider, evaluate, ollama_provider, select
+from takod_daemon.readiness import HINTS, OLLAMA_MISSING_HINT, Facts, cli_provider, evaluate, ollama_provider, select
 from takod_daemon.resolve.pi import PiCredential, PiPlan
 
 NOW = 1_800_000_000.0
@@ -247,7 +247,10 @@ def test_ollama_unreachable(binary: str | None, level: str) -> None:
     p = probe(problem="unreachable", detail="cannot reach Ollama at http://127.0.0.1:11434: refused")
     st = ollama_provider(Facts(now=NOW, ollama=p, ollama_binary=binary))
     assert (st.ready, st.level, st.reason) == (False, level, "unreachable")
-    assert st.hint == HINTS["unreachable"]
+    if binary:  # start the one installed here
+        assert st.hint == HINTS["unreachable"]
+    else:  # nothing to start: say how to install it, never just `ollama serve`
+        assert st.hint == OLLAMA_MISSING_HINT and "install" in st.hint
     assert st.detail["error"].startswith("cannot reach Ollama")
     assert st.detail["url"] == "http://127.0.0.1:11434"
     assert ("path" in st.detail) == (binary is not None)
@@ -278,7 +281,7 @@ def test_ollama_named_model_not_pulled() -> None:
               model_source="settings", problem="model-not-pulled", detail="mistral is not pulled; run `ollama pull mistral`")
     st = ollama_provider(Facts(now=NOW, ollama=p))
     assert (st.ready, st.level, st.reason) == (False, "reachable", "model-not-pulled")
-    assert st.hint == HINTS["model-not-pulled"]
+    assert st.hint.startswith("pull it (`ollama pull mistral`)")  # the model by name
     assert (st.detail["model"], st.detail["model_source"]) == ("mistral", "settings")
     assert st.detail["models"] == ["llama3.2:latest"]
 

@@ -13,8 +13,11 @@ Takobot's layout (2-space indent, sorted keys, trailing newline).
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, cast
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -169,7 +172,40 @@ def clean_field(field: str, value: object) -> str:
             raise SettingsError(field, f"{lane} model cannot be empty (use `auto` to clear override).")
         return cleaned
     # ollama_model / ollama_host: empty clears the preference.
-    return _collapse(value)
+    cleaned = _collapse(value)
+    if field == "ollama_host" and cleaned:
+        check_ollama_host(cleaned)
+    return cleaned
+
+
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def check_ollama_host(value: str) -> None:
+    """Raise :class:`SettingsError` unless ``value`` is an address Ollama could answer at:
+    ``http(s)://HOST[:PORT][/path]``, or OLLAMA_HOST's short ``HOST[:PORT]`` form where
+    HOST is an IP address, ``localhost`` or a dotted name, or a port is given (so a
+    stray word such as ``not-a-url`` is refused rather than probed for ever)."""
+    bad = SettingsError("ollama_host", "not an address Ollama answers at: give http://HOST:PORT, "
+                        "e.g. `takod ollama host http://127.0.0.1:11434` (or \"\" for OLLAMA_HOST or the default)")
+    has_scheme = "://" in value
+    try:
+        parts = urlsplit(value if has_scheme else "http://" + value)
+        port = parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        raise bad from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or port == 0:
+        raise bad
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not _HOSTNAME_RE.match(host):
+        raise bad
+    if not has_scheme and port is None and "." not in host and host != "localhost":
+        raise bad
 
 
 def drop_api_keys(doc: dict[str, Any], names: Iterable[str]) -> tuple[dict[str, Any], list[str]]:

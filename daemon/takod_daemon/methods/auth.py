@@ -20,13 +20,16 @@ from takod.schema import (
     KeyListResult,
     KeyMigrateParams,
     KeyMigrateResult,
+    KeyNameInfo,
+    KeyNamesParams,
+    KeyNamesResult,
     KeySetParams,
     KeyStoreInfo,
 )
 
 from ..api import registry
 from ..credentials.settings import remove_api_keys
-from ..key_names import UnknownKeyName, normalise_key_name
+from ..key_names import CATALOGUE, UnknownKeyName, normalise_key_name
 from ..keystore import KeyStore, KeyStoreError
 from ..rpc import Call
 from .core import require_trusted, workspace_of
@@ -96,7 +99,8 @@ async def refresh(call: Call, p: AuthRefreshParams) -> AuthRefreshResult:
     wanted = None if p.provider is None else _GRANTS_OF.get(p.provider, {p.provider})
     keys = [g.key for g in broker.grants.values() if wanted is None or g.provider in wanted]
     if p.provider is not None and not keys:
-        raise RpcError("no_grant", f"no refreshable OAuth login found for {p.provider}")
+        raise RpcError("no_grant", f"no refreshable OAuth login found for {p.provider}; `takod auth` lists the logins "
+                       "takod keeps fresh (by codex, claude, copilot or a pi provider id), `takod login PROVIDER` adds one")
     results: dict[str, object] = {}
 
     async def one(key: str) -> None:
@@ -143,6 +147,15 @@ async def key_list(call: Call, p: KeyListParams) -> KeyListResult:
         keys=[KeyInfoResult(name=i.name, backend=i.backend, masked=i.masked) for i in infos],
         store=store_info(call.daemon.keys),
     )
+
+
+@registry.method("keys.names", KeyNamesParams)
+async def key_names(call: Call, p: KeyNamesParams) -> KeyNamesResult:
+    """Every key name ``keys.set`` accepts, sorted, with who reads it."""
+    return KeyNamesResult(names=[
+        KeyNameInfo(name=e.name, providers=list(e.providers), description=e.description)
+        for e in sorted(CATALOGUE, key=lambda e: e.name)
+    ])
 
 
 @registry.method("keys.migrate", KeyMigrateParams, secret_params=True)

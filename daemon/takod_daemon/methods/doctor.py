@@ -243,6 +243,8 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
         grants=[d.broker.info(g) for g in d.broker.grants.values()],
         untrusted=trust.detail,
         untrusted_hint=trust.hint,
+        settings_path=str(ws.settings_file),
+        settings_problem=ws.settings_problem,
         **files,
     )
 

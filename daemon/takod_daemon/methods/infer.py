@@ -14,6 +14,7 @@ import structlog
 
 from takod.protocol import STREAM_METHOD, RpcError, invalid
 from takod.schema import (
+    PROVIDERS,
     EmbedParams,
     EmbedResult,
     HealthParams,
@@ -79,6 +80,9 @@ def _request(p: InferParams) -> InferRequest:
             raise invalid("invalid_params", "messages must end with a user turn")
     if p.timeout is not None and not p.timeout > 0:
         raise invalid("invalid_params", "timeout must be positive")
+    if p.provider is not None and p.provider not in (*PROVIDERS, *routing.API_BACKENDS):
+        # Not echoed: a key pasted into the wrong argument must not come back.
+        raise invalid("unknown_provider", "unknown provider; use one of " + ", ".join((*PROVIDERS, *routing.API_BACKENDS)))
     return InferRequest(
         messages=messages,
         system=p.system,
@@ -127,11 +131,7 @@ async def _make_sink(call: Call, p: InferParams) -> Sink:
             nonlocal seq
             seq += 1
             data = {"stream_id": stream_id, "seq": seq, "kind": kind, "payload": payload}
-            await conn.notify("nvim_set_var", ["takod_stream", data])
-            opts: dict[str, Any] = {"pattern": "TakodStream", "modeline": False}
-            if with_data:
-                opts["data"] = data
-            await conn.notify("nvim_exec_autocmds", ["User", opts])
+            await conn.notify_autocmd("takod_stream", "TakodStream", data, with_data)
 
         return autocmd
 
@@ -220,7 +220,7 @@ async def _run(call: Call, p: InferParams, ws: Workspace, request: InferRequest,
     try:
         outcome = await engine.execute(ws, request, route, sink, p.env, config=cfg, ollama_url=ollama_url)
     except NoProvider as exc:
-        raise RpcError("no_provider", str(exc)) from None
+        raise RpcError("no_provider", f"{exc}; `takod status` says why, `takod doctor` how to fix it") from None
     if outcome.result is None:
         failure = outcome.failure or ProviderFailure("crashed", "unknown failure")
         raise RpcError("provider_failed", f"{outcome.provider} failed after it started answering: {failure}")

@@ -58,11 +58,24 @@ async def _check_auth_file(provider: str, workspace: Path) -> None:
         raise RpcError("unsafe_link", f"{exc}; nothing was started") from None
 
 
+def _no_login(call: Call, login_id: str | None) -> str:
+    """Why no login matches, and what to do instead."""
+    running = call.daemon.logins.running()
+    if login_id is not None:
+        what = f"no login {login_id}"
+    elif not running:
+        return "no login is running; start one with `takod login PROVIDER`"
+    else:
+        what = f"{len(running)} logins are running"
+    if not running:
+        return f"{what}; start one with `takod login PROVIDER`"
+    return f"{what}; pass one with --id: " + ", ".join(f"{s.login_id} ({s.provider})" for s in running)
+
+
 def _session(call: Call, login_id: str | None) -> Session:
     session = call.daemon.logins.find(login_id)
     if session is None:
-        what = f"no login {login_id}" if login_id else "no single running login; pass its id"
-        raise invalid("no_login", what)
+        raise invalid("no_login", _no_login(call, login_id))
     return session
 
 
