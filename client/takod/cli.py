@@ -1,7 +1,7 @@
 """The ``takod`` command line. Standard library and msgspec only (it must start fast).
 
-Exit codes: 0 success, 1 the daemon reported an error, 2 bad usage,
-3 the daemon could not be reached or started, 4 (health) no provider is ready,
+Exit codes: 0 success, 1 the daemon reported an error, 2 bad usage or a
+request the daemon rejected, 3 the daemon could not be reached or started, 4 (health) no provider is ready,
 130 interrupted.
 """
 
@@ -18,9 +18,10 @@ from typing import Any, Callable
 import msgspec
 
 from . import __version__
+from .cli_format import FILE_FIX, event_line, file_problems, provider_rows, settings_rows, short_status
 from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
-from .schema import API_PROVIDERS, TOPICS
+from .schema import API_PROVIDERS, INFERENCE_ENV_VARS, SETTINGS_FIELDS, TOPICS, UNTRUSTED_WORKSPACE
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -28,6 +29,9 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_NOT_READY = 4
 EXIT_INTERRUPTED = 130
+
+# Failures (kind 0) that are still the request's fault: exit 2 like any rejected request.
+_REJECTED_CODES = frozenset({"invalid_key_value", "no_grant"})
 
 
 # output ----------------------------------------------------------------------
@@ -94,16 +98,32 @@ def _client_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if v and (k.endswith("_API_KEY") or k in _KEY_VARS)}
 
 
+def _request_env() -> dict[str, str]:
+    """Keys, and the routing and backend variables (docs/inference.md): this shell's
+    `export` counts for a prompt even when the daemon was started elsewhere."""
+    return {**_client_env(), **{k: os.environ[k] for k in INFERENCE_ENV_VARS if os.environ.get(k)}}
+
+
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     env = _client_env()
     with _client(args) as c:
         st = c.call("status", {"env": env} if env else None)
+    if args.short:
+        if out.json:
+            out.emit_json({"selected": st["selected"]})
+        else:
+            print(short_status(st))
+        return EXIT_OK
     if out.json:
         out.emit_json(st)
         return EXIT_OK
     d = st["daemon"]
     print(f"takod {d['version']} · pid {d['pid']} · up {_duration(d['uptime_s'])} · {d['socket']}")
     print(f"workspace  {st['workspace']}")
+    # Untrusted: one reason and one hint for the workspace, not five copies.
+    untrusted = next((p for p in st["providers"] if p.get("reason") == UNTRUSTED_WORKSPACE), None)
+    if untrusted is not None:
+        print(f"trust      {out.bad(UNTRUSTED_WORKSPACE)}: {untrusted['hint']}")
     selected = st["selected"]
     print(f"selected   {out.ok(selected) if selected else out.bad('none')}")
     store = st.get("key_store")
@@ -113,20 +133,16 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     # An HTTP API backend without its key is an option, not a problem: one line for all of them.
     keyless = [p["name"] for p in st["providers"] if p["name"] in API_PROVIDERS and p.get("reason") == "no-credentials"]
     shown = [p for p in st["providers"] if p["name"] not in keyless]
-    width = max(len(p["name"]) for p in shown) if shown else 8
-    for p in shown:
-        mark = out.ok("ready") if p["ready"] else out.bad(p["level"])
-        line = f"  {p['name']:<{width}}  {mark}"
-        if not p["ready"] and p.get("reason"):
-            line += f"  {p['reason']}"
-            if p.get("hint"):
-                line += out.dim(f" — {p['hint']}")
-        print(line)
-        auth_file = p.get("detail", {}).get("auth_file") if p["name"] == "pi" else None
-        if auth_file:  # which credential file a pi run uses
-            print(out.dim(f"  {'':<{width}}  runs with {auth_file}"))
+    for row in provider_rows(shown, ok=out.ok, bad=out.bad, dim=out.dim):
+        print(row)
     if keyless:
         print(out.dim(f"  API backends without a key: {', '.join(keyless)} (`takod key set NAME`)"))
+    problems = file_problems(st["providers"])
+    if problems:
+        print()
+        for problem in problems:
+            print(out.bad(f"! {problem}"))
+        print(out.dim(f"  {FILE_FIX}"))
     return EXIT_OK
 
 
@@ -206,9 +222,7 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
                 if out.json:
                     out.emit_json({"sub_id": sub_id, "seq": seq, "topic": topic, "payload": payload}, compact=True)
                 else:
-                    stamp = time.strftime("%H:%M:%S")
-                    body = msgspec.json.encode(payload).decode()
-                    print(f"{out.dim(stamp)} {topic:<7} {body}", flush=True)
+                    print(f"{out.dim(time.strftime('%H:%M:%S'))} {event_line(topic, payload)}", flush=True)
         except ConnectionLost:
             if not out.json:
                 print(out.dim("takod stopped"), file=sys.stderr)
@@ -251,8 +265,8 @@ def cmd_auth(args: argparse.Namespace, out: Output) -> int:
             if not result["grants"]:
                 print("no OAuth logins takod can refresh")
             _print_grants(result["grants"], out)
-        failed = any(g["state"] in ("needs-login", "retrying") for g in result["grants"])
-        return EXIT_ERROR if failed else EXIT_OK
+        # `retrying` is no error (PROTOCOL §7.10: takod keeps trying); a refused grant needs the user.
+        return EXIT_ERROR if any(g["state"] == "needs-login" for g in result["grants"]) else EXIT_OK
     with _client(args) as c:
         inv = c.call("auth.inventory")
     if out.json:
@@ -300,6 +314,13 @@ def cmd_key(args: argparse.Namespace, out: Output) -> int:
         elif args.key_command == "clear":
             result = c.call("keys.clear", {"name": args.name})
             text = f"removed {result['name']}" if result["removed"] else f"no stored key {result['name']}"
+        elif args.key_command == "names":
+            result = c.call("keys.names")
+            if not out.json:
+                width = max(len(n["name"]) for n in result["names"])
+                for n in result["names"]:
+                    print(f"{n['name']:<{width}}  {n['description']}")
+                return EXIT_OK
         elif args.key_command == "migrate":
             result = c.call("keys.migrate")
             text = (f"migrated {', '.join(result['migrated']) or 'nothing'}"
@@ -343,13 +364,14 @@ def cmd_ollama(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_settings(args: argparse.Namespace, out: Output) -> int:
+    if getattr(args, "settings_command", None) == "set":
+        return _set_setting(args, out, args.field, args.value)
     with _client(args) as c:
         result = c.call("settings.get")
     if out.json:
         out.emit_json(result)
     else:
-        for key, value in result.items():
-            print(f"{key:<19} {value}")
+        print("\n".join(settings_rows(result)))
     return EXIT_OK
 
 
@@ -370,13 +392,13 @@ def _read_prompt(value: str | None) -> str:
 def _infer_params(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     params: dict[str, Any] = {k: v for k, v in {
         "system": args.system, "model": args.model, "provider": args.provider, "temperature": args.temperature,
-        "thinking": args.thinking, "timeout": args.timeout,
+        "thinking": args.thinking, "timeout": args.timeout, "lane": args.lane,
     }.items() if v is not None}
     if args.format != "text":
         params["format"] = args.format
     if args.local:
         params["local_only"] = True
-    env = _client_env()
+    env = _request_env()
     if env:
         params["env"] = env
     params.update(extra)
@@ -404,7 +426,8 @@ def _stream_answer(c: Client, params: dict[str, Any], out: Output) -> dict[str, 
             wrote = True
         elif kind == "route":
             model = f" ({payload['model']})" if payload.get("model") else ""
-            print(out.dim(f"→ {payload['provider']}{model}"), file=sys.stderr, flush=True)
+            rule = f" — {payload['rule']}" if payload.get("rule") else ""
+            print(out.dim(f"→ {payload['provider']}{model}{rule}"), file=sys.stderr, flush=True)
         elif kind == "fallback":
             print(out.bad(f"✗ {payload['error'] and payload['provider'] + ': ' + payload['error']}"), file=sys.stderr, flush=True)
         elif kind == "result":
@@ -415,6 +438,15 @@ def _stream_answer(c: Client, params: dict[str, Any], out: Output) -> dict[str, 
 
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    if args.prompt_opt is not None:
+        if args.model is not None:
+            out.error("usage", "--prompt and two arguments: give the prompt once, and the model as the argument or -m")
+            return EXIT_USAGE
+        # `run --prompt TEXT MODEL`: the one argument is the model.
+        args.prompt, args.model = args.prompt_opt, args.prompt
+    if args.model_opt is not None and args.model is not None and args.model_opt != args.model:
+        out.error("usage", f"two models: {args.model!r} and -m {args.model_opt!r}; give one")
+        return EXIT_USAGE
     args.model = args.model_opt or args.model
     prompt = _read_prompt(args.prompt)
     params = _infer_params(args, prompt=prompt)
@@ -479,6 +511,8 @@ def cmd_embed(args: argparse.Namespace, out: Output) -> int:
     params: dict[str, Any] = {"texts": texts, "provider": args.provider}
     if args.model:
         params["model"] = args.model
+    if env := _request_env():
+        params["env"] = env
     with _client(args) as c:
         result = c.call("embed", params)
     if out.json or args.output == "json":
@@ -491,18 +525,51 @@ def cmd_embed(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _size(n: object) -> str:
+    if not isinstance(n, int):
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _count(n: object, fallback: object) -> str:
+    if isinstance(n, int) and n > 0:
+        for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+            if n >= scale:
+                return f"{n / scale:.2f}".rstrip("0").rstrip(".") + unit
+        return str(n)
+    return str(fallback) if fallback else "-"
+
+
+def models_table(models: list[dict[str, Any]]) -> list[str]:
+    """The models as aligned lines: provider, name, size, modified/created date, parameters, quantization."""
+    rows = [("PROVIDER", "MODEL", "SIZE", "MODIFIED", "PARAMS", "QUANT")]
+    for m in models:
+        d = m.get("detail") or {}
+        date = str(d.get("modified_at") or d.get("created_at") or "-")[:10]
+        rows.append((m["provider"], m["name"], _size(d.get("size")), date,
+                     _count(d.get("parameter_count"), d.get("parameter_size")), str(d.get("quantization") or "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def cmd_models(args: argparse.Namespace, out: Output) -> int:
+    params: dict[str, Any] = {"provider": args.provider} if args.provider else {}
+    if env := _request_env():
+        params["env"] = env
     with _client(args) as c:
-        result = c.call("models.list", {"provider": args.provider} if args.provider else None)
-    if out.json:
+        result = c.call("models.list", params or None)
+    if out.json or args.format == "json":
         out.emit_json(result)
         return EXIT_OK
-    for m in result["models"]:
-        print(f"{m['provider']:<12} {m['name']}")
+    if result["models"]:
+        print("\n".join(models_table(result["models"])))
     for provider, error in result["errors"].items():
-        print(out.bad(f"{provider:<12} {error}"), file=sys.stderr)
+        print(out.bad(f"{provider}: {error}"), file=sys.stderr)
     if not result["models"] and not result["errors"]:
-        print("no models found")
+        print("no models found: pull one (`ollama pull llama3.2`) or set an API key (`takod key set ANTHROPIC_API_KEY`)")
     return EXIT_OK
 
 
@@ -512,6 +579,32 @@ def cmd_health(args: argparse.Namespace, out: Output) -> int:
     if out.json:
         out.emit_json(result)
     return EXIT_OK if result["ok"] else EXIT_NOT_READY
+
+
+def cmd_version(args: argparse.Namespace, out: Output) -> int:
+    """The client's version, and the running daemon's when one answers (never starts one)."""
+    daemon: dict[str, Any] | None = None
+    client = _client(args, spawn=False)
+    try:
+        client.connect()
+        info = client.call("hello", {"client": f"takod-cli/{__version__}"})
+        daemon = {"version": info["version"], "protocol": info["protocol"], "pid": info.get("pid")}
+    except ConnectError:
+        pass
+    finally:
+        client.close()
+    differs = daemon is not None and daemon["version"] != __version__
+    if out.json:
+        out.emit_json({"client": __version__, "daemon": daemon, "differs": differs})
+        return EXIT_OK
+    print(f"client  takod {__version__}")
+    if daemon is None:
+        print("daemon  not running")
+    else:
+        print(f"daemon  takod {daemon['version']} (protocol {daemon['protocol']})")
+        if differs:
+            print(out.bad("the daemon runs another version: `takod stop` and the next command starts this one"))
+    return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
@@ -562,7 +655,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("status", cmd_status, "show the daemon and every provider's readiness")
+    st = add("status", cmd_status, "show the daemon and every provider's readiness")
+    st.add_argument("--short", action="store_true", help="one line for a shell prompt or status bar: tako:PROVIDER or tako:none")
     au = add("auth", cmd_auth, "list every credential found (masked), which one each provider uses, the key store and "
              "the OAuth logins takod keeps fresh; `takod auth refresh [PROVIDER]` refreshes now")
     au.add_argument("action", nargs="?", choices=["refresh"], help="refresh OAuth logins now")
@@ -575,6 +669,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     kc = key_sub.add_parser("clear", parents=[common], help="remove a stored key")
     kc.add_argument("name")
     key_sub.add_parser("list", parents=[common], help="list stored keys (masked)")
+    key_sub.add_parser("names", parents=[common], help="list every key name `key set` accepts")
     key_sub.add_parser("migrate", parents=[common], help="move plaintext api_keys from the workspace settings into the key store")
     pr = add("prefer", cmd_prefer, "prefer a provider when it is ready (or `auto`: priority order)")
     pr.add_argument("provider", choices=["auto", "pi", "ollama", "codex", "claude", "gemini"])
@@ -584,33 +679,56 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     oh.add_argument("value", metavar="URL")
     om = ol_sub.add_parser("model", parents=[common], help="Ollama model, e.g. llama3.2 (empty: OLLAMA_MODEL or first listed)")
     om.add_argument("value", metavar="NAME")
-    add("settings", cmd_settings, "show this workspace's inference settings")
+    st = add("settings", cmd_settings, "show this workspace's inference settings; `takod settings set FIELD VALUE` sets one")
+    st_sub = st.add_subparsers(dest="settings_command", metavar="ACTION")
+    ss = st_sub.add_parser("set", parents=[common], help="set one setting (Takobot reads the same file)")
+    ss.add_argument("field", choices=list(SETTINGS_FIELDS),
+                    help="type1_model / type2_model: the model pi runs with for Takobot's fast / deep lane (`auto`: pi's own)")
+    ss.add_argument("value")
 
     def infer_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--system", help="system prompt")
-        p.add_argument("--provider", help="only this provider (pi, ollama, codex, claude, gemini, anthropic, openai, ...)")
-        p.add_argument("--temperature", type=float)
-        p.add_argument("--format", choices=["text", "json"], default="text")
+        p.add_argument("-s", "--system", help="system prompt")
+        p.add_argument("--provider", "--backend", dest="provider", metavar="NAME",
+                       help="only this provider (pi, ollama, codex, claude, gemini, anthropic, openai, ...); "
+                            "--backend is the Inference skill's name for it")
+        p.add_argument("-t", "--temperature", type=float, metavar="T",
+                       help="sampling temperature, 0.0 (focused) to 1.0 (creative); default: the model's")
+        p.add_argument("--format", choices=["text", "json"], default="text",
+                       help="json: ask the model for a JSON answer (Ollama and the APIs enforce it); default text")
         p.add_argument("--thinking", help="thinking level: off, minimal, low, medium, high, xhigh")
-        p.add_argument("--timeout", type=float, help="seconds per provider attempt (default 180)")
+        p.add_argument("--timeout", type=float, help="seconds per provider attempt (default: OLLAMA_TIMEOUT / "
+                       "ANTHROPIC_TIMEOUT for those, else 180)")
         p.add_argument("--local", action="store_true", help="never send the prompt off this machine (Ollama on loopback)")
+        p.add_argument("--lane", choices=["type1", "type2"],
+                       help="Takobot's model lane: type1 (fast, the default) or type2 (deep); without a model, pi "
+                       "uses the lane's model from the settings (`takod settings set type2_model MODEL`)")
 
     r = add("run", cmd_run, "run a prompt on the first ready provider, streaming the answer (route on stderr)")
     r.add_argument("prompt", nargs="?", help="the prompt; - or omitted: read stdin")
     r.add_argument("model", nargs="?", help="model (implies a provider: claude-* anthropic, llama3.2 ollama, provider/model pi)")
-    r.add_argument("--model", dest="model_opt", help=argparse.SUPPRESS)
+    r.add_argument("--prompt", dest="prompt_opt", metavar="TEXT", help="the prompt (instead of the first argument)")
+    r.add_argument("-m", "--model", dest="model_opt", metavar="MODEL",
+                   help="model (instead of the second argument); implies a provider as above")
     r.add_argument("--no-stream", action="store_true", help="print the answer when complete")
     infer_options(r)
     ch = add("chat", cmd_chat, "multi-turn chat (/exit, /clear, /model, /help)")
-    ch.add_argument("--model")
+    ch.add_argument("-m", "--model", metavar="MODEL",
+                    help="model (implies a provider: claude-* anthropic, llama3.2 ollama); default: OLLAMA_CHAT_MODEL "
+                         "for Ollama, else each provider's own")
     infer_options(ch)
     em = add("embed", cmd_embed, "embed texts (never falls back to another model)")
     em.add_argument("--text", action="append", help="a text to embed (repeatable; default: stdin)")
-    em.add_argument("--model")
-    em.add_argument("--provider", choices=["ollama", "openai"], default="ollama")
-    em.add_argument("--output", choices=["json", "array", "length"], default="array")
-    mo = add("models", cmd_models, "list the models each provider offers")
-    mo.add_argument("--provider")
+    em.add_argument("-m", "--model", metavar="MODEL",
+                    help="embedding model (default: OLLAMA_EMBED_MODEL or nomic-embed-text; openai: text-embedding-3-small)")
+    em.add_argument("--provider", "--backend", dest="provider", choices=["ollama", "openai"], default="ollama",
+                    help="who computes the vectors (default ollama)")
+    em.add_argument("--output", choices=["json", "array", "length"], default="array",
+                    help="array: one JSON vector per line (default); json: the whole result; length: the dimensions")
+    mo = add("models", cmd_models, "list the models each provider offers: size, date, parameters, quantization")
+    mo.add_argument("--provider", "--backend", dest="provider", metavar="NAME",
+                    help="only this provider (ollama, anthropic, openai, openrouter, groq, ...)")
+    mo.add_argument("--format", choices=["table", "json"], default="table",
+                    help="table (default) or json (same as --json)")
     add("health", cmd_health, "exit 0 if some provider is ready, 4 if none (silent unless --json)")
     add("probe", cmd_probe, "re-detect CLIs, re-read credentials and re-probe Ollama now, then show status")
     add("paths", cmd_paths, "show the socket, lock, state and log paths takod uses")
@@ -622,6 +740,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for module, command in (("cli_login", "login"), ("cli_service", "service"), ("cli_doctor", "doctor")):
         if only is None or only == command:
             importlib.import_module(f"{__package__}.{module}").register(add, common)
+    add("version", cmd_version, "show the client's version and the running daemon's (never starts one)")
     s = add("serve", cmd_serve, "run the daemon in the foreground")
     s.add_argument("--log", choices=["auto", "console", "json", "journal"], default="auto", help="log output format")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -642,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, out)
     except RemoteError as exc:
         out.error(exc.code, exc.message)
-        return EXIT_USAGE if exc.is_bad_request else EXIT_ERROR
+        return EXIT_USAGE if exc.is_bad_request or exc.code in _REJECTED_CODES else EXIT_ERROR
     except ConnectError as exc:
         out.error("unavailable", str(exc))
         return EXIT_UNAVAILABLE

@@ -52,8 +52,17 @@ def systemd_fds(env: Mapping[str, str], pid: int) -> list[tuple[int, str]]:
     return [(SD_LISTEN_FDS_START + i, names[i] if i < len(names) else FD_NAME) for i in range(max(count, 0))]
 
 
+def choose_fd(sockets: list[tuple[int, str]], name: str = FD_NAME) -> int | None:
+    """Which passed socket is ours: the only one, whatever its name (a unit without
+    ``FileDescriptorName=`` names it after itself, e.g. ``takod.socket``), else the
+    first named ``name``."""
+    if len(sockets) == 1:
+        return sockets[0][0]
+    return next((fd for fd, fd_name in sockets if fd_name == name), None)
+
+
 def take_systemd(name: str = FD_NAME) -> socket.socket | None:
-    """Claim the listener named ``name`` from systemd, or None.
+    """Claim our listener from systemd (:func:`choose_fd`), or None.
 
     The variables leave our environment and every passed fd becomes close-on-exec,
     so the provider CLIs we spawn inherit neither.
@@ -61,7 +70,7 @@ def take_systemd(name: str = FD_NAME) -> socket.socket | None:
     fds = systemd_fds(os.environ, os.getpid())
     for var in _SYSTEMD_VARS:
         os.environ.pop(var, None)
-    chosen: socket.socket | None = None
+    sockets: list[tuple[int, str]] = []
     for fd, fd_name in fds:
         try:
             is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
@@ -71,11 +80,12 @@ def take_systemd(name: str = FD_NAME) -> socket.socket | None:
             log.warning("activation fd is not an open socket, ignored", fd=fd)
             continue
         os.set_inheritable(fd, False)
-        if chosen is None and fd_name == name:
-            chosen = socket.socket(fileno=fd)  # detects family and type from the fd
-        else:
+        sockets.append((fd, fd_name))
+    chosen = choose_fd(sockets, name)
+    for fd, fd_name in sockets:
+        if fd != chosen:
             log.warning("ignoring an activation socket that is not ours", fd=fd, name=fd_name)
-    return chosen
+    return socket.socket(fileno=chosen) if chosen is not None else None  # detects family and type from the fd
 
 
 LaunchActivate = Callable[[str], "tuple[int, list[int]]"]

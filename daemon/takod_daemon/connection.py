@@ -82,6 +82,13 @@ BATCH = 64  # frames dispatched per event-loop pass, before other connections ge
 SCAN_SLICE = 8 * 1024  # bytes split per event-loop pass: ~2 ms at worst (stress/readers.py measures it)
 
 
+# One notification per event, so g:var and the autocmd can never be split by another event.
+_SCHEDULED_AUTOCMD = (
+    "local var, data, opts = ...\n"
+    "vim.schedule(function() vim.g[var] = data; vim.api.nvim_exec_autocmds('User', opts) end)"
+)
+
+
 class Connection(asyncio.BufferedProtocol):
     """One client. The asyncio Protocol callbacks run on the event loop outside
     any task and never wait; everything that awaits runs in :meth:`run`'s task group."""
@@ -379,6 +386,21 @@ class Connection(asyncio.BufferedProtocol):
     async def notify(self, method: str, params: list[Any]) -> None:
         await self.send(encode_notification(method, params))
 
+    async def notify_autocmd(self, var: str, pattern: str, data: dict[str, Any], with_data: bool) -> None:
+        """Fire ``User pattern`` in the peer Neovim, ``g:var`` set to ``data`` first.
+
+        Scheduled on Neovim's main loop (``vim.schedule``), never run where it
+        arrives: Neovim runs what arrives while it waits in ``rpcrequest()``
+        inside that wait, so a handler's own ``rpcrequest`` would nest in it, and
+        Neovim (before 0.10) closes the channel when the outer reply comes
+        first ("returned a response with an unknown request id"). No rule on
+        our side can prevent that (a request can cross the event in flight);
+        the main loop runs handlers only once no ``rpcrequest`` is waiting."""
+        opts: dict[str, Any] = {"pattern": pattern, "modeline": False}
+        if with_data:  # autocmd `data` needs Neovim >= 0.8; g:var works on every version
+            opts["data"] = data
+        await self.send(encode_notification("nvim_exec_lua", [_SCHEDULED_AUTOCMD, [var, data, opts]]))
+
     # background streams ----------------------------------------------------------
 
     def start_stream(self, stream_id: int, work: Callable[[], Awaitable[None]]) -> None:
@@ -447,11 +469,6 @@ class Connection(asyncio.BufferedProtocol):
             seq = sub.next_seq()
             if sub.deliver == "autocmd":
                 data = {"sub_id": sub.sub_id, "seq": seq, "topic": event.topic, "payload": event.payload}
-                # g:takod_event works on every Neovim; autocmd `data` needs Neovim >= 0.8.
-                await self.notify("nvim_set_var", ["takod_event", data])
-                opts: dict[str, Any] = {"pattern": "TakodEvent", "modeline": False}
-                if nvim_data:
-                    opts["data"] = data
-                await self.notify("nvim_exec_autocmds", ["User", opts])
+                await self.notify_autocmd("takod_event", "TakodEvent", data, nvim_data)
             else:
                 await self.notify(EVENT_METHOD, [sub.sub_id, seq, event.topic, event.payload])

@@ -188,17 +188,20 @@ def run_daemon(
     state_dir: Path,
     on_ready: Callable[[], None] | None = None,
     refresh_lead: float = DEFAULT_LEAD,
+    notifier: Notifier | None = None,
 ) -> None:
     """Take the instance lock, then serve.
 
     Raises AlreadyRunning / UnsafeDirectory, or SupervisorConflict when a
     supervisor handed us its socket while a daemon it did not start holds the lock.
+    ``notifier`` (default: from the environment) stays open on a failed start, so
+    the caller can tell the service manager why.
     """
     from . import methods  # noqa: F401  (registers every method)
 
     # Both before anything copies the environment: provider CLIs must not inherit these variables.
     activated = activated_listener()
-    notifier = Notifier.from_env()
+    notifier = notifier if notifier is not None else Notifier.from_env()
     if activated is not None:
         bound = activated.sock.getsockname()
         if isinstance(bound, str) and bound.startswith("/"):
@@ -212,7 +215,6 @@ def run_daemon(
         if activated is None:
             raise
         activated.sock.close()
-        notifier.close()
         raise SupervisorConflict(exc.pid, socket_path, activated.source) from None
     # pi locks a killed predecessor held would stall pi and us for 30 s: remove
     # those still exactly as it left them, then note our own.

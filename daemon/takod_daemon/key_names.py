@@ -19,6 +19,7 @@ import msgspec
 _NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _SEPARATORS_RE = re.compile(r"[\s-]+")
 _MAX_SUGGESTIONS = 5
+_KEY_SUFFIX_RE = re.compile(r"_?(API_?)?(KEYS?|TOKEN)$")
 
 
 class KeyName(msgspec.Struct, frozen=True):
@@ -112,7 +113,7 @@ def normalise_key_name(raw: str) -> str:
     if suggestions:
         hint = "did you mean " + ", ".join(suggestions) + "?"
     else:
-        hint = f"{len(CATALOGUE)} names are accepted, e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY"
+        hint = f"`takod key names` lists the {len(CATALOGUE)} accepted names, e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY"
     raise UnknownKeyName(f"unknown API key name; {hint}", suggestions)
 
 
@@ -127,5 +128,16 @@ def _suggest(name: str) -> tuple[str, ...]:
     provider = name.lower().replace("_", "-")
     # A provider id ("anthropic") or a name stem ("OPENAI") suggests its keys.
     found = [e.name for e in CATALOGUE if provider in e.providers or e.name.startswith(name + "_")]
-    found += difflib.get_close_matches(name, _BY_NAME, n=3, cutoff=0.8)
+    # Close in full *and* in the part before _API_KEY: the shared suffix alone
+    # makes FOO_API_KEY look 80% like GOOGLE_API_KEY.
+    stem = _stem(name)
+    found += [e.name for e in CATALOGUE if _stem(e.name) == stem]  # XAI_KEY: XAI_API_KEY
+    found += [
+        close for close in difflib.get_close_matches(name, _BY_NAME, n=3, cutoff=0.8)
+        if difflib.SequenceMatcher(None, stem, _stem(close)).ratio() >= 0.6
+    ]
     return tuple(dict.fromkeys(found))[:_MAX_SUGGESTIONS]
+
+
+def _stem(name: str) -> str:
+    return _KEY_SUFFIX_RE.sub("", name)

@@ -394,7 +394,7 @@ class LoginManager:
         url = codex_authorize_url(challenge, state, session.env)
         async with anyio.create_task_group() as tg:
             listening = await _listen_callback(tg, session, state)
-            how = "then come back here" if listening else "the callback port 1455 is busy, so"
+            how = "then come back here and" if listening else "the callback port 1455 is busy, so"
             text = await self.ask(
                 session, "open_url",
                 f"open this URL in a browser and sign in; {how} paste the final redirect URL (or the code) with `takod login answer`",

@@ -18,6 +18,7 @@ from takod.schema import API_PROVIDERS, PROVIDERS, ProviderStatus
 from .credentials.summary import CredentialSummary
 from .providers.detect import BinaryInfo
 from .providers.ollama_probe import OllamaProbe
+from .trust import REASON as UNTRUSTED, WorkspaceTrust
 from .resolve.api import ApiPlan
 from .resolve.pi import PiCredential, PiPlan
 
@@ -52,13 +53,21 @@ HINTS = {
     "unreachable": "start Ollama (`ollama serve`) or set the host with `takod ollama host URL`",
     "bad-response": "something answers at the Ollama address but it is not Ollama; check `takod ollama host`",
     "no-models": "pull a model: `ollama pull llama3.2`",
-    "model-not-pulled": "pull it (`ollama pull MODEL`) or choose another with `takod ollama model NAME`",
+    "model-not-pulled": "pull it (`ollama pull {model}`) or choose another with `takod ollama model NAME`",
+    "embedding-model": "that model only embeds, it cannot chat: choose a chat model with `takod ollama model NAME`",
+    "no-chat-model": "only embedding models are pulled: pull a chat model, e.g. `ollama pull llama3.2`",
     "not-probed": "takod has not checked this yet; `takod probe` checks now",
+    "cooling-down": "it failed just now (detail.cooldown says why and until when); takod tries it again then, or as "
+    "soon as its credentials change; `takod run --provider NAME` tries it now",
     "keyring-locked": "the key is in the OS keyring, which is locked: unlock it (log in to the desktop session, "
     "or `gnome-keyring-daemon --unlock`), then `takod probe`",
     "keyring-timeout": "the key is in the OS keyring, which does not answer (a locked keyring waiting on an "
     "unlock prompt does this): unlock it, then `takod probe`",
 }
+READY_DESPITE_PROBLEM_HINT = ("ready through another credential, but a credential file could not be read "
+                              "(detail.problems; takod never rewrites it): fix it or move it aside; `takod doctor` says more")
+OLLAMA_MISSING_HINT = ("no Ollama answers and none is installed here: install it (https://ollama.com/download), "
+                       "then `ollama serve`; or point `takod ollama host URL` at a running one")
 # Any other key store reason (keystore.StoreStatus.reason) for a key that cannot be read now.
 KEYRING_UNAVAILABLE_HINT = "the key is in the OS keyring, which cannot be used now: `takod auth` says why; then `takod probe`"
 
@@ -82,9 +91,13 @@ class Facts:
     # now, and the key store's reason code for that (keyring-locked, ...).
     unavailable_keys: dict[str, list[str]] = field(default_factory=dict)
     key_store_reason: str | None = None
+    # Set when the workspace is not the user's own: nothing may run for it.
+    untrusted: WorkspaceTrust | None = None
     # What a pi run and each direct API backend will use (resolve/): readiness reports it.
     pi_plan: PiPlan | None = None
     api_plans: dict[str, ApiPlan] = field(default_factory=dict)
+    # Providers sitting out a failure: name -> (until, what failed).
+    cooling: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def _hint(reason: str, provider: str) -> str | None:
@@ -181,7 +194,10 @@ def cli_provider(name: str, facts: Facts) -> ProviderStatus:
     detail["credential"] = _credential_detail(best)
     if best.unverified:
         detail["unverified"] = True
-    return _status(name, "ready", None, detail)
+    status = _status(name, "ready", None, detail)
+    if facts.problems.get(name):  # ready through another credential; the broken file still needs a fix
+        status.hint = READY_DESPITE_PROBLEM_HINT
+    return status
 
 
 def _pi_credential_detail(cred: PiCredential) -> dict[str, object]:
@@ -265,17 +281,35 @@ def ollama_provider(facts: Facts) -> ProviderStatus:
         reason = probe.problem or "unreachable"
         if probe.detail:
             detail["error"] = probe.detail
-        return _status("ollama", level, reason, detail)
+        status = _status("ollama", level, reason, detail)
+        if reason == "unreachable" and not facts.ollama_binary:  # nothing here to start
+            status.hint = OLLAMA_MISSING_HINT
+        return status
     detail["models"] = [m.name for m in probe.models]
     if probe.model is None:
-        # Nothing named and nothing listed (the probe calls that model-not-pulled too).
+        # Nothing named and nothing listed (the probe calls that model-not-pulled too),
+        # or nothing listed that can chat.
         if probe.detail:
             detail["error"] = probe.detail
-        return _status("ollama", "reachable", "no-models", detail)
+        return _status("ollama", "reachable", "no-chat-model" if probe.problem == "no-chat-model" else "no-models", detail)
     detail.update(model=probe.model, model_source=probe.model_source)
-    if probe.problem == "model-not-pulled":
-        return _status("ollama", "reachable", "model-not-pulled", detail)
+    if probe.model_why:
+        detail["model_why"] = probe.model_why
+    if probe.problem in ("model-not-pulled", "embedding-model"):
+        if probe.detail:
+            detail["error"] = probe.detail
+        status = _status("ollama", "reachable", probe.problem, detail)
+        if probe.problem == "model-not-pulled":
+            status.hint = HINTS["model-not-pulled"].format(model=probe.model)  # type: ignore[union-attr]
+        return status
     return _status("ollama", "ready", None, detail)
+
+
+def cooling_down(status: ProviderStatus, until: float, after: str) -> ProviderStatus:
+    """A ready provider that sits out a failure: not ready until ``until``; one level short of it."""
+    detail = dict(status.detail, cooldown={"until": until, "after": after})
+    level = "reachable" if status.name == "ollama" else "credentials"
+    return _status(status.name, level, "cooling-down", detail)
 
 
 def evaluate(facts: Facts) -> tuple[list[ProviderStatus], str | None]:
@@ -285,7 +319,21 @@ def evaluate(facts: Facts) -> tuple[list[ProviderStatus], str | None]:
         for name in PROVIDERS
     ]
     statuses += [api_provider(name, facts) for name in API_PROVIDERS]
+    statuses = [
+        cooling_down(s, *facts.cooling[s.name]) if s.ready and s.name in facts.cooling else s for s in statuses
+    ]
+    if facts.untrusted is not None:
+        return [untrusted(s, facts.untrusted) for s in statuses], None
     return statuses, select(statuses, facts.preferred)
+
+
+def untrusted(status: ProviderStatus, trust: WorkspaceTrust) -> ProviderStatus:
+    """``status`` in a workspace that is not the user's own: nothing runs there
+    (a CLI would run in it, pi would take its runtime and its ``!command`` keys,
+    Ollama its host), so no provider is ready. What was found is still reported."""
+    level = "installed" if LEVEL_RANK.get(status.level, 0) > LEVEL_RANK["installed"] else status.level
+    detail = {**status.detail, "untrusted": trust.detail}
+    return ProviderStatus(name=status.name, ready=False, level=level, reason=UNTRUSTED, hint=trust.hint, detail=detail)
 
 
 def select(statuses: list[ProviderStatus], preferred: str) -> str | None:

@@ -12,6 +12,7 @@ facts and is reported; nothing here ever writes to it.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -23,9 +24,12 @@ import anyio
 import msgspec
 import structlog
 
+from takod.protocol import invalid
 from takod.schema import ProviderStatus
 
 from . import links
+from .eviction import Bounds, to_evict
+from .cooldowns import Cooldowns
 from .credentials import claude_auth, codex_auth, gemini_auth, pi_auth
 from .credentials.files import FileProblem
 from .credentials.settings import InferenceSettings, load_settings, settings_path
@@ -36,6 +40,7 @@ from .providers.detect import BinaryInfo, detect_cli, detect_pi, workspace_pi_pa
 from .providers.ollama_probe import OllamaProbe, probe_ollama
 from .readiness import Facts, evaluate
 from .redact import mask_secret
+from .trust import NOT_CHECKED, WorkspaceTrust, check_workspace
 from .resolve import pi as pi_resolve
 from .resolve.api import resolve_api
 from .inference.routing import API_BACKENDS
@@ -52,6 +57,10 @@ KEYRING_START_WAIT = 3.0  # longest start-up delay a slow keyring may cause
 OLLAMA_INTERVAL_OK = 60.0
 OLLAMA_INTERVAL_MIN = 5.0
 OLLAMA_INTERVAL_MAX = 300.0
+# A prompt about to be refused because of an old Ollama probe waits at most this
+# long for a fresh one, and probes no more often than every REPROBE_MIN_AGE.
+REPROBE_TIMEOUT = 1.5
+REPROBE_MIN_AGE = 2.0
 
 # Which stored/env key names make which CLI provider usable (pi: the names pi reads, resolve.pi).
 KEY_PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -101,6 +110,9 @@ class Workspace:
     """One workspace's facts and its last evaluated status."""
 
     root: Path
+    # Whether it is the user's own (trust.py): only then does takod run, write
+    # or follow anything there. Checked at load, on its file events, before every act.
+    trust: WorkspaceTrust = NOT_CHECKED
     settings: InferenceSettings = field(default_factory=InferenceSettings)
     settings_problem: str | None = None
     pi_creds: list[CredentialSummary] = field(default_factory=list)
@@ -109,6 +121,7 @@ class Workspace:
     # What pi reads from the agent directory a run uses (resolve.pi.agent_dir_for).
     pi_agent: pi_resolve.PiAgent | None = None
     ollama: OllamaProbe | None = None
+    ollama_probed_at: float = 0.0  # monotonic
     ollama_wakeup: anyio.Event = field(default_factory=anyio.Event)
     providers: list[ProviderStatus] = field(default_factory=list)
     # The status fields of this workspace, msgpack-encoded once per change, with
@@ -118,6 +131,9 @@ class Workspace:
     seq: int = 0
     updated_at: float = 0.0
     fingerprint: bytes = b""
+    last_used: float = 0.0  # time.monotonic() when a client last named it (eviction.py)
+    probe_scope: anyio.CancelScope | None = None  # its Ollama loop's, cancelled when it is let go
+    routes: list[tuple[Path, str, Callable[[], Awaitable[None]]]] | None = None  # its files -> facts (_rewatch)
 
     @property
     def settings_file(self) -> Path:
@@ -146,6 +162,12 @@ class StateManager:
         self._auth_fingerprint = b""
         self.settings_lock = anyio.Lock()  # settings writes are read-modify-write
         self.auth_seq = 0
+        self.bounds = Bounds.from_env(self.env)
+        self._user_routes: dict[Path, dict[str, Callable[[], Awaitable[None]]]] | None = None
+        # Counts of re-reads of what each provider's credentials come from ("*": all of them).
+        self._generations: dict[str, int] = {"*": 0}
+        self.cooldowns = Cooldowns(self.generation)
+        self._cooldown_changed = anyio.Event()
 
     # lifetime ---------------------------------------------------------------
 
@@ -156,9 +178,11 @@ class StateManager:
             # but give a healthy keyring a moment so the first status already counts its keys.
             keys_open = anyio.Event()
             tg.start_soon(self._open_keys, keys_open)
+            tg.start_soon(self._cooldown_loop)
             await self._load_user()
             await self.workspace(self.daemon.default_workspace)
             await tg.start(self.watcher.run, self._on_files_changed)
+            tg.start_soon(self._evict_idle)
             with anyio.move_on_after(KEYRING_START_WAIT):
                 await keys_open.wait()
             task_status.started()
@@ -184,14 +208,21 @@ class StateManager:
     def loaded(self, root: str | Path) -> Workspace | None:
         """The workspace at ``root`` if it is loaded already (under this spelling
         of its root), else None. Memory only: no filesystem lookups, no waiting."""
-        return self._by_name.get(str(root))
+        ws = self._by_name.get(str(root))
+        if ws is not None:
+            ws.last_used = time.monotonic()
+        return ws
 
     async def workspace(self, root: str | Path) -> Workspace:
         """The workspace at ``root``, loaded (and watched) on first use."""
         known = self.loaded(root)
         if known is not None:  # the hot path of every status call
             return known
-        path = Path(root).expanduser().resolve()
+        try:
+            path = Path(root).expanduser().resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+            raise invalid("invalid_params", f"workspace {root} cannot be resolved ({getattr(exc, 'strerror', None) or exc}); "
+                          "pass an existing directory") from None
         # Requests arriving while another one loads this workspace wait for it:
         # only a fully loaded workspace is ever handed out (or evaluated).
         while (loading := self._loading.get(path)) is not None:
@@ -199,6 +230,7 @@ class StateManager:
         ws = self.workspaces.get(path)
         if ws is not None:
             self._by_name[str(root)] = ws
+            ws.last_used = time.monotonic()
             return ws
         done = self._loading[path] = anyio.Event()
         try:
@@ -206,28 +238,78 @@ class StateManager:
             await self._load_workspace(ws)
             await self._probe_ollama(ws)
             self.workspaces[path] = ws
+            ws.last_used = time.monotonic()
+            self._evict(keep=path, rewatch=False)  # the cap: the least recently used go now
             self._rewatch()
             async with self._lock:
                 self._evaluate(ws, publish=False)
             if self._tg is not None:
-                self._tg.start_soon(self._ollama_loop, ws)
+                ws.probe_scope = anyio.CancelScope()
+                self._tg.start_soon(self._ollama_loop, ws, ws.probe_scope)
         finally:
             del self._loading[path]
             done.set()
-        await self.daemon.broker.rescan()  # its pi file may hold grants to keep fresh
         self._by_name[str(root)] = ws
+        await self.daemon.broker.rescan()  # its pi file may hold grants to keep fresh
         log.info("workspace loaded", workspace=str(path), selected=ws.selected)
         return ws
 
+    # bounds -------------------------------------------------------------------
+
+    def _pinned(self) -> set[Path]:
+        """Workspaces never let go: the default one, and each an open connection said hello with."""
+        names = [str(self.daemon.default_workspace)]
+        names += [conn.workspace for conn in self.daemon.connections if conn.workspace]
+        return {ws.root for name in names if (ws := self._by_name.get(name)) is not None}
+
+    def _evict(self, keep: Path | None = None, rewatch: bool = True) -> bool:
+        """Let go of the idle workspaces and those beyond the cap (eviction.py), never
+        ``keep`` (the one being loaded): unwatch them (unless the caller rewatches
+        anyway) and stop their Ollama loops. True if any went."""
+        last_used = {path: ws.last_used for path, ws in self.workspaces.items()}
+        pinned = self._pinned() | ({keep} if keep is not None else set())
+        gone = set(to_evict(last_used, pinned, time.monotonic(), self.bounds))
+        if not gone:
+            return False
+        for path in gone:
+            scope = self.workspaces.pop(path).probe_scope
+            if scope is not None:
+                scope.cancel()
+        self._by_name = {name: ws for name, ws in self._by_name.items() if ws.root not in gone}
+        if rewatch:
+            self._rewatch()
+        log.debug("workspaces let go", workspaces=sorted(map(str, gone)), loaded=len(self.workspaces))
+        return True
+
+    async def _evict_idle(self) -> None:
+        """Look for idle workspaces twice per idle period (one wake-up per 15 minutes by default)."""
+        while True:
+            await anyio.sleep(self.bounds.idle_s / 2)
+            if self._evict():
+                await self.daemon.broker.rescan()  # their pi files are no longer ours to refresh
+
     async def _load_workspace(self, ws: Workspace) -> None:
-        await self._sync_links(ws)
+        await self._sync_links(ws)  # checks trust first
         await self._read_settings(ws)
         await self._read_ws_pi(ws)
-        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"))
+        await self._pi_binary_changed(ws)
+
+    async def check_trust(self, ws: Workspace) -> WorkspaceTrust:
+        """Check (again) whether ``ws`` is the user's own; call before every act
+        that runs, writes or follows anything there. Logs a change of verdict."""
+        verdict = await anyio.to_thread.run_sync(check_workspace, ws.root)
+        if verdict != ws.trust and not verdict.trusted:
+            log.warning("workspace not trusted: takod only reads it", workspace=str(ws.root), problem=verdict.detail)
+        ws.trust = verdict
+        return verdict
 
     async def _sync_links(self, ws: Workspace) -> None:
         """Seed the workspace pi file and link the Codex login into it (writes go
-        under pi's lock; the resulting file events re-read what changed)."""
+        under pi's lock; the resulting file events re-read what changed). Never in
+        a workspace that is not the user's own: nothing is written there, and no
+        credential is copied out of it."""
+        if not (await self.check_trust(ws)).trusted:
+            return
         done = await anyio.to_thread.run_sync(links.sync_workspace, ws.root, self.env, self.home)
         for what in done:
             log.info("credentials linked", what=what)
@@ -236,6 +318,7 @@ class StateManager:
         try:
             ws.settings = await anyio.to_thread.run_sync(load_settings, ws.settings_file)
             ws.settings_problem = None
+            self._credentials_read()  # its api_keys may be any provider's
         except FileProblem as exc:
             ws.settings_problem = _problem_text(exc)
             log.warning("settings file unusable; keeping the last good settings", problem=ws.settings_problem)
@@ -249,6 +332,7 @@ class StateManager:
             auth = await anyio.to_thread.run_sync(pi_auth.read_auth, ws.pi_auth_file)
             ws.pi_creds = pi_auth.summarize(auth, self.env) if auth is not None else []
             ws.pi_problem = None
+            self._credentials_read("pi")
         except FileProblem as exc:
             ws.pi_problem = _problem_text(exc)
             log.warning("pi auth file unusable; keeping the last good view", problem=ws.pi_problem)
@@ -280,6 +364,7 @@ class StateManager:
             return
         self.user.problems.pop(name, None)
         self.user.credentials[name] = creds
+        self._credentials_read("pi" if name == "pi-home" else name)
 
     def _read_home_pi(self) -> list[CredentialSummary]:
         found: list[CredentialSummary] = []
@@ -311,6 +396,7 @@ class StateManager:
             return
         self.user.stored_keys = {info.name: info for info in infos}
         self.user.key_store_reason = keys.status.reason
+        self._credentials_read()
 
     async def settings_changed(self, ws: Workspace) -> None:
         """Re-read ``ws``'s settings now (after our own write) and re-evaluate."""
@@ -319,8 +405,11 @@ class StateManager:
             self._evaluate_all_locked(auth=True)
 
     def pi_files(self) -> list[Path]:
-        """Every pi auth file takod knows: each loaded workspace's and the home ones."""
-        files = [ws.pi_auth_file for ws in self.workspaces.values()]
+        """Every pi auth file takod may refresh and write: each trusted workspace's
+        (loaded or being loaded: its seed may already hold a login being refreshed)
+        and the home ones."""
+        files = [ws.pi_auth_file for ws in self.workspaces.values() if ws.trust.trusted]
+        files += [pi_auth.workspace_auth_path(root) for root in self._loading if check_workspace(root).trusted]
         files += pi_auth.home_auth_paths(self.env, self.home)
         return list(dict.fromkeys(files))
 
@@ -334,6 +423,32 @@ class StateManager:
         async with self._lock:
             await self._read_stored_keys()
             self._evaluate_all_locked(auth=True)
+
+    # cooldowns --------------------------------------------------------------
+
+    def generation(self, provider: str) -> int:
+        """How often what ``provider``'s credentials come from has been re-read."""
+        return self._generations["*"] + self._generations.get(provider, 0)
+
+    def _credentials_read(self, provider: str = "*") -> None:
+        self._generations[provider] = self._generations.get(provider, 0) + 1
+
+    async def cool(self, provider: str, until: float, after: str) -> None:
+        """Put ``provider`` on a cooldown (the engine, after a failure), and show it in status."""
+        self.cooldowns.begin(provider, until, after)
+        self._cooldown_changed.set()
+        await self._evaluate_all()
+
+    async def _cooldown_loop(self) -> None:
+        """Re-evaluate when a cooldown ends, so status stops showing it."""
+        while True:
+            self._cooldown_changed = changed = anyio.Event()
+            self.cooldowns.active(time.time())  # forget the ones over
+            end = self.cooldowns.next_end()
+            with anyio.move_on_after(max(end - time.time(), 0) + 0.05 if end is not None else math.inf):
+                await changed.wait()
+            if not changed.is_set():
+                await self._evaluate_all()
 
     # facts -> readiness -----------------------------------------------------
 
@@ -461,8 +576,10 @@ class StateManager:
             warnings=warnings,
             unavailable_keys=self._unavailable_keys(),
             key_store_reason=user.key_store_reason,
+            untrusted=ws.trust if not ws.trust.trusted else None,
             pi_plan=self.pi_plan(ws, pool, masked=True, sources=sources, notes=notes),
             api_plans={name: resolve_api(name, pool, sources=sources, masked_pool=True) for name in API_BACKENDS},
+            cooling={p: (c.until, c.after) for p, c in self.cooldowns.active(time.time()).items()},
         )
 
     def _evaluate(self, ws: Workspace, publish: bool = True) -> bool:
@@ -505,31 +622,64 @@ class StateManager:
 
     # ollama -----------------------------------------------------------------
 
-    async def _probe_ollama(self, ws: Workspace) -> None:
+    async def _probe_ollama(self, ws: Workspace, timeout: float | None = None) -> None:
+        if not ws.trust.trusted:
+            ws.ollama = None  # its settings name no host takod will call
+            return
         ws.ollama = await probe_ollama(
             settings_host=ws.settings.ollama_host or None,
             settings_model=ws.settings.ollama_model or None,
             env=self.env,
+            **({} if timeout is None else {"timeout": timeout}),
         )
+        ws.ollama_probed_at = time.monotonic()
 
-    async def _ollama_loop(self, ws: Workspace) -> None:
+    async def reprobe_ollama(self, ws: Workspace, *, refusing: bool) -> bool:
+        """Probe Ollama again now, within REPROBE_TIMEOUT, for a prompt that would
+        otherwise be refused (``refusing``), or sent elsewhere, on an old probe
+        (Ollama may have started since). Unless refusing, a probe younger than
+        REPROBE_MIN_AGE is not repeated (False)."""
+        if not refusing and time.monotonic() - ws.ollama_probed_at < REPROBE_MIN_AGE:
+            return False
+        await self._probe_ollama(ws, REPROBE_TIMEOUT)
+        async with self._lock:
+            self._evaluate(ws)
+        return True
+
+    async def _ollama_loop(self, ws: Workspace, scope: anyio.CancelScope) -> None:
         """Re-probe periodically: every minute while reachable, backing off while not."""
         backoff = OLLAMA_INTERVAL_MIN
-        while True:
-            reachable = ws.ollama is not None and ws.ollama.reachable
-            interval = OLLAMA_INTERVAL_OK if reachable else backoff
-            backoff = OLLAMA_INTERVAL_MIN if reachable else min(backoff * 2, OLLAMA_INTERVAL_MAX)
-            with anyio.move_on_after(interval):
-                await ws.ollama_wakeup.wait()
-            ws.ollama_wakeup = anyio.Event()
-            await self._probe_ollama(ws)
-            async with self._lock:
-                self._evaluate(ws)
+        with scope:  # cancelled when the workspace is let go
+            while True:
+                reachable = ws.ollama is not None and ws.ollama.reachable
+                interval = OLLAMA_INTERVAL_OK if reachable else backoff
+                backoff = OLLAMA_INTERVAL_MIN if reachable else min(backoff * 2, OLLAMA_INTERVAL_MAX)
+                with anyio.move_on_after(interval):
+                    await ws.ollama_wakeup.wait()
+                ws.ollama_wakeup = anyio.Event()
+                await self._probe_ollama(ws)
+                async with self._lock:
+                    self._evaluate(ws)
+        log.debug("ollama probe loop stopped", workspace=str(ws.root))
 
     # watching ---------------------------------------------------------------
 
     def _rewatch(self) -> None:
-        """Recompute which files feed which facts, and watch them."""
+        """Recompute which files feed which facts, and watch them. Runs on every load
+        and eviction, so each part's routes are built once and merged here."""
+        if self._user_routes is None:
+            self._user_routes = self._build_user_routes()
+        routes = {path: dict(facts) for path, facts in self._user_routes.items()}
+        for ws in self.workspaces.values():
+            if ws.routes is None:
+                ws.routes = self._workspace_routes(ws)
+            for path, fact, reload in ws.routes:
+                routes.setdefault(path, {})[fact] = reload
+        self._routes = routes
+        self.watcher.set_paths(routes)
+
+    def _build_user_routes(self) -> dict[Path, dict[str, Callable[[], Awaitable[None]]]]:
+        """The user's files (credentials, the CLIs on PATH) and the facts they feed."""
         routes: dict[Path, dict[str, Callable[[], Awaitable[None]]]] = {}
 
         def route(path: Path, fact: str, reload: Callable[[], Awaitable[None]]) -> None:
@@ -561,15 +711,22 @@ class StateManager:
         for directory in self._path_dirs():
             for name in BIN_NAMES:
                 route(directory / name, "binaries", self._binaries_changed)
-        for ws in self.workspaces.values():
-            route(ws.settings_file, f"settings:{ws.root}", lambda ws=ws: self._settings_changed(ws))
-            route(ws.pi_auth_file, f"pi:{ws.root}", lambda ws=ws: self._ws_pi_changed(ws))
-            agent_dir = self.pi_agent_dir(ws)
-            for name in (pi_auth.AUTH_FILENAME, "models.json", "settings.json"):
-                route(agent_dir / name, f"pi:{ws.root}", lambda ws=ws: self._ws_pi_changed(ws))
-            route(workspace_pi_path(ws.root), f"pi-bin:{ws.root}", lambda ws=ws: self._pi_binary_changed(ws))
-        self._routes = routes
-        self.watcher.set_paths(routes)
+        return routes
+
+    def _workspace_routes(self, ws: Workspace) -> list[tuple[Path, str, Callable[[], Awaitable[None]]]]:
+        """``ws``'s own files (and the pi agent directory a run uses) and the facts they feed."""
+        agent_dir = self.pi_agent_dir(ws)
+        pi_files = [(agent_dir / name, f"pi:{ws.root}", lambda: self._ws_pi_changed(ws))
+                    for name in (pi_auth.AUTH_FILENAME, "models.json", "settings.json")]
+        return [
+            (Path(os.path.abspath(path)), fact, reload)
+            for path, fact, reload in (
+                (ws.settings_file, f"settings:{ws.root}", lambda: self._settings_changed(ws)),
+                (ws.pi_auth_file, f"pi:{ws.root}", lambda: self._ws_pi_changed(ws)),
+                *pi_files,
+                (workspace_pi_path(ws.root), f"pi-bin:{ws.root}", lambda: self._pi_binary_changed(ws)),
+            )
+        ]
 
     def _path_dirs(self) -> list[Path]:
         dirs = []
@@ -579,9 +736,10 @@ class StateManager:
         return dirs
 
     async def _settings_changed(self, ws: Workspace) -> None:
-        before = (ws.settings.ollama_host, ws.settings.ollama_model)
+        before = (ws.settings.ollama_host, ws.settings.ollama_model, ws.trust.trusted)
+        await self.check_trust(ws)
         await self._read_settings(ws)
-        if (ws.settings.ollama_host, ws.settings.ollama_model) != before:
+        if (ws.settings.ollama_host, ws.settings.ollama_model, ws.trust.trusted) != before:
             await self._probe_ollama(ws)
 
     async def _ws_pi_changed(self, ws: Workspace) -> None:
@@ -594,7 +752,8 @@ class StateManager:
             await self._pi_binary_changed(ws)
 
     async def _pi_binary_changed(self, ws: Workspace) -> None:
-        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"))
+        # Read from files only: loading and file events never run a workspace's program.
+        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"), mode="manifest")
 
     async def _on_files_changed(self, files: frozenset[Path]) -> None:
         # One burst may touch several files feeding one fact: reload each fact once.

@@ -10,6 +10,7 @@ the test reads.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -147,20 +148,44 @@ def test_inherited_variables_are_ignored_and_never_passed_on(home: Path) -> None
     assert proc.stdout.splitlines() == ["None None", "[]"]
 
 
-def test_activated_daemon_that_finds_the_lock_held_says_who_holds_it(home: Path) -> None:
+@pytest.mark.parametrize("fd_name", ["takod.socket", "packager.socket"])
+def test_the_one_socket_passed_is_served_whatever_systemd_named_it(home: Path, manager: Manager, fd_name: str) -> None:
+    # A unit without FileDescriptorName=takod: systemd names the fd after the unit.
+    listener, path = listening_socket(home)
+    env = activation_env(home, NOTIFY_SOCKET=manager.address)
+    env["LISTEN_FDNAMES"] = fd_name
+    proc = start_activated(home, listener, env)
+    try:
+        assert manager.until("READY")["STATUS"].startswith(f"serving {path}; ")
+        with RawConn(path) as c:
+            c.request(1, "status")
+            assert c.recv()[3]["daemon"]["activated"] is True
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_activated_daemon_that_finds_the_lock_held_says_who_holds_it(home: Path, manager: Manager) -> None:
     listener, path = listening_socket(home)
     lock = path.with_name("rpc.sock.lock")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, f"{os.getpid()}\n".encode())
-        proc = start_activated(home, listener, activation_env(home))
+        proc = start_activated(home, listener, activation_env(home, NOTIFY_SOCKET=manager.address))
         assert proc.wait(60) == 1  # a failure for the manager to see, after waiting in case it was stopping
     finally:
         os.close(fd)
     stderr = (home / "daemon.stderr").read_text()
     assert f"takod (pid {os.getpid()}) holds the instance lock, but systemd owns {path} now" in stderr
     assert f"`kill {os.getpid()}`" in stderr
+    # The manager hears why too (systemctl status shows STATUS=; ERRNO= goes to the journal).
+    failed = manager.until("ERRNO")
+    assert failed["ERRNO"] == str(errno.EADDRINUSE)
+    assert f"holds the instance lock, but systemd owns {path} now" in failed["STATUS"]
 
 
 def test_a_daemon_started_by_hand_never_steals_a_socket_someone_listens_on(home: Path) -> None:

@@ -60,11 +60,12 @@ def test_answers_go_out_as_work_finishes_not_in_request_order(daemon: DaemonProc
         sub_id = result["sub_id"]
         # Events for a stock Neovim arrive as API notifications it can run.
         daemon.signal(signal.SIGHUP)
-        set_var = conn.recv()
-        autocmd = conn.recv()
+        kind, method, (code, args) = conn.recv()
     data = {"sub_id": sub_id, "seq": 1, "topic": "daemon", "payload": {"state": "reloaded"}}
-    assert set_var == [2, "nvim_set_var", ["takod_event", data]]
-    assert autocmd == [2, "nvim_exec_autocmds", ["User", {"pattern": "TakodEvent", "modeline": False, "data": data}]]
+    # One Lua chunk Neovim schedules on its main loop: g:takod_event, then the User autocmd (§6.3).
+    assert (kind, method) == (2, "nvim_exec_lua")
+    assert "vim.schedule(" in code and "nvim_exec_autocmds('User', opts)" in code
+    assert args == ["takod_event", data, {"pattern": "TakodEvent", "modeline": False, "data": data}]
 
 
 @pytest.mark.parametrize(
@@ -80,8 +81,8 @@ def test_autocmd_data_follows_the_editors_answer(daemon: DaemonProcess, answer: 
         conn.respond(nested_id, *answer)
         assert conn.response(1)[2] is None
         daemon.signal(signal.SIGHUP)
-        autocmd, _ = conn.recv_until(lambda m: m[:2] == [2, "nvim_exec_autocmds"])
-    opts = autocmd[2][1]
+        autocmd, _ = conn.recv_until(lambda m: m[:2] == [2, "nvim_exec_lua"])
+    opts = autocmd[2][1][2]
     assert opts["pattern"] == "TakodEvent"
     assert ("data" in opts) is with_data
 

@@ -51,6 +51,18 @@ def ollama() -> Iterator[FakeOllama]:
         yield server
 
 
+def attach(pynvim: Any, listen: Path, proc: subprocess.Popen[bytes]) -> Any:
+    """pynvim on nvim's --listen socket, once nvim accepts there (the file appears before listen())."""
+    def connected() -> Any:
+        assert proc.poll() is None, "nvim exited"
+        try:
+            return pynvim.attach("socket", path=str(listen))
+        except OSError:
+            return None
+
+    return wait_for(connected, timeout=GUARD)
+
+
 def statusline(nvim: Any) -> str:
     return nvim.api.eval_statusline(nvim.options["statusline"], {"fillchar": " "})["str"]
 
@@ -74,8 +86,7 @@ def test_documented_neovim_setup(nvim_bin: str, pynvim: Any, ollama: FakeOllama,
     )
     nvim = None
     try:
-        wait_for(lambda: listen.exists() or proc.poll() is not None, timeout=GUARD)
-        nvim = pynvim.attach("socket", path=str(listen))
+        nvim = attach(pynvim, listen, proc)
         wait_for(lambda: nvim.exec_lua("return Takod ~= nil and Takod.ch ~= nil"), timeout=GUARD)
 
         # Connected; Ollama refuses, so nothing is selected.
@@ -125,3 +136,59 @@ def test_documented_neovim_setup(nvim_bin: str, pynvim: Any, ollama: FakeOllama,
     records = [json.loads(line) for line in daemon.log_text().splitlines() if line.startswith("{")]
     assert not [r for r in records if "protocol violation" in str(r.get("event"))]
     assert not [r for r in records if r.get("event") == "editor reported an error"]
+
+
+def test_documented_setup_notices_a_stopped_daemon_and_reconnects(nvim_bin: str, pynvim: Any, home: Path,
+                                                                   tmp_path: Path) -> None:
+    """`takod stop` while Neovim is busy: the statusline says `down` (not the stale provider),
+    and once a daemon listens again the plugin reconnects by itself and `Takod.ask` works."""
+    ws = home / "ws"
+    ws.mkdir()
+    (ws / "tako.toml").write_text("")
+    denv = clean_env(home, TAKO_WORKSPACE=str(ws), PATH="/usr/bin:/bin")
+    daemon = DaemonProcess(home, denv).start()
+    script = tmp_path / "takod.lua"
+    script.write_text(doc_snippet())
+    listen = tmp_path / "nvim.sock"
+    nvim_home = tmp_path / "nh"
+    nvim_home.mkdir()
+    env = clean_env(nvim_home, TAKOD_SOCKET=str(daemon.socket))
+    log = (tmp_path / "nvim.log").open("wb")
+    proc = subprocess.Popen(
+        [nvim_bin, "--headless", "--clean", "-n", "-i", "NONE", "--listen", str(listen), "-c", f"luafile {script}"],
+        env=env, cwd=ws, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+    )
+    nvim = None
+    try:
+        nvim = attach(pynvim, listen, proc)
+        wait_for(lambda: nvim.exec_lua("return Takod ~= nil and Takod.ch ~= nil"), timeout=GUARD)
+        assert "takod: none" in statusline(nvim)
+        old_channel = nvim.exec_lua("return Takod.ch")
+
+        # Neovim is busy (its main loop blocked) while the daemon stops and its socket goes away.
+        nvim.exec_lua("vim.loop.sleep(1500)", async_=True)
+        stop = subprocess.run([shutil.which("takod") or "takod", "stop"], env=dict(denv, TAKOD_NO_SPAWN="1"),
+                              capture_output=True, text=True, timeout=GUARD)
+        assert stop.returncode == 0, stop.stderr
+        daemon.wait(GUARD)
+        wait_for(lambda: "takod: down" in statusline(nvim), timeout=GUARD)
+
+        # A daemon listens again: the plugin reconnects on its own, and prompts work.
+        daemon = DaemonProcess(home, denv).start()
+        wait_for(lambda: "takod: none" in statusline(nvim), timeout=GUARD)
+        assert nvim.exec_lua("return Takod.ch") != old_channel
+        err = nvim.exec_lua("local ok, e = pcall(Takod.ask, 'hi', {provider = 'ollama'}) return ok and '' or tostring(e)")
+        assert "Invalid channel" not in err and err == "", err
+    finally:
+        if nvim is not None:
+            try:
+                nvim.command("qa!")
+            except Exception:  # nvim hangs up while answering qa!
+                pass
+        try:
+            proc.wait(GUARD)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+        daemon.stop()

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,39 @@ def test_stock_neovim_is_a_client(nvim: str, daemon: DaemonProcess, tmp_path: Pa
     # Nothing after the event broke the channel.
     assert res.get("ping_after_event") == "pong", res.get("ping_after_event_error")
     assert res["chanclose"] == 1
+
+
+NESTED = Path(__file__).resolve().parent / "nvim" / "nested_requests.lua"
+
+
+def test_event_handlers_that_call_takod_never_break_the_channel(nvim: str, daemon: DaemonProcess, tmp_path: Path) -> None:
+    """A TakodEvent handler calls rpcrequest(ch, 'status') while the editor may be blocked in
+    settings.set or keys.set, with events arriving at any moment (a SIGHUP storm). Neovim 0.7
+    closes the channel if a reply comes out of its LIFO order; 10 of 10 runs must keep it."""
+    for run in range(10):
+        out = tmp_path / f"nested-{run}.json"
+        nvim_home = tmp_path / f"nvim-home-{run}"
+        nvim_home.mkdir()
+        env = clean_env(nvim_home, TAKOD_NVIM_SOCKET=str(daemon.socket), TAKOD_NVIM_OUT=str(out), TAKOD_NVIM_ROUNDS="30")
+        env.pop("TAKOD_SOCKET", None)
+        proc = subprocess.Popen([nvim, "--headless", "--clean", "-n", "-i", "NONE", "-c", f"luafile {NESTED}"],
+                                env=env, cwd=nvim_home, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + GUARD
+        try:
+            while proc.poll() is None:  # events at any moment: each SIGHUP publishes daemon "reloaded"
+                daemon.signal(signal.SIGHUP)
+                try:
+                    proc.wait(0.02)
+                except subprocess.TimeoutExpired:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"run {run}: nvim did not finish within {GUARD} s")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        res = json.loads(out.read_text())
+        assert res["errors"] == [] and res["handler_errors"] == [], (run, res)
+        assert res["rounds"] == 30 and res["channel_alive"] is True, (run, res)
+        assert res["handler_calls"] > 0, (run, res)  # the handlers ran, and their requests were answered

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -126,3 +131,28 @@ def test_pynvim_client_name_is_recorded_and_close_is_clean(daemon: DaemonProcess
     # The daemon is fine afterwards.
     with daemon.client() as c:
         assert c.call("ping") == "pong"
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "editors.md"
+
+
+def test_the_documented_pynvim_way_in_works(daemon: DaemonProcess) -> None:
+    """docs/editors.md's Python block, run as is: pynvim's socket_session talks to takod."""
+    [block] = re.findall(r"^```python\n(.*?)^```$", DOC.read_text(), re.S | re.M)
+    takod = shutil.which("takod")
+    assert takod, "the takod console script is not on PATH"
+    env = dict(daemon.env, TAKOD_NO_SPAWN="1", PATH=f"{Path(takod).parent}:/usr/bin:/bin")
+    result = subprocess.run([sys.executable, "-c", block], env=env, cwd=daemon.home, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    with daemon.client() as c:
+        assert result.stdout.strip() == str(c.call("status")["selected"])
+
+
+def test_pynvim_attach_is_refused_at_once_as_the_docs_say(daemon: DaemonProcess) -> None:
+    import pynvim
+
+    with pytest.raises(Exception) as refused:  # pynvim.attach asks nvim_get_api_info first
+        pynvim.attach("socket", path=str(daemon.socket))
+    assert "no_method: nvim_get_api_info" in str(refused.value)
+    assert "nvim_get_api_info" in DOC.read_text() and "socket_session" in DOC.read_text()

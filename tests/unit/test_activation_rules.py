@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from takod_daemon.activation import launchd_verdict, systemd_fds, take_launchd
+from takod_daemon.activation import choose_fd, launchd_verdict, systemd_fds, take_launchd
 from takod_daemon.notify import Notifier, notify_address, watchdog_interval
 
 
@@ -28,6 +28,17 @@ def test_systemd_fds_with_a_bad_or_empty_count_are_none(fds: str) -> None:
 def test_unnamed_fds_count_as_ours() -> None:
     assert systemd_fds({"LISTEN_PID": "7", "LISTEN_FDS": "1"}, 7) == [(3, "takod")]
     assert systemd_fds({"LISTEN_PID": "7", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "x"}, 7) == [(3, "x"), (4, "takod")]
+
+
+@pytest.mark.parametrize("name", ["takod", "takod.socket", "my-own.socket", ""])
+def test_the_one_socket_passed_is_ours_whatever_its_name(name: str) -> None:
+    assert choose_fd([(3, name)]) == 3
+
+
+def test_among_several_sockets_ours_is_the_one_named_takod() -> None:
+    assert choose_fd([(3, "other"), (4, "takod"), (5, "takod")]) == 4
+    assert choose_fd([(3, "other"), (4, "takod.socket")]) is None
+    assert choose_fd([]) is None
 
 
 def test_launchd_answers_decide_between_its_socket_and_binding_our_own() -> None:

@@ -107,6 +107,8 @@ def test_names_are_normalised(raw: str, expected: str) -> None:
         ("GEMNI_API_KEY", "GEMINI_API_KEY"),
         ("anthropic", "ANTHROPIC_API_KEY"),  # a provider id lists its keys
         ("openrouter", "OPENROUTER_API_KEY"),  # a name stem too
+        ("XAI_KEY", "XAI_API_KEY"),  # the same stem, another suffix
+        ("OPENAI_API_KYE", "OPENAI_API_KEY"),
     ],
 )
 def test_unknown_names_get_close_matches(raw: str, suggested: str) -> None:
@@ -117,11 +119,14 @@ def test_unknown_names_get_close_matches(raw: str, suggested: str) -> None:
     assert caught.value.code == "unknown_key_name"
 
 
-def test_an_unknown_name_with_no_match_still_says_what_is_accepted() -> None:
+@pytest.mark.parametrize("raw", ["frobnicate", "FOO_API_KEY", "BAR_TOKEN", "API_KEY"])
+def test_an_unknown_name_with_no_match_points_at_the_list(raw: str) -> None:
+    # FOO_API_KEY shares only the _API_KEY suffix with GOOGLE_API_KEY: no "did you mean".
     with pytest.raises(UnknownKeyName) as caught:
-        normalise_key_name("frobnicate")
+        normalise_key_name(raw)
     assert caught.value.suggestions == ()
-    assert "OPENAI_API_KEY" in str(caught.value)
+    assert "did you mean" not in str(caught.value)
+    assert "`takod key names`" in str(caught.value)
 
 
 def test_a_secret_pasted_as_the_name_is_not_repeated() -> None:
@@ -149,7 +154,7 @@ def test_normalising_accepted_names_is_stable(name: str, pad: str, lower: bool) 
 _NAMES_RE = "|".join(sorted(KEY_NAMES, key=len, reverse=True))
 _MESSAGE_RE = re.compile(
     rf"unknown API key name; (?:did you mean (?:{_NAMES_RE})(?:, (?:{_NAMES_RE}))*\?"
-    rf"|\d+ names are accepted, e\.g\. (?:{_NAMES_RE}), (?:{_NAMES_RE}), (?:{_NAMES_RE}))"
+    rf"|`takod key names` lists the \d+ accepted names, e\.g\. (?:{_NAMES_RE}), (?:{_NAMES_RE}))"
 )
 
 

@@ -9,10 +9,11 @@ import pytest
 from pathlib import Path
 
 from takod.schema import API_PROVIDERS, PROVIDERS
+from takod_daemon.cooldowns import Cooldowns
 from takod_daemon.credentials.summary import CredentialSummary
 from takod_daemon.providers.detect import BinaryInfo
 from takod_daemon.providers.ollama_probe import OllamaModel, OllamaProbe
-from takod_daemon.readiness import HINTS, Facts, cli_provider, evaluate, ollama_provider, select
+from takod_daemon.readiness import HINTS, OLLAMA_MISSING_HINT, Facts, cli_provider, evaluate, ollama_provider, select
 from takod_daemon.resolve.pi import PiCredential, PiPlan
 
 NOW = 1_800_000_000.0
@@ -246,7 +247,10 @@ def test_ollama_unreachable(binary: str | None, level: str) -> None:
     p = probe(problem="unreachable", detail="cannot reach Ollama at http://127.0.0.1:11434: refused")
     st = ollama_provider(Facts(now=NOW, ollama=p, ollama_binary=binary))
     assert (st.ready, st.level, st.reason) == (False, level, "unreachable")
-    assert st.hint == HINTS["unreachable"]
+    if binary:  # start the one installed here
+        assert st.hint == HINTS["unreachable"]
+    else:  # nothing to start: say how to install it, never just `ollama serve`
+        assert st.hint == OLLAMA_MISSING_HINT and "install" in st.hint
     assert st.detail["error"].startswith("cannot reach Ollama")
     assert st.detail["url"] == "http://127.0.0.1:11434"
     assert ("path" in st.detail) == (binary is not None)
@@ -277,7 +281,7 @@ def test_ollama_named_model_not_pulled() -> None:
               model_source="settings", problem="model-not-pulled", detail="mistral is not pulled; run `ollama pull mistral`")
     st = ollama_provider(Facts(now=NOW, ollama=p))
     assert (st.ready, st.level, st.reason) == (False, "reachable", "model-not-pulled")
-    assert st.hint == HINTS["model-not-pulled"]
+    assert st.hint.startswith("pull it (`ollama pull mistral`)")  # the model by name
     assert (st.detail["model"], st.detail["model_source"]) == ("mistral", "settings")
     assert st.detail["models"] == ["llama3.2:latest"]
 
@@ -399,3 +403,30 @@ def test_every_reason_the_rules_give_has_a_hint() -> None:
         "node-too-old", "version-failed", "node-missing", "credentials-unreadable", "no-credentials",
         "keyring-locked",
     }
+
+
+def test_a_ready_provider_cooling_down_is_not_ready_and_says_until_when() -> None:
+    facts = Facts(
+        now=NOW, binaries=all_installed(), credentials={"codex": [cred("openai")], "claude": [cred("anthropic")]},
+        ollama=READY_OLLAMA, cooling={"codex": (NOW + 300, "auth"), "ollama": (NOW + 60, "rate limit"), "gemini": (NOW + 9, "auth")},
+    )  # fmt: skip
+    statuses, selected = evaluate(facts)
+    got = {s.name: s for s in statuses}
+    assert (got["codex"].ready, got["codex"].level, got["codex"].reason) == (False, "credentials", "cooling-down")
+    assert got["codex"].detail["cooldown"] == {"until": NOW + 300, "after": "auth"}
+    assert got["codex"].detail["credential"]  # what it would use is still shown
+    assert (got["ollama"].level, got["ollama"].reason) == ("reachable", "cooling-down")
+    assert got["gemini"].reason == "no-credentials"  # not ready anyway: what stops it first is said
+    assert selected == "claude" and got["claude"].ready
+    assert HINTS["cooling-down"]
+
+
+def test_cooldowns_end_at_their_time_or_when_their_credentials_change() -> None:
+    generations = {"codex": 0}
+    cooldowns = Cooldowns(lambda p: generations.get(p, 0))
+    cooldowns.begin("codex", NOW + 300, "auth")
+    cooldowns.begin("ollama", NOW + 60, "rate limit")
+    assert set(cooldowns.active(NOW)) == {"codex", "ollama"} and cooldowns.next_end() == NOW + 60
+    assert set(cooldowns.active(NOW + 61)) == {"codex"}
+    generations["codex"] += 1  # its credential file was re-read, a key was set, ...
+    assert cooldowns.active(NOW + 62) == {} and cooldowns.next_end() is None

@@ -197,6 +197,13 @@ def test_set_field_cleans_values_like_takobot(path: Path, field: str, value: str
     assert json.loads(path.read_text())[field] == stored
 
 
+@pytest.mark.parametrize("value", ["http://127.0.0.1:11434", "https://ollama.example.com/proxy", "localhost",
+                                   "10.0.0.5:11434", "[::1]:11434", "ollama:11434", "gpu.lan", "http://ollama"])
+def test_ollama_host_takes_urls_and_ollamas_short_forms(path: Path, value: str) -> None:
+    set_field(path, "ollama_host", value)
+    assert json.loads(path.read_text())["ollama_host"] == value
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
@@ -204,6 +211,12 @@ def test_set_field_cleans_values_like_takobot(path: Path, field: str, value: str
         ("type1_model", "   ", "type1 model cannot be empty (use `auto` to clear override)."),
         ("type2_model", "", "type2 model cannot be empty (use `auto` to clear override)."),
         ("ollama_host", 11434, "ollama_host must be a string"),
+        ("ollama_host", "ftp://x", "not an address Ollama answers at: give http://HOST:PORT"),
+        ("ollama_host", "not-a-url", "not an address Ollama answers at"),
+        ("ollama_host", "http://127.0.0.1:99999", "not an address Ollama answers at"),
+        ("ollama_host", "http://127.0.0.1:port", "not an address Ollama answers at"),
+        ("ollama_host", "http://", "not an address Ollama answers at"),
+        ("ollama_host", f"http://{CANARY}@", "not an address Ollama answers at"),
         ("api_keys", CANARY, "unknown setting (expected one of: "),
         (CANARY, "x", "unknown setting (expected one of: "),
     ],

@@ -13,12 +13,15 @@ Takobot's layout (2-space indent, sorted keys, trailing newline).
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, cast
+from urllib.parse import urlsplit
 
 import msgspec
 
-from takod_daemon.credentials.files import atomic_write, decode_json, read_bytes
+from takod_daemon.credentials.files import FileKind, atomic_write, decode_json, read_bytes
 from takod_daemon.credentials.summary import SecretStruct
 
 PROVIDER_PREFERENCES = ("auto", "pi", "ollama", "codex", "claude", "gemini")
@@ -71,6 +74,15 @@ class InferenceSettings(SecretStruct, frozen=True, kw_only=True):
     type1_model: str = ""
     type2_model: str = ""
     api_keys: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def _looks_like_settings(doc: Any) -> bool:
+    return isinstance(doc, dict) and (not doc or any(name in doc for name in (*SETTABLE_FIELDS, "api_keys")))
+
+
+# The settings file may be a symlink to another workspace's settings file of the
+# user's (shared settings), never to anything else.
+SETTINGS_KIND = FileKind("inference-settings.json", "inference-settings.json", _looks_like_settings)
 
 
 def settings_path(workspace: Path) -> Path:
@@ -145,6 +157,9 @@ def clean_field(field: str, value: object) -> str:
         raise SettingsError(field, f"unknown setting (expected one of: {', '.join(SETTABLE_FIELDS)})")
     if not isinstance(value, str):
         raise SettingsError(field, f"{field} must be a string")
+    if any((ord(c) < 0x20 and not c.isspace()) or ord(c) == 0x7F for c in value):
+        # NUL and friends: no host, model or provider has them; a file holding one breaks its readers.
+        raise SettingsError(field, f"{field} must not contain control characters")
     if field == "preferred_provider":
         candidate = _collapse(value).lower() or "auto"
         if candidate not in PROVIDER_PREFERENCES:
@@ -157,7 +172,40 @@ def clean_field(field: str, value: object) -> str:
             raise SettingsError(field, f"{lane} model cannot be empty (use `auto` to clear override).")
         return cleaned
     # ollama_model / ollama_host: empty clears the preference.
-    return _collapse(value)
+    cleaned = _collapse(value)
+    if field == "ollama_host" and cleaned:
+        check_ollama_host(cleaned)
+    return cleaned
+
+
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def check_ollama_host(value: str) -> None:
+    """Raise :class:`SettingsError` unless ``value`` is an address Ollama could answer at:
+    ``http(s)://HOST[:PORT][/path]``, or OLLAMA_HOST's short ``HOST[:PORT]`` form where
+    HOST is an IP address, ``localhost`` or a dotted name, or a port is given (so a
+    stray word such as ``not-a-url`` is refused rather than probed for ever)."""
+    bad = SettingsError("ollama_host", "not an address Ollama answers at: give http://HOST:PORT, "
+                        "e.g. `takod ollama host http://127.0.0.1:11434` (or \"\" for OLLAMA_HOST or the default)")
+    has_scheme = "://" in value
+    try:
+        parts = urlsplit(value if has_scheme else "http://" + value)
+        port = parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        raise bad from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or port == 0:
+        raise bad
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not _HOSTNAME_RE.match(host):
+        raise bad
+    if not has_scheme and port is None and "." not in host and host != "localhost":
+        raise bad
 
 
 def drop_api_keys(doc: dict[str, Any], names: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
@@ -182,7 +230,7 @@ def drop_api_keys(doc: dict[str, Any], names: Iterable[str]) -> tuple[dict[str, 
 def _write_doc(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data = msgspec.json.format(msgspec.json.encode(doc, order="sorted"), indent=2) + b"\n"
-    atomic_write(path, data)
+    atomic_write(path, data, kind=SETTINGS_KIND)
 
 
 def set_field(path: Path, field: str, value: object) -> InferenceSettings:

@@ -20,16 +20,19 @@ from takod.schema import (
     KeyListResult,
     KeyMigrateParams,
     KeyMigrateResult,
+    KeyNameInfo,
+    KeyNamesParams,
+    KeyNamesResult,
     KeySetParams,
     KeyStoreInfo,
 )
 
 from ..api import registry
 from ..credentials.settings import remove_api_keys
-from ..key_names import UnknownKeyName, normalise_key_name
+from ..key_names import CATALOGUE, UnknownKeyName, normalise_key_name
 from ..keystore import KeyStore, KeyStoreError
 from ..rpc import Call
-from .core import workspace_of
+from .core import require_trusted, workspace_of
 
 
 def store_info(keys: KeyStore) -> KeyStoreInfo | None:
@@ -96,7 +99,8 @@ async def refresh(call: Call, p: AuthRefreshParams) -> AuthRefreshResult:
     wanted = None if p.provider is None else _GRANTS_OF.get(p.provider, {p.provider})
     keys = [g.key for g in broker.grants.values() if wanted is None or g.provider in wanted]
     if p.provider is not None and not keys:
-        raise RpcError("no_grant", f"no refreshable OAuth login found for {p.provider}")
+        raise RpcError("no_grant", f"no refreshable OAuth login found for {p.provider}; `takod auth` lists the logins "
+                       "takod keeps fresh (by codex, claude, copilot or a pi provider id), `takod login PROVIDER` adds one")
     results: dict[str, object] = {}
 
     async def one(key: str) -> None:
@@ -145,12 +149,23 @@ async def key_list(call: Call, p: KeyListParams) -> KeyListResult:
     )
 
 
+@registry.method("keys.names", KeyNamesParams)
+async def key_names(call: Call, p: KeyNamesParams) -> KeyNamesResult:
+    """Every key name ``keys.set`` accepts, sorted, with who reads it."""
+    return KeyNamesResult(names=[
+        KeyNameInfo(name=e.name, providers=list(e.providers), description=e.description)
+        for e in sorted(CATALOGUE, key=lambda e: e.name)
+    ])
+
+
 @registry.method("keys.migrate", KeyMigrateParams, secret_params=True)
 async def key_migrate(call: Call, p: KeyMigrateParams) -> KeyMigrateResult:
     """Move plaintext ``api_keys`` from the workspace settings file into the key store,
     then remove exactly the ones stored from the file."""
     state = call.daemon.state
     ws = await state.workspace(workspace_of(call, p.workspace))
+    # Keys from someone else's settings file must not become the user's own.
+    await require_trusted(call, ws, "copy keys out of the settings")
     if ws.settings_problem:
         raise RpcError("settings_unreadable", f"not touching an unreadable settings file: {ws.settings_problem}")
     result = await call.daemon.keys.migrate(ws.settings.api_keys)
