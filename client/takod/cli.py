@@ -108,7 +108,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     env = _client_env()
     with _client(args) as c:
         st = c.call("status", {"env": env} if env else None)
-    if args.short:
+    if getattr(args, "short", False):  # `takod probe` shows the table
         if out.json:
             out.emit_json({"selected": st["selected"]})
         else:
