@@ -25,6 +25,7 @@ from tests.unit.test_routing_rules import LONG_DESIGN_QUESTION
 CANARY_KEY = "sk-ant-api03-CANARYsurfaceKEY0123456789abcdef"
 TAKOD = shutil.which("takod")
 MODELS = [*default_models(), tag_entry("qwen2.5-coder:7b", size=4_683_087_332, family="qwen2", parameter_size="7.6B"),
+          tag_entry("mistral:latest", size=4_113_301_824, family="llama", parameter_size="7.2B"),
           tag_entry("mxbai-embed-large:latest", size=669_615_493, family="bert", parameter_size="334M",
                     quantization_level="F16")]
 
@@ -147,7 +148,7 @@ def test_a_bad_variable_is_a_usage_error_naming_it(surface: Any) -> None:
 
 def test_models_from_the_variables(surface: Any, ollama: FakeOllama, anthropic: FakeAnthropic) -> None:
     d = surface()
-    shell = {"OLLAMA_CODE_MODEL": "qwen2.5-coder:7b", "OLLAMA_DEFAULT_MODEL": "mxbai-embed-large:latest",
+    shell = {"OLLAMA_CODE_MODEL": "qwen2.5-coder:7b", "OLLAMA_DEFAULT_MODEL": "mistral:latest",
              "ANTHROPIC_DEFAULT_MODEL": "claude-haiku-4-5", "OLLAMA_EMBED_MODEL": "mxbai-embed-large:latest"}
 
     def last_chat_model() -> str:
@@ -156,7 +157,7 @@ def test_models_from_the_variables(surface: Any, ollama: FakeOllama, anthropic: 
     assert run_json(d, "Review: function add(a,b) { return a+b }", **shell)["model"] == "qwen2.5-coder:7b"
     assert last_chat_model() == "qwen2.5-coder:7b"
     run_json(d, "Write a story", **shell)
-    assert last_chat_model() == "mxbai-embed-large:latest"  # OLLAMA_DEFAULT_MODEL over the first pulled
+    assert last_chat_model() == "mistral:latest"  # OLLAMA_DEFAULT_MODEL over the first pulled
     assert run_json(d, "--provider", "anthropic", "hi", **shell)["model"] == "claude-haiku-4-5"
     assert anthropic.last.body["model"] == "claude-haiku-4-5"
     proc = cli(d, "embed", "--text", "hello", "--output", "json", **shell)
