@@ -236,7 +236,11 @@ def check_path(path: str | os.PathLike[str], *, uid: int | None = None) -> Untru
     """None when ``path`` (absolute) and every directory above it is ours; else the
     first component that is not. Symlinks are judged by their targets; a missing
     tail is fine (what takod creates there is its own). Blocking."""
-    return _Walker(os.getuid() if uid is None else uid, None).path(os.path.abspath(path))
+    me = os.getuid() if uid is None else uid
+    absolute = os.path.abspath(path)
+    if "\0" in absolute:
+        return Untrusted(absolute, "is not a valid path", me, False)
+    return _Walker(me, None).path(absolute)
 
 
 def check_workspace(root: str | os.PathLike[str], *, uid: int | None = None) -> WorkspaceTrust:
@@ -245,6 +249,8 @@ def check_workspace(root: str | os.PathLike[str], *, uid: int | None = None) -> 
     dozen ``lstat`` calls, well under a millisecond); the daemon calls it in a worker thread."""
     me = os.getuid() if uid is None else uid
     absolute = os.path.abspath(root)
+    if "\0" in absolute:  # no such path can exist; requests reject it before (invalid_params)
+        return WorkspaceTrust(root=absolute, problem=Untrusted(absolute, "is not a valid path", me, False))
     real = os.path.realpath(absolute)
     walker = _Walker(me, real)
     problem = walker.path(absolute)
