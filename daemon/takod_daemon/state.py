@@ -297,7 +297,9 @@ class StateManager:
     async def check_trust(self, ws: Workspace) -> WorkspaceTrust:
         """Check (again) whether ``ws`` is the user's own; call before every act
         that runs, writes or follows anything there. Logs a change of verdict."""
-        verdict = await anyio.to_thread.run_sync(check_workspace, ws.root)
+        return self._set_trust(ws, await anyio.to_thread.run_sync(check_workspace, ws.root))
+
+    def _set_trust(self, ws: Workspace, verdict: WorkspaceTrust) -> WorkspaceTrust:
         if verdict != ws.trust and not verdict.trusted:
             log.warning("workspace not trusted: takod only reads it", workspace=str(ws.root), problem=verdict.detail)
         ws.trust = verdict
@@ -308,9 +310,13 @@ class StateManager:
         under pi's lock; the resulting file events re-read what changed). Never in
         a workspace that is not the user's own: nothing is written there, and no
         credential is copied out of it."""
-        if not (await self.check_trust(ws)).trusted:
-            return
-        done = await anyio.to_thread.run_sync(links.sync_workspace, ws.root, self.env, self.home)
+
+        def check_then_sync() -> tuple[WorkspaceTrust, list[str]]:  # one worker-thread hop for both
+            verdict = check_workspace(ws.root)
+            return verdict, links.sync_workspace(ws.root, self.env, self.home) if verdict.trusted else []
+
+        verdict, done = await anyio.to_thread.run_sync(check_then_sync)
+        self._set_trust(ws, verdict)
         for what in done:
             log.info("credentials linked", what=what)
 

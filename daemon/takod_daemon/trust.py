@@ -31,7 +31,6 @@ import os
 import pwd
 import stat
 from collections.abc import Callable, Container
-from pathlib import Path
 
 import msgspec
 
@@ -175,54 +174,58 @@ def private_gids(uid: int) -> frozenset[int]:
 
 
 class _Walker:
-    """One trust walk: caches every component's verdict and the private groups."""
+    """One trust walk over absolute path strings: caches every component's
+    verdict and link target, and the private groups."""
 
-    def __init__(self, uid: int, root: Path | None):
+    def __init__(self, uid: int, root: str | None):
         self.uid = uid
         self.root = root
         self._gids: frozenset[int] | None = None
-        self._seen: dict[Path, tuple[Untrusted | None, Path | None]] = {}  # verdict, link target
+        self._seen: dict[str, tuple[Untrusted | None, str | None]] = {}  # verdict, link target
 
     def gids(self) -> frozenset[int]:
         if self._gids is None:
             self._gids = private_gids(self.uid)
         return self._gids
 
-    def inside_root(self, path: Path) -> bool:
-        return self.root is not None and (path == self.root or self.root in path.parents)
+    def inside_root(self, path: str) -> bool:
+        root = self.root
+        return root is not None and (path == root or path.startswith(root.rstrip(os.sep) + os.sep))
 
-    def component(self, path: Path) -> tuple[Untrusted | None, Path | None]:
+    def component(self, path: str) -> tuple[Untrusted | None, str | None]:
         """The verdict on one component (``path``'s parents are real directories),
         and where it leads when it is a symlink."""
         if path in self._seen:
             return self._seen[path]
         verdict: Untrusted | None = None
-        target: Path | None = None
+        target: str | None = None
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             st = None  # nothing there yet: what we create there is ours
         except OSError as exc:  # ENOTDIR, EACCES, ELOOP, ENAMETOOLONG ...
-            verdict = Untrusted(str(path), f"cannot be checked ({exc.strerror or exc})", self.uid, False)
+            verdict = Untrusted(path, f"cannot be checked ({exc.strerror or exc})", self.uid, False)
             st = None
         if st is not None:
             found = judge(st, uid=self.uid, private_gids=self.gids, sticky_ok=not self.inside_root(path))
             if found is not None:
-                verdict = Untrusted(str(path), found[0], st.st_uid, found[1])
+                verdict = Untrusted(path, found[0], st.st_uid, found[1])
             elif stat.S_ISLNK(st.st_mode):
-                target = Path(os.path.realpath(path))
+                target = os.path.realpath(path)
                 verdict = self.path(target)
         self._seen[path] = (verdict, target)
         return verdict, target
 
-    def path(self, path: Path) -> Untrusted | None:
-        """Every component of absolute ``path`` from ``/`` down; a symlink by its target."""
-        current = Path(path.anchor)
+    def path(self, path: str) -> Untrusted | None:
+        """Every component of normalised absolute ``path`` from ``/`` down; a symlink by its target."""
+        current = os.sep
         problem, _ = self.component(current)
-        for name in path.parts[1:]:
+        for name in path.split(os.sep):
+            if not name:
+                continue
             if problem is not None:
                 return problem
-            current = current / name
+            current = os.path.join(current, name)
             problem, target = self.component(current)
             if target is not None:
                 current = target  # go on below the link's target, as the kernel does
@@ -233,30 +236,36 @@ def check_path(path: str | os.PathLike[str], *, uid: int | None = None) -> Untru
     """None when ``path`` (absolute) and every directory above it is ours; else the
     first component that is not. Symlinks are judged by their targets; a missing
     tail is fine (what takod creates there is its own). Blocking."""
-    return _Walker(os.getuid() if uid is None else uid, None).path(Path(os.path.abspath(path)))
+    me = os.getuid() if uid is None else uid
+    absolute = os.path.abspath(path)
+    if "\0" in absolute:
+        return Untrusted(absolute, "is not a valid path", me, False)
+    return _Walker(me, None).path(absolute)
 
 
 def check_workspace(root: str | os.PathLike[str], *, uid: int | None = None) -> WorkspaceTrust:
     """Whether the workspace at ``root`` is ours: its root, the directories above
     it, and every path takod reads, runs or writes under it. Blocking (a few
-    dozen ``lstat`` calls); the daemon calls it in a worker thread."""
+    dozen ``lstat`` calls, well under a millisecond); the daemon calls it in a worker thread."""
     me = os.getuid() if uid is None else uid
-    absolute = Path(os.path.abspath(root))
-    real = Path(os.path.realpath(absolute))
+    absolute = os.path.abspath(root)
+    if "\0" in absolute:  # no such path can exist; requests reject it before (invalid_params)
+        return WorkspaceTrust(root=absolute, problem=Untrusted(absolute, "is not a valid path", me, False))
+    real = os.path.realpath(absolute)
     walker = _Walker(me, real)
     problem = walker.path(absolute)
     if problem is None:
         for relative in (*WORKSPACE_PATHS, *_node_runtimes(real)):
-            problem = walker.path(real / relative)
+            problem = walker.path(os.path.join(real, relative))
             if problem is not None:
                 break
-    return WorkspaceTrust(root=str(absolute), problem=problem)
+    return WorkspaceTrust(root=absolute, problem=problem)
 
 
-def _node_runtimes(root: Path) -> list[str]:
+def _node_runtimes(root: str) -> list[str]:
     """``.tako/nvm/versions/node/v*/bin/node`` for every version directory present."""
     try:
-        names = sorted(os.listdir(root / NODE_VERSIONS))
+        names = sorted(os.listdir(os.path.join(root, NODE_VERSIONS)))
     except OSError:
         return [NODE_VERSIONS]
     return [f"{NODE_VERSIONS}/{name}/bin/node" for name in names] or [NODE_VERSIONS]

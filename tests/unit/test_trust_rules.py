@@ -200,3 +200,8 @@ def test_a_workspace_root_linked_to_another_users_directory_is_untrusted(tmp_pat
     link.symlink_to(theirs)
     verdict = check_workspace(link, uid=ME)
     assert verdict.problem is not None and verdict.problem.path == str(theirs) and verdict.problem.foreign
+
+
+def test_an_impossible_path_is_untrusted_not_an_error() -> None:
+    assert check_workspace("/tmp/a\0b").problem is not None
+    assert check_path("/tmp/a\0b") is not None
