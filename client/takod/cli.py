@@ -18,7 +18,7 @@ from typing import Any, Callable
 import msgspec
 
 from . import __version__
-from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
+from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError, UntrustedSocket
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
 from .schema import TOPICS
 
@@ -160,6 +160,8 @@ def cmd_stop(args: argparse.Namespace, out: Output) -> int:
     try:
         client.connect()
         pid = client.call("shutdown")["pid"]
+    except UntrustedSocket:
+        raise  # not "not running": something that is not ours listens there
     except ConnectError:
         if out.json:
             out.emit_json({"stopped": False, "running": False})
