@@ -20,7 +20,7 @@ import msgspec
 from . import __version__
 from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError, UntrustedSocket
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
-from .schema import TOPICS
+from .schema import API_PROVIDERS, TOPICS, UNTRUSTED_WORKSPACE
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -104,21 +104,33 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     d = st["daemon"]
     print(f"takod {d['version']} · pid {d['pid']} · up {_duration(d['uptime_s'])} · {d['socket']}")
     print(f"workspace  {st['workspace']}")
+    # Untrusted: one reason and one hint for the workspace, not five copies.
+    untrusted = next((p for p in st["providers"] if p.get("reason") == UNTRUSTED_WORKSPACE), None)
+    if untrusted is not None:
+        print(f"trust      {out.bad(UNTRUSTED_WORKSPACE)}: {untrusted['hint']}")
     selected = st["selected"]
     print(f"selected   {out.ok(selected) if selected else out.bad('none')}")
     store = st.get("key_store")
     if store and not store["secure"]:
         print(f"keys       {out.bad('insecure storage')} ({store['reason']}): {store['backend']} — `takod auth` says more")
     print()
-    width = max(len(p["name"]) for p in st["providers"]) if st["providers"] else 8
-    for p in st["providers"]:
+    # An HTTP API backend without its key is an option, not a problem: one line for all of them.
+    keyless = [p["name"] for p in st["providers"] if p["name"] in API_PROVIDERS and p.get("reason") == "no-credentials"]
+    shown = [p for p in st["providers"] if p["name"] not in keyless]
+    width = max(len(p["name"]) for p in shown) if shown else 8
+    for p in shown:
         mark = out.ok("ready") if p["ready"] else out.bad(p["level"])
         line = f"  {p['name']:<{width}}  {mark}"
         if not p["ready"] and p.get("reason"):
             line += f"  {p['reason']}"
-            if p.get("hint"):
+            if p.get("hint") and p["reason"] != UNTRUSTED_WORKSPACE:
                 line += out.dim(f" — {p['hint']}")
         print(line)
+        auth_file = p.get("detail", {}).get("auth_file") if p["name"] == "pi" else None
+        if auth_file:  # which credential file a pi run uses
+            print(out.dim(f"  {'':<{width}}  runs with {auth_file}"))
+    if keyless:
+        print(out.dim(f"  API backends without a key: {', '.join(keyless)} (`takod key set NAME`)"))
     return EXIT_OK
 
 

@@ -14,8 +14,10 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
+
 from takod.doctor_local import LocalFacts, PathFacts, local_checks
-from takod.schema import DoctorCheck, GrantInfo, ProviderStatus
+from takod.schema import API_PROVIDERS, DoctorCheck, GrantInfo, ProviderStatus
 
 from .keystore import StoreStatus
 from .providers.detect import satisfies
@@ -86,6 +88,9 @@ class DoctorFacts:
     errors: list[ErrorRecord] = field(default_factory=list)
     error_log: str = ""
     error_log_problem: str | None = None
+    # Why the workspace is not the user's own, and the next step (trust.py); None when it is.
+    untrusted: str | None = None
+    untrusted_hint: str | None = None
 
 
 def _check(check_id: str, verdict: str, summary: str, **kw: object) -> DoctorCheck:
@@ -120,6 +125,8 @@ def check_provider(status: ProviderStatus, tako_workspace: bool) -> DoctorCheck:
     fixable = reason == "not-probed" or (status.name == "pi" and tako_workspace and reason in _RUNTIME_REASONS)
     if reason == "not-installed" and not fixable:
         return _check(cid, "ok", f"{status.name} is not installed (optional)", fix=status.hint)
+    if status.name in API_PROVIDERS and reason == "no-credentials":
+        return _check(cid, "ok", f"{status.name} API has no key (optional)", fix=status.hint)
     return _check(cid, "warn", f"{status.name} is not ready: {reason}", fix=status.hint, fixable=fixable,
                   detail=", ".join(str(p) for p in status.detail.get("problems", []) or []) or None)  # type: ignore[union-attr]
 
@@ -346,9 +353,21 @@ def check_error_log(f: DoctorFacts) -> DoctorCheck:
                   detail="; ".join(lines) + f" ({f.error_log})", fix="; ".join(fixes))
 
 
+# Checks whose repair writes into the workspace (or runs its npm): never in one that is not the user's own.
+WORKSPACE_REPAIRS = ("pi-runtime", "pi-auth", "provider:pi")
+
+
+def check_workspace_trust(f: DoctorFacts) -> DoctorCheck:
+    if f.untrusted is None:
+        return _check("workspace-trust", "ok", f"{f.workspace} is yours")
+    return _check("workspace-trust", "fail", f"{f.workspace} is not yours: takod only reads it",
+                  detail=f.untrusted, fix=f.untrusted_hint)
+
+
 def run_checks(f: DoctorFacts, *, daemon_up: bool = True) -> list[DoctorCheck]:
     """Every check, in report order."""
     checks = local_checks(f.local, daemon_up=daemon_up)
+    checks.append(check_workspace_trust(f))
     checks.append(check_keyring(f.key_store))
     checks += [check_provider(p, f.tako_workspace) for p in f.providers]
     checks.append(check_providers(f.providers, f.selected))
@@ -363,4 +382,6 @@ def run_checks(f: DoctorFacts, *, daemon_up: bool = True) -> list[DoctorCheck]:
         check_logins(f.grants),
         check_error_log(f),
     ]
+    if f.untrusted is not None:
+        checks = [msgspec.structs.replace(c, fixable=False) if c.id in WORKSPACE_REPAIRS else c for c in checks]
     return checks

@@ -23,6 +23,7 @@ import anyio
 import msgspec
 import structlog
 
+from takod.protocol import invalid
 from takod.schema import ProviderStatus
 
 from . import links
@@ -37,6 +38,10 @@ from .providers.detect import BinaryInfo, detect_cli, detect_pi, workspace_pi_pa
 from .providers.ollama_probe import OllamaProbe, probe_ollama
 from .readiness import Facts, evaluate
 from .redact import mask_secret
+from .trust import NOT_CHECKED, WorkspaceTrust, check_workspace
+from .resolve import pi as pi_resolve
+from .resolve.api import resolve_api
+from .inference.routing import API_BACKENDS
 from .watch import FileWatcher
 
 if TYPE_CHECKING:
@@ -51,7 +56,7 @@ OLLAMA_INTERVAL_OK = 60.0
 OLLAMA_INTERVAL_MIN = 5.0
 OLLAMA_INTERVAL_MAX = 300.0
 
-# Which stored/env key names make which CLI provider usable (beyond pi, which reads them all).
+# Which stored/env key names make which CLI provider usable (pi: the names pi reads, resolve.pi).
 KEY_PROVIDERS: dict[str, tuple[str, ...]] = {
     "OPENAI_API_KEY": ("codex",),
     "CODEX_API_KEY": ("codex",),
@@ -60,7 +65,15 @@ KEY_PROVIDERS: dict[str, tuple[str, ...]] = {
     "GEMINI_API_KEY": ("gemini",),
     "GOOGLE_API_KEY": ("gemini",),
 }
-PI_KEY_NAMES = frozenset(k.name for k in CATALOGUE)
+# The key names pi really reads (pi-ai getEnvApiKey, Bedrock's AWS pair): not every catalogue
+# name (VENICE_API_KEY, GOOGLE_API_KEY, CLAUDE_API_KEY, ... are Takobot's, pi never reads them).
+PI_KEY_NAMES = frozenset(k.name for k in CATALOGUE) & (
+    pi_resolve.PI_KEY_VARS | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_BEARER_TOKEN_BEDROCK"}
+)
+# API key variable -> the direct API backends that use it.
+API_KEY_USERS: dict[str, tuple[str, ...]] = {}
+for _name, (_var, _kind, _url) in API_BACKENDS.items():
+    API_KEY_USERS[_var] = API_KEY_USERS.get(_var, ()) + (_name,)
 # An environment key that the CLI prefers over its own login (research providers.md A4, B3).
 SHADOWING_ENV = {"claude": "ANTHROPIC_API_KEY", "codex": "CODEX_API_KEY"}
 
@@ -71,7 +84,7 @@ def _problem_text(exc: FileProblem) -> str:
 
 def _key_users(name: str) -> list[str]:
     """The providers an API key of this name makes usable."""
-    return list(KEY_PROVIDERS.get(name, ())) + (["pi"] if name in PI_KEY_NAMES else [])
+    return list(KEY_PROVIDERS.get(name, ())) + (["pi"] if name in PI_KEY_NAMES else []) + list(API_KEY_USERS.get(name, ()))
 
 
 @dataclass
@@ -91,11 +104,16 @@ class Workspace:
     """One workspace's facts and its last evaluated status."""
 
     root: Path
+    # Whether it is the user's own (trust.py): only then does takod run, write
+    # or follow anything there. Checked at load, on its file events, before every act.
+    trust: WorkspaceTrust = NOT_CHECKED
     settings: InferenceSettings = field(default_factory=InferenceSettings)
     settings_problem: str | None = None
     pi_creds: list[CredentialSummary] = field(default_factory=list)
     pi_problem: str | None = None
     pi_binary: BinaryInfo | None = None
+    # What pi reads from the agent directory a run uses (resolve.pi.agent_dir_for).
+    pi_agent: pi_resolve.PiAgent | None = None
     ollama: OllamaProbe | None = None
     ollama_wakeup: anyio.Event = field(default_factory=anyio.Event)
     providers: list[ProviderStatus] = field(default_factory=list)
@@ -188,7 +206,11 @@ class StateManager:
         known = self.loaded(root)
         if known is not None:  # the hot path of every status call
             return known
-        path = Path(root).expanduser().resolve()
+        try:
+            path = Path(root).expanduser().resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+            raise invalid("invalid_params", f"workspace {root} cannot be resolved ({getattr(exc, 'strerror', None) or exc}); "
+                          "pass an existing directory") from None
         # Requests arriving while another one loads this workspace wait for it:
         # only a fully loaded workspace is ever handed out (or evaluated).
         while (loading := self._loading.get(path)) is not None:
@@ -255,14 +277,27 @@ class StateManager:
                 await self.daemon.broker.rescan()  # their pi files are no longer ours to refresh
 
     async def _load_workspace(self, ws: Workspace) -> None:
-        await self._sync_links(ws)
+        await self._sync_links(ws)  # checks trust first
         await self._read_settings(ws)
         await self._read_ws_pi(ws)
-        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"))
+        await self._pi_binary_changed(ws)
+
+    async def check_trust(self, ws: Workspace) -> WorkspaceTrust:
+        """Check (again) whether ``ws`` is the user's own; call before every act
+        that runs, writes or follows anything there. Logs a change of verdict."""
+        verdict = await anyio.to_thread.run_sync(check_workspace, ws.root)
+        if verdict != ws.trust and not verdict.trusted:
+            log.warning("workspace not trusted: takod only reads it", workspace=str(ws.root), problem=verdict.detail)
+        ws.trust = verdict
+        return verdict
 
     async def _sync_links(self, ws: Workspace) -> None:
         """Seed the workspace pi file and link the Codex login into it (writes go
-        under pi's lock; the resulting file events re-read what changed)."""
+        under pi's lock; the resulting file events re-read what changed). Never in
+        a workspace that is not the user's own: nothing is written there, and no
+        credential is copied out of it."""
+        if not (await self.check_trust(ws)).trusted:
+            return
         done = await anyio.to_thread.run_sync(links.sync_workspace, ws.root, self.env, self.home)
         for what in done:
             log.info("credentials linked", what=what)
@@ -275,6 +310,10 @@ class StateManager:
             ws.settings_problem = _problem_text(exc)
             log.warning("settings file unusable; keeping the last good settings", problem=ws.settings_problem)
 
+    def pi_agent_dir(self, ws: Workspace) -> Path:
+        """The agent directory a pi run in ``ws`` uses."""
+        return pi_resolve.agent_dir_for(ws.root, self.env, self.home)
+
     async def _read_ws_pi(self, ws: Workspace) -> None:
         try:
             auth = await anyio.to_thread.run_sync(pi_auth.read_auth, ws.pi_auth_file)
@@ -283,6 +322,11 @@ class StateManager:
         except FileProblem as exc:
             ws.pi_problem = _problem_text(exc)
             log.warning("pi auth file unusable; keeping the last good view", problem=ws.pi_problem)
+        agent = await anyio.to_thread.run_sync(pi_resolve.read_agent, self.pi_agent_dir(ws), self.env, self.home)
+        if agent.auth_problem and ws.pi_agent is not None and ws.pi_agent.agent_dir == agent.agent_dir:
+            # A half-written auth.json: keep the last good entries, report the problem.
+            agent = msgspec.structs.replace(agent, auth=ws.pi_agent.auth)
+        ws.pi_agent = agent
 
     # user facts -------------------------------------------------------------
 
@@ -345,8 +389,11 @@ class StateManager:
             self._evaluate_all_locked(auth=True)
 
     def pi_files(self) -> list[Path]:
-        """Every pi auth file takod knows: each loaded workspace's and the home ones."""
-        files = [ws.pi_auth_file for ws in self.workspaces.values()]
+        """Every pi auth file takod may refresh and write: each trusted workspace's
+        (loaded or being loaded: its seed may already hold a login being refreshed)
+        and the home ones."""
+        files = [ws.pi_auth_file for ws in self.workspaces.values() if ws.trust.trusted]
+        files += [pi_auth.workspace_auth_path(root) for root in self._loading if check_workspace(root).trusted]
         files += pi_auth.home_auth_paths(self.env, self.home)
         return list(dict.fromkeys(files))
 
@@ -399,12 +446,52 @@ class StateManager:
                     out.setdefault(provider, []).append(name)
         return out
 
+    def key_pool(
+        self, ws: Workspace, env_overlay: Mapping[str, str] | None = None
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """Every variable a run could get, values masked, where each came from, and notes:
+        the daemon's environment, plaintext settings keys (the environment wins), stored
+        keys (they win), the client's overlay (it wins): the engine's order (Engine.child_env)."""
+        pool = dict(self.env)
+        sources = {name: f"env:{name}" for name in pool}
+        notes: dict[str, str] = {}
+        for name, value in ws.settings.api_keys.items():
+            if name not in pool:
+                pool[name], sources[name] = mask_secret(value) or "****", f"{ws.settings_file}:{name}"
+                notes[name] = "plaintext in settings; run `takod key migrate`"
+        for name, info in self.user.stored_keys.items():
+            if info.available:
+                pool[name], sources[name] = info.masked or "****", f"{info.backend}:{name}"
+                notes.pop(name, None)
+                if info.backend == "file":
+                    why = self.user.key_store_reason or "no keyring"
+                    notes[name] = f"insecure storage: a plain 0600 file, not the OS keyring ({why})"
+        for name, value in (env_overlay or {}).items():
+            pool[name], sources[name] = value, f"client-env:{name}"
+            notes.pop(name, None)
+        # Readiness needs only whether a variable is set and its masked form; empty stays empty.
+        masked = {n: v and (mask_secret(v) if sources[n].startswith(("env:", "client-env:")) else v) for n, v in pool.items()}
+        return masked, sources, notes
+
+    def pi_plan(
+        self, ws: Workspace, pool: Mapping[str, str], *, masked: bool, model: str | None = None,
+        sources: Mapping[str, str] | None = None, notes: Mapping[str, str] | None = None,
+    ) -> pi_resolve.PiPlan:
+        """What a pi run in ``ws`` will use (the one decision readiness and the engine share)."""
+        agent = ws.pi_agent or pi_resolve.PiAgent(self.pi_agent_dir(ws))
+        auth = str(agent.auth_path)
+        dead = {provider for source, provider in self.daemon.broker.needs_login() if source == auth}
+        return pi_resolve.resolve_pi(
+            agent, pool, now=time.time(), dead=dead, model=model, masked_pool=masked, sources=sources, notes=notes
+        )
+
     def facts(self, ws: Workspace, env_overlay: Mapping[str, str] | None = None) -> Facts:
         """What readiness is decided from; ``env_overlay`` is a client's own environment
         (its API keys count as if the daemon had them)."""
         user = self.user
         env = {**self.env, **env_overlay} if env_overlay else self.env
         keyed = self._key_credentials(ws, env)
+        pool, sources, notes = self.key_pool(ws, env_overlay)
         creds: dict[str, list[CredentialSummary]] = {
             "pi": ws.pi_creds + user.credentials.get("pi-home", []) + keyed.get("pi", []),
         }
@@ -419,9 +506,7 @@ class StateManager:
                 for name, found in creds.items()
             }
         problems: dict[str, list[str]] = {name: list(user.problems.get(name, [])) for name in CLI_NAMES}
-        problems["pi"] = list(user.problems.get("pi-home", []))
-        if ws.pi_problem:
-            problems["pi"].append(ws.pi_problem)
+        # pi's unreadable files are the plan's (the agent directory a run uses).
         # A reader and the key scan may both report one environment variable.
         creds = {name: list({(c.source, c.provider, c.kind): c for c in found}.values()) for name, found in creds.items()}
         warnings: dict[str, list[str]] = {}
@@ -447,6 +532,9 @@ class StateManager:
             warnings=warnings,
             unavailable_keys=self._unavailable_keys(),
             key_store_reason=user.key_store_reason,
+            untrusted=ws.trust if not ws.trust.trusted else None,
+            pi_plan=self.pi_plan(ws, pool, masked=True, sources=sources, notes=notes),
+            api_plans={name: resolve_api(name, pool, sources=sources, masked_pool=True) for name in API_BACKENDS},
         )
 
     def _evaluate(self, ws: Workspace, publish: bool = True) -> bool:
@@ -490,6 +578,9 @@ class StateManager:
     # ollama -----------------------------------------------------------------
 
     async def _probe_ollama(self, ws: Workspace) -> None:
+        if not ws.trust.trusted:
+            ws.ollama = None  # its settings name no host takod will call
+            return
         ws.ollama = await probe_ollama(
             settings_host=ws.settings.ollama_host or None,
             settings_model=ws.settings.ollama_model or None,
@@ -551,20 +642,29 @@ class StateManager:
             route(path, "claude", user("claude"))
         for path in (gemini_auth.oauth_creds_path(self.env), gemini_auth.settings_path(self.env)):
             route(path, "gemini", user("gemini"))
+        async def pi_home_changed() -> None:
+            await self._read_user_credentials("pi-home")
+            for ws in list(self.workspaces.values()):  # a login at home seeds an entry-less workspace file
+                await self._ws_pi_changed(ws)
+
         for path in pi_auth.home_auth_paths(self.env, self.home):
-            route(path, "pi-home", user("pi-home"))
+            route(path, "pi-home", pi_home_changed)
         for directory in self._path_dirs():
             for name in BIN_NAMES:
                 route(directory / name, "binaries", self._binaries_changed)
         return routes
 
     def _workspace_routes(self, ws: Workspace) -> list[tuple[Path, str, Callable[[], Awaitable[None]]]]:
-        """``ws``'s own files and the facts they feed."""
+        """``ws``'s own files (and the pi agent directory a run uses) and the facts they feed."""
+        agent_dir = self.pi_agent_dir(ws)
+        pi_files = [(agent_dir / name, f"pi:{ws.root}", lambda: self._ws_pi_changed(ws))
+                    for name in (pi_auth.AUTH_FILENAME, "models.json", "settings.json")]
         return [
             (Path(os.path.abspath(path)), fact, reload)
             for path, fact, reload in (
                 (ws.settings_file, f"settings:{ws.root}", lambda: self._settings_changed(ws)),
                 (ws.pi_auth_file, f"pi:{ws.root}", lambda: self._ws_pi_changed(ws)),
+                *pi_files,
                 (workspace_pi_path(ws.root), f"pi-bin:{ws.root}", lambda: self._pi_binary_changed(ws)),
             )
         ]
@@ -577,9 +677,10 @@ class StateManager:
         return dirs
 
     async def _settings_changed(self, ws: Workspace) -> None:
-        before = (ws.settings.ollama_host, ws.settings.ollama_model)
+        before = (ws.settings.ollama_host, ws.settings.ollama_model, ws.trust.trusted)
+        await self.check_trust(ws)
         await self._read_settings(ws)
-        if (ws.settings.ollama_host, ws.settings.ollama_model) != before:
+        if (ws.settings.ollama_host, ws.settings.ollama_model, ws.trust.trusted) != before:
             await self._probe_ollama(ws)
 
     async def _ws_pi_changed(self, ws: Workspace) -> None:
@@ -592,7 +693,8 @@ class StateManager:
             await self._pi_binary_changed(ws)
 
     async def _pi_binary_changed(self, ws: Workspace) -> None:
-        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"))
+        # Read from files only: loading and file events never run a workspace's program.
+        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"), mode="manifest")
 
     async def _on_files_changed(self, files: frozenset[Path]) -> None:
         # One burst may touch several files feeding one fact: reload each fact once.

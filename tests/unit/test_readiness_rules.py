@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from takod.schema import PROVIDERS
+from pathlib import Path
+
+from takod.schema import API_PROVIDERS, PROVIDERS
 from takod_daemon.credentials.summary import CredentialSummary
 from takod_daemon.providers.detect import BinaryInfo
 from takod_daemon.providers.ollama_probe import OllamaModel, OllamaProbe
 from takod_daemon.readiness import HINTS, Facts, cli_provider, evaluate, ollama_provider, select
+from takod_daemon.resolve.pi import PiCredential, PiPlan
 
 NOW = 1_800_000_000.0
 CLIS = ("pi", "codex", "claude", "gemini")
@@ -47,6 +50,10 @@ def probe(**kw: object) -> OllamaProbe:
 def model(name: str) -> OllamaModel:
     return OllamaModel(name=name)
 
+
+AGENT = Path("/home/u/.pi/agent")
+# pi's resolution with a usable key (resolve/pi.py decides it; readiness reports it).
+PI_READY = PiPlan(AGENT, AGENT / "auth.json", PiCredential("anthropic", "env:ANTHROPIC_API_KEY", "env", "sk-...abcd"))
 
 READY_OLLAMA = probe(
     reachable=True, version="0.12.6", models=[model("llama3.2:latest")], model="llama3.2:latest", model_source="first-listed"
@@ -303,7 +310,8 @@ def test_ollama_needs_no_local_binary_to_be_ready() -> None:
 
 def test_evaluate_lists_every_provider_in_priority_order() -> None:
     statuses, selected = evaluate(Facts(now=NOW))
-    assert [s.name for s in statuses] == list(PROVIDERS) == ["pi", "ollama", "codex", "claude", "gemini"]
+    assert [s.name for s in statuses] == [*PROVIDERS, *API_PROVIDERS]
+    assert list(PROVIDERS) == ["pi", "ollama", "codex", "claude", "gemini"]
     assert selected is None
 
 
@@ -319,6 +327,7 @@ def ready_facts(*ready: str, preferred: str = "auto") -> Facts:
         credentials={name: [cred(name)] for name in ready if name != "ollama"},
         ollama=READY_OLLAMA if "ollama" in ready else probe(problem="unreachable"),
         preferred=preferred,
+        pi_plan=PI_READY if "pi" in ready else None,
     )
 
 

@@ -21,9 +21,11 @@ import httpx
 import msgspec
 import structlog
 
-from ..credentials.pi_auth import workspace_auth_path
 from ..links import is_tako_workspace
 from ..redact import redact_text
+from ..resolve import pi as pi_resolve
+from ..resolve.api import default_model as default_api_model
+from ..resolve.api import resolve_api
 from . import child_env, errorlog
 from .routing import API_BACKENDS, Candidate, Plan
 from .types import Chunk, InferRequest, ProviderFailure, RunContext, RunResult
@@ -130,13 +132,14 @@ class Engine:
             env.update(TMPDIR=str(tmp), TMP=str(tmp), TEMP=str(tmp))
         return env
 
-    def context(self, ws: "Workspace", provider: str, env: dict[str, str]) -> RunContext:
+    def context(self, ws: "Workspace", provider: str, env: dict[str, str], model: str | None = None) -> RunContext:
+        """What ``provider`` runs with. pi and the API backends run their resolution
+        (``resolve/``), the one readiness reports; ``env`` is the whole pool."""
         user = self.daemon.state.user
         if provider == "pi":
             info = ws.pi_binary
-            env = dict(env)
-            if is_tako_workspace(ws.root):
-                env["PI_CODING_AGENT_DIR"] = str(workspace_auth_path(ws.root).parent)
+            plan = self.daemon.state.pi_plan(ws, env, masked=False, model=model)
+            env = pi_resolve.child_env(plan, env)
             if info is not None and info.node_path:
                 env["PATH"] = str(Path(info.node_path).parent) + ":" + env.get("PATH", "")
             return RunContext(workspace=ws.root, env=env, binary=info.path if info else None)
@@ -146,13 +149,14 @@ class Engine:
         if provider == "ollama":
             url = ws.ollama.url if ws.ollama is not None else "http://127.0.0.1:11434"
             return RunContext(workspace=ws.root, env=env, base_url=url)
-        key_var, _kind, default_url = API_BACKENDS[provider]
-        base = env.get(f"{provider.upper()}_BASE_URL") or default_url
-        return RunContext(workspace=ws.root, env=env, base_url=base, api_key=env.get(key_var))
+        api = resolve_api(provider, env)
+        return RunContext(workspace=ws.root, env=env, base_url=api.base_url, api_key=env.get(api.key_var))
 
     def default_model(self, ws: "Workspace", provider: str) -> str | None:
         if provider == "ollama" and ws.ollama is not None:
             return ws.ollama.model
+        if provider in API_BACKENDS:
+            return default_api_model(provider)
         return None
 
     async def execute(
@@ -199,10 +203,11 @@ class Engine:
             await sink(chunk.kind, {"text": chunk.text})
 
         await sink("route", {"provider": provider, "model": model, "attempt": len([a for a in trace if a.outcome != "skipped"])})
-        if provider in child_env.CLI_PROVIDERS:
-            # A CLI gets only the secrets of the services it talks to (reads Codex's config).
+        if provider in child_env.CLI_PROVIDERS - {"pi"}:
+            # A CLI gets only the secrets of the services it talks to (reads Codex's config);
+            # pi gets exactly what its resolution needs (Engine.context).
             env = await anyio.to_thread.run_sync(child_env.for_provider, provider, env)
-        ctx = self.context(ws, provider, env)
+        ctx = self.context(ws, provider, env, model)
         try:
             runner = _runner(provider)
             with anyio.fail_after(req.timeout):

@@ -152,6 +152,8 @@ def plan(
             order.append(selected)
         # Not-ready providers stay in the order so the trace says why each was skipped.
         order += list(PROVIDERS)
+        # The API backends after them, as readiness lists them (only those with a key: the trace stays short).
+        order += [s.name for s in statuses if s.name in API_BACKENDS and s.ready]
         order += [name for name, has_key in api_keys.items() if has_key]
     order = list(dict.fromkeys(order))
 
@@ -164,14 +166,14 @@ def plan(
         if name in cooling:
             skipped.append(Skip(name, cooling[name]))
             continue
-        if name in API_BACKENDS:
-            if not api_keys.get(name):
-                skipped.append(Skip(name, f"no {API_BACKENDS[name][0]}"))
-                continue
-        elif name in by_name:
+        if name in by_name:  # readiness decided (the API backends too, from the same pool)
             if name not in ready:
                 status = by_name[name]
                 skipped.append(Skip(name, f"not ready: {status.reason}"))
+                continue
+        elif name in API_BACKENDS:
+            if not api_keys.get(name):
+                skipped.append(Skip(name, f"no {API_BACKENDS[name][0]}"))
                 continue
         else:
             skipped.append(Skip(name, "unknown provider"))

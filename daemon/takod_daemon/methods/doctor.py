@@ -1,8 +1,8 @@
 """``doctor.run`` (alias ``doctor``): gather the facts, run the checks, and with
 ``fix`` repair what is safe and check again.
 
-Facts are gathered here, at the edge (files in a worker thread, ``node
---version`` as a subprocess); the checks themselves are pure
+Facts are gathered here, at the edge (files in a worker thread; ``node
+--version`` as a subprocess only for a PATH Node whose files do not say); the checks themselves are pure
 (:mod:`takod_daemon.doctor`). With ``stream`` the long steps report progress as
 ``takod.stream`` chunks of kind ``progress`` before the answer.
 """
@@ -30,25 +30,28 @@ from ..credentials import codex_auth, pi_auth
 from ..credentials.files import FileProblem
 from ..credentials.jwt import JwtError, decode_claims
 from ..credentials.pi_lock import LockError
-from ..doctor import DoctorFacts, ErrorRecord, TokenTime, mask_proxy, run_checks
+from ..doctor import WORKSPACE_REPAIRS, DoctorFacts, ErrorRecord, TokenTime, mask_proxy, run_checks
 from ..inference.errorlog import error_log_path
 from ..links import is_tako_workspace
 from ..providers.detect import (
     PI_FALLBACK_NODE_RANGE,
     VersionProbeError,
     find_node,
+    in_workspace,
+    node_version_from_files,
     read_manifest,
     run_version,
     workspace_pi_path,
 )
 from ..redact import redact_text
 from ..rpc import Call
-from ..state import KEY_PROVIDERS, PI_KEY_NAMES, StateManager, Workspace
+from ..key_names import CATALOGUE
+from ..state import KEY_PROVIDERS, StateManager, Workspace
 from .core import workspace_of
 
 log = structlog.get_logger("takod.doctor")
 
-KEY_NAMES = PI_KEY_NAMES | KEY_PROVIDERS.keys()
+KEY_NAMES = frozenset(k.name for k in CATALOGUE) | KEY_PROVIDERS.keys()  # every name a key can be stored under
 ERROR_LOG_LINES = 200  # the tail of the error log that is read
 
 
@@ -172,14 +175,17 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
     state, d = call.daemon.state, call.daemon
     env = state.env
     files = await anyio.to_thread.run_sync(_files, call, ws)
-    node_version = None
-    if files["node_path"] is not None:
+    node = files["node_path"]
+    node_version = node_version_from_files(node) if node is not None else None
+    # Diagnosing reads; it never runs a workspace's program (docs/security.md).
+    if node is not None and node_version is None and not in_workspace(node, ws.root):
         try:
-            node_version = await run_version(files["node_path"], env=env, timeout=5)
+            node_version = await run_version(node, env=env, timeout=5)
         except VersionProbeError:
             pass
     pi = ws.pi_binary
     client_names = set(p.env_names or [])
+    trust = await state.check_trust(ws)
     return DoctorFacts(
         now=time.time(),
         workspace=str(ws.root),
@@ -195,6 +201,8 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
         proxies={k: mask_proxy(v) for k, v in env.items() if k.upper() in PROXY_VARS and v},
         client_proxy_names=sorted(n for n in client_names if n.upper() in PROXY_VARS),
         grants=[d.broker.info(g) for g in d.broker.grants.values()],
+        untrusted=trust.detail,
+        untrusted_hint=trust.hint,
         **files,
     )
 
@@ -220,6 +228,8 @@ async def _fix(call: Call, ws: Workspace, facts: DoctorFacts, checks: list[Docto
     for check_id, path, mode in mode_fixes(facts.local, todo):
         await attempt(check_id, anyio.to_thread.run_sync, chmod_own, path, mode)
     state = call.daemon.state
+    if not (await state.check_trust(ws)).trusted:
+        todo -= set(WORKSPACE_REPAIRS)  # the checks say so too; checked again here, right before writing
     if "pi-runtime" in todo and facts.npm_path:
         await attempt("pi-runtime", doctor_fix.install_pi_runtime, ws.root, facts.pi_package, facts.npm_path,
                       state.env, lambda text: progress("pi-runtime", text))

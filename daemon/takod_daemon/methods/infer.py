@@ -33,7 +33,7 @@ from ..inference.types import InferRequest, Message, ProviderFailure
 from ..readiness import evaluate
 from ..rpc import Call
 from ..state import Workspace
-from .core import autocmd_data_supported, workspace_of
+from .core import autocmd_data_supported, require_trusted, workspace_of
 
 log = structlog.get_logger("takod.infer")
 
@@ -168,6 +168,7 @@ async def infer(call: Call, p: InferParams) -> InferResult | InferStarted:
     """
     request = _request(p)
     ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))
+    await require_trusted(call, ws, "run a prompt")
     if p.stream == "async":
         sink = await _make_sink(call, p)
 
@@ -209,6 +210,7 @@ async def embed(call: Call, p: EmbedParams) -> EmbedResult:
     if not p.texts:
         raise invalid("invalid_params", "texts is empty")
     ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))
+    await require_trusted(call, ws, "embed")
     engine = call.daemon.engine
     env = await engine.child_env(ws, None)
     provider = p.provider
@@ -235,6 +237,7 @@ async def embed(call: Call, p: EmbedParams) -> EmbedResult:
 async def models_list(call: Call, p: ModelsParams) -> ModelsResult:
     """Models each provider offers (Ollama's pulled models, the API backends' lists)."""
     ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))
+    await require_trusted(call, ws, "list models")
     engine = call.daemon.engine
     found: list[ModelEntry] = []
     errors: dict[str, str] = {}
