@@ -78,6 +78,17 @@ for _name, (_var, _kind, _url) in API_BACKENDS.items():
 SHADOWING_ENV = {"claude": "ANTHROPIC_API_KEY", "codex": "CODEX_API_KEY"}
 
 
+def _return_memory() -> None:
+    """Hand the heap the let-go workspaces used back to the OS (glibc keeps freed memory
+    otherwise); elsewhere a no-op. Runs in a worker thread: ctypes releases the GIL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _problem_text(exc: FileProblem) -> str:
     return f"{exc.path}: {exc.detail}"
 
@@ -126,7 +137,6 @@ class Workspace:
     fingerprint: bytes = b""
     last_used: float = 0.0  # time.monotonic() when a client last named it (eviction.py)
     probe_scope: anyio.CancelScope | None = None  # its Ollama loop's, cancelled when it is let go
-    routes: list[tuple[Path, str, Callable[[], Awaitable[None]]]] | None = None  # its files -> facts (_rewatch)
 
     @property
     def settings_file(self) -> Path:
@@ -157,6 +167,9 @@ class StateManager:
         self.auth_seq = 0
         self.bounds = Bounds.from_env(self.env)
         self._user_routes: dict[Path, dict[str, Callable[[], Awaitable[None]]]] | None = None
+        # Per workspace, kept here rather than on it: its reloads refer to it, and a cycle
+        # would keep a let-go workspace in memory until the cyclic collector came by.
+        self._ws_routes: dict[Path, list[tuple[Path, str, Callable[[], Awaitable[None]]]]] = {}
 
     # lifetime ---------------------------------------------------------------
 
@@ -260,6 +273,7 @@ class StateManager:
         if not gone:
             return False
         for path in gone:
+            self._ws_routes.pop(path, None)
             scope = self.workspaces.pop(path).probe_scope
             if scope is not None:
                 scope.cancel()
@@ -275,6 +289,7 @@ class StateManager:
             await anyio.sleep(self.bounds.idle_s / 2)
             if self._evict():
                 await self.daemon.broker.rescan()  # their pi files are no longer ours to refresh
+                await anyio.to_thread.run_sync(_return_memory)
 
     async def _load_workspace(self, ws: Workspace) -> None:
         await self._sync_links(ws)  # checks trust first
@@ -611,10 +626,10 @@ class StateManager:
         if self._user_routes is None:
             self._user_routes = self._build_user_routes()
         routes = {path: dict(facts) for path, facts in self._user_routes.items()}
-        for ws in self.workspaces.values():
-            if ws.routes is None:
-                ws.routes = self._workspace_routes(ws)
-            for path, fact, reload in ws.routes:
+        for root, ws in self.workspaces.items():
+            if root not in self._ws_routes:
+                self._ws_routes[root] = self._workspace_routes(ws)
+            for path, fact, reload in self._ws_routes[root]:
                 routes.setdefault(path, {})[fact] = reload
         self._routes = routes
         self.watcher.set_paths(routes)
