@@ -19,7 +19,7 @@ import msgspec
 
 from . import __version__
 from .cli_format import FILE_FIX, event_line, file_problems, provider_rows, settings_rows, short_status
-from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
+from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError, UntrustedSocket
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
 from .schema import API_PROVIDERS, INFERENCE_ENV_VARS, SETTINGS_FIELDS, TOPICS, UNTRUSTED_WORKSPACE
 
@@ -184,6 +184,8 @@ def cmd_stop(args: argparse.Namespace, out: Output) -> int:
     try:
         client.connect()
         pid = client.call("shutdown")["pid"]
+    except UntrustedSocket:
+        raise  # not "not running": something that is not ours listens there
     except ConnectError:
         if out.json:
             out.emit_json({"stopped": False, "running": False})

@@ -84,6 +84,17 @@ for _name, (_var, _kind, _url) in API_BACKENDS.items():
 SHADOWING_ENV = {"claude": "ANTHROPIC_API_KEY", "codex": "CODEX_API_KEY"}
 
 
+def _return_memory() -> None:
+    """Hand the heap the let-go workspaces used back to the OS (glibc keeps freed memory
+    otherwise); elsewhere a no-op. Runs in a worker thread: ctypes releases the GIL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _problem_text(exc: FileProblem) -> str:
     return f"{exc.path}: {exc.detail}"
 
@@ -133,7 +144,6 @@ class Workspace:
     fingerprint: bytes = b""
     last_used: float = 0.0  # time.monotonic() when a client last named it (eviction.py)
     probe_scope: anyio.CancelScope | None = None  # its Ollama loop's, cancelled when it is let go
-    routes: list[tuple[Path, str, Callable[[], Awaitable[None]]]] | None = None  # its files -> facts (_rewatch)
 
     @property
     def settings_file(self) -> Path:
@@ -168,6 +178,9 @@ class StateManager:
         self._generations: dict[str, int] = {"*": 0}
         self.cooldowns = Cooldowns(self.generation)
         self._cooldown_changed = anyio.Event()
+        # Per workspace, kept here rather than on it: its reloads refer to it, and a cycle
+        # would keep a let-go workspace in memory until the cyclic collector came by.
+        self._ws_routes: dict[Path, list[tuple[Path, str, Callable[[], Awaitable[None]]]]] = {}
 
     # lifetime ---------------------------------------------------------------
 
@@ -272,6 +285,7 @@ class StateManager:
         if not gone:
             return False
         for path in gone:
+            self._ws_routes.pop(path, None)
             scope = self.workspaces.pop(path).probe_scope
             if scope is not None:
                 scope.cancel()
@@ -287,6 +301,7 @@ class StateManager:
             await anyio.sleep(self.bounds.idle_s / 2)
             if self._evict():
                 await self.daemon.broker.rescan()  # their pi files are no longer ours to refresh
+                await anyio.to_thread.run_sync(_return_memory)
 
     async def _load_workspace(self, ws: Workspace) -> None:
         await self._sync_links(ws)  # checks trust first
@@ -676,10 +691,10 @@ class StateManager:
         if self._user_routes is None:
             self._user_routes = self._build_user_routes()
         routes = {path: dict(facts) for path, facts in self._user_routes.items()}
-        for ws in self.workspaces.values():
-            if ws.routes is None:
-                ws.routes = self._workspace_routes(ws)
-            for path, fact, reload in ws.routes:
+        for root, ws in self.workspaces.items():
+            if root not in self._ws_routes:
+                self._ws_routes[root] = self._workspace_routes(ws)
+            for path, fact, reload in self._ws_routes[root]:
                 routes.setdefault(path, {})[fact] = reload
         self._routes = routes
         self.watcher.set_paths(routes)
