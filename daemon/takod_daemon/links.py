@@ -24,7 +24,7 @@ import structlog
 from takod.paths import is_marked_workspace
 
 from .credentials import codex_auth, codex_link, pi_auth
-from .credentials.files import FileProblem
+from .credentials.files import FileProblem, check_dirs
 from .credentials.pi_lock import LockError
 
 log = structlog.get_logger("takod.links")
@@ -47,6 +47,11 @@ def sync_workspace(root: Path, env: Mapping[str, str], home: Path) -> list[str]:
         return []
     done: list[str] = []
     target = pi_auth.workspace_auth_path(root)
+    try:
+        check_dirs(root, target)
+    except FileProblem as exc:
+        log.warning("not seeding or linking the workspace pi auth file", path=str(target), error=exc.detail)
+        return []
     try:
         seeded = pi_auth.seed_workspace_auth(target, pi_auth.home_auth_paths(env, home), lock_timeout=LOCK_TIMEOUT)
         if seeded.outcome == "seeded":

@@ -245,3 +245,28 @@ def test_an_oauth_login_is_refused_before_it_starts_when_its_file_is_a_planted_l
         assert (workspace / "package.json").read_text() == PACKAGE
     finally:
         daemon.stop()
+
+
+def test_a_symlinked_directory_in_the_workspace_never_places_new_credential_files(home: Path, workspace: Path) -> None:
+    codex_login(home)
+    home_pi(home)
+    (workspace / ".tako" / "pi").mkdir(parents=True)
+    (workspace / ".tako" / "pi" / "agent").symlink_to("../..")  # auth.json would land in the repository root
+    (workspace / "docs").mkdir()
+    (workspace / ".tako" / "state").symlink_to("../docs")
+    daemon = DaemonProcess(home).start()
+    try:
+        load(daemon, workspace)
+        assert not (workspace / "auth.json").exists()
+        with daemon.client() as c:
+            with pytest.raises(RemoteError) as caught:
+                c.call("settings.set", {"field": "ollama_model", "value": "llama3", "workspace": str(workspace)})
+            assert "symlink" in str(caught.value) and "remove the link" in str(caught.value)
+            with pytest.raises(RemoteError) as caught:
+                c.call("login.start", {"provider": "anthropic", "workspace": str(workspace)})
+            assert caught.value.code == "unsafe_link"
+        assert list((workspace / "docs").iterdir()) == []
+        leaked = [p for p in workspace.rglob("*") if p.is_file() and CODEX_REFRESH in p.read_text(errors="replace")]
+        assert leaked == []
+    finally:
+        daemon.stop()
