@@ -270,3 +270,44 @@ def test_a_symlinked_directory_in_the_workspace_never_places_new_credential_file
         assert leaked == []
     finally:
         daemon.stop()
+
+
+def test_keys_never_go_through_a_link_in_the_state_dir(home: Path) -> None:
+    outside = write(home / "elsewhere" / "keys.json", '{"keys": {}}\n')  # private and ours: still never followed
+    state = home / "state"
+    state.mkdir(mode=0o700)
+    (state / "keys.json").symlink_to(outside)
+    daemon = DaemonProcess(home).start()
+    try:
+        with daemon.client() as c:
+            with pytest.raises(RemoteError) as caught:
+                c.call("keys.set", {"name": "ANTHROPIC_API_KEY", "value": "sk-ant-CANARY-state-link-77"})
+            assert caught.value.code == "keystore_io" and "remove the link" in str(caught.value)
+        assert outside.read_text() == '{"keys": {}}\n'
+        assert "sk-ant-CANARY-state-link-77" not in daemon.log_text()
+    finally:
+        daemon.stop()
+
+
+def test_a_symlinked_refresh_journal_never_receives_rotated_tokens(home: Path) -> None:
+    from tests.integration.test_refresh_broker import ANTHROPIC_CANARY, ObservedOAuthServer, World, pi_dumps, pi_entry, read_json, run_cli, write_in_place
+
+    elsewhere = home / "elsewhere"
+    elsewhere.mkdir()
+    (home / "state").mkdir(mode=0o700)
+    (home / "state" / "refresh-journal").symlink_to(elsewhere)
+    with ObservedOAuthServer() as server:
+        world = World(home, server)
+        try:
+            grant = server.add_grant("g", "anthropic", refresh_token=ANTHROPIC_CANARY, lifetime_s=8 * 3600)
+            write_in_place(world.ws_pi, pi_dumps({"anthropic": pi_entry(grant)}))
+            d = world.start()
+            out = run_cli(d, "auth", "refresh", "claude", "--json")
+            assert out.returncode == 0, out.stderr
+            # The refresh still lands in pi's file (the journal is a safety net, not a gate) ...
+            assert read_json(world.ws_pi)["anthropic"]["refresh"] == server.current_refresh("g")
+            # ... and nothing went where the planted link points.
+            assert list(elsewhere.iterdir()) == []
+            assert "could not journal a refreshed token" in d.log_text()
+        finally:
+            world.close()
