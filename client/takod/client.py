@@ -39,6 +39,7 @@ from .protocol import (
     encode_request,
     encode_response,
 )
+from .schema import workspace_problem
 
 T = TypeVar("T")
 
@@ -100,6 +101,10 @@ class Client:
         self.spawn = _spawn_allowed() if spawn is None else spawn
         self.timeout = timeout
         self.workspace = str(workspace) if workspace else None
+        if self.workspace and (problem := workspace_problem(self.workspace)) is not None:
+            # Said before connecting: such a path could not even be encoded into a request.
+            raise TakodError(f"{problem}: {ascii(self.workspace)}; use a workspace whose path is UTF-8 "
+                             "(set TAKO_WORKSPACE, or run from another directory)")
         self.name = name
         self.started_daemon = False
         self._sock: socket.socket | None = None
