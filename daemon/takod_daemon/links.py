@@ -66,9 +66,9 @@ def source_is_trusted(pi_file: Path) -> bool:
     """Whether tokens read from ``pi_file`` may be copied into another store:
     the file (a link's target) is ours and nobody else can write it.
 
-    The file-level floor of the rule "only from trusted stores"; the workspace
-    trust predicate (ownership of the workspace and every directory down to
-    the file) is checked before a workspace is synced at all.
+    The file-level floor of the rule "only from trusted stores"; whether a
+    workspace is synced at all is the workspace trust rule's decision
+    (docs/security.md, "Workspaces").
     """
     try:
         st = os.stat(pi_file)

@@ -141,3 +141,11 @@ def test_check_dirs_refuses_a_symlinked_directory_below_the_workspace(tmp_path: 
     linked_root.symlink_to(tmp_path / "real")
     (tmp_path / "real" / ".tako").mkdir(parents=True)
     check_dirs(linked_root, linked_root / ".tako" / "state" / "x.json")  # the root itself may be a link
+
+
+def test_a_log_that_is_a_fifo_is_a_clear_problem_not_a_hang_or_a_traceback(tmp_path: Path) -> None:
+    fifo = tmp_path / "daemon.log"
+    os.mkfifo(fifo)
+    with pytest.raises(FileProblem) as caught:
+        open_private_append(fifo)  # O_NONBLOCK: no reader is ENXIO at once, never a wait
+    assert caught.value.reason == "unwritable" and "remove it" in caught.value.detail

@@ -293,7 +293,8 @@ def open_private_append(path: Path) -> int:
     except OSError as exc:
         if os.path.islink(path):
             raise FileProblem(path, "unsafe_link", "is a symlink; takod writes logs only in place: remove the link") from None
-        raise
+        # e.g. a FIFO with no reader (ENXIO), or no permission: a clear reason, not a traceback
+        raise FileProblem(path, "unwritable", f"cannot be opened for writing ({exc.strerror or exc}): remove it") from None
     st = os.fstat(fd)
     problem = None
     if not stat.S_ISREG(st.st_mode):
