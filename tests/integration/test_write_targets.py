@@ -311,3 +311,16 @@ def test_a_symlinked_refresh_journal_never_receives_rotated_tokens(home: Path) -
             assert "could not journal a refreshed token" in d.log_text()
         finally:
             world.close()
+
+
+def test_a_file_where_the_tako_directory_should_be_is_a_warning_not_a_failure(home: Path, workspace: Path) -> None:
+    home_pi(home)
+    (workspace / ".tako").write_text("not a directory\n")
+    daemon = DaemonProcess(home).start()
+    try:
+        status = load(daemon, workspace)
+        assert status["workspace"] == str(workspace)
+        assert (workspace / ".tako").read_text() == "not a directory\n"
+        assert "Traceback" not in daemon.log_text()
+    finally:
+        daemon.stop()

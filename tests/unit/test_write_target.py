@@ -149,3 +149,8 @@ def test_a_log_that_is_a_fifo_is_a_clear_problem_not_a_hang_or_a_traceback(tmp_p
     with pytest.raises(FileProblem) as caught:
         open_private_append(fifo)  # O_NONBLOCK: no reader is ENXIO at once, never a wait
     assert caught.value.reason == "unwritable" and "remove it" in caught.value.detail
+
+
+def test_check_dirs_leaves_a_file_in_the_way_to_the_write_itself(tmp_path: Path) -> None:
+    (tmp_path / ".tako").write_text("not a directory")
+    check_dirs(tmp_path, tmp_path / ".tako" / "pi" / "agent" / "auth.json")

@@ -208,8 +208,8 @@ def check_dirs(root: Path, path: Path) -> None:
                     f"is under {directory}, a symlink; takod writes in a workspace only through real directories: "
                     "remove the link",
                 )
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing below exists (or a file is in the way): the write itself will say so
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, kind: FileKind | None = None) -> None:
