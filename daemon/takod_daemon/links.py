@@ -49,8 +49,8 @@ def sync_workspace(root: Path, env: Mapping[str, str], home: Path) -> list[str]:
     target = pi_auth.workspace_auth_path(root)
     try:
         check_dirs(root, target)
-    except FileProblem as exc:
-        log.warning("not seeding or linking the workspace pi auth file", path=str(target), error=exc.detail)
+    except (FileProblem, OSError) as exc:  # OSError: a directory we may not even look into
+        log.warning("not seeding or linking the workspace pi auth file", path=str(target), error=str(exc))
         return []
     try:
         seeded = pi_auth.seed_workspace_auth(target, pi_auth.home_auth_paths(env, home), lock_timeout=LOCK_TIMEOUT)
