@@ -135,9 +135,11 @@ def test_the_daemon_log_is_never_written_through_a_link(home: Path, how: str) ->
     else:
         os.link(outside, state / "daemon.log")
     daemon = DaemonProcess(home)
-    with pytest.raises(RuntimeError) as caught:
-        daemon.start()
-    daemon.stop()
+    try:
+        with pytest.raises(RuntimeError) as caught:
+            daemon.start()
+    finally:
+        daemon.stop()  # only if the test fails: the daemon started
     assert "daemon.log" in str(caught.value) and "remove" in str(caught.value)
     assert outside.read_text() == "my notes\n"
 
