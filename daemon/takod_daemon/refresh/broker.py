@@ -53,7 +53,7 @@ import structlog
 from takod.schema import GrantInfo
 
 from ..credentials import codex_auth, codex_link, pi_auth
-from ..credentials.files import FileProblem, atomic_write
+from ..credentials.files import FileProblem, atomic_write, check_dirs
 from ..credentials.pi_auth import OAuthEntry
 from ..credentials.codex_lock import codex_lock
 from ..credentials.pi_lock import HeldPiLock, LockError, LockLost, pi_lock, pi_locks
@@ -722,9 +722,10 @@ class RefreshBroker:
             return None
         try:
             path.parent.mkdir(mode=0o700, exist_ok=True)
+            check_dirs(path.parent.parent, path)  # a symlinked journal dir would put new tokens elsewhere
             old = hashlib.sha256(old_refresh.encode()).hexdigest()
             atomic_write(path, msgspec.json.encode(_JournalEntry(provider, old, new)))
-        except OSError as exc:
+        except (OSError, FileProblem) as exc:  # FileProblem: a link planted in the state dir
             log.warning("could not journal a refreshed token", error=str(exc))
             return None
         return path
