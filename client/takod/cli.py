@@ -652,8 +652,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     w.add_argument("--topic", action="append", choices=TOPICS, help="only this topic (repeatable)")
     # Commands with modules of their own (subprocess, threading, ...): imported only
     # when one of them runs, or for the full parser.
-    for module, command in (("cli_login", "login"), ("cli_service", "service"), ("cli_doctor", "doctor")):
-        if only is None or only == command:
+    for module, names in (("cli_login", ("login",)), ("cli_service", ("service",)), ("cli_doctor", ("doctor",)),
+                          ("cli_completion", ("completion", "man"))):
+        if only is None or only in names:
             importlib.import_module(f"{__package__}.{module}").register(add, common)
     add("version", cmd_version, "show the client's version and the running daemon's (never starts one)")
     s = add("serve", cmd_serve, "run the daemon in the foreground")
