@@ -1,12 +1,15 @@
-"""How long `takod status` takes as a whole process, against `python -c "import msgspec"`.
+"""How long `takod status` takes as a whole process, against `python -c "import msgspec"`;
+and `takod status --short` (the shell-prompt line) against `python -c pass`.
 
     python bench/cli_startup.py [--n 30] [--takod PATH] [--python PATH] [--json]
 
 A warm takod daemon runs in a temporary HOME; `takod status` is run against
 it with TAKOD_NO_SPAWN=1, interleaved with the baseline (the least any
 msgspec-based CLI must pay) and with `python -c pass` (the interpreter's own
-floor, for context). Reports medians and the ratio takod/baseline (target
-<= 1.5), then the top costs of `python -X importtime -c "import takod.cli"`.
+floor). Reports medians and the ratios `takod status` / `import msgspec`
+(target <= 1.5) and `takod status --short` / `python -c pass` (target <= 3: a
+prompt or status bar runs it all the time), then the top costs of
+`python -X importtime -c "import takod.cli"`.
 
 By default both commands run from this interpreter's bin directory (the real
 console script and the real interpreter); ``--takod`` and ``--python`` name
@@ -31,6 +34,7 @@ from typing import Any
 from common import clean_env, emit, interleave, machine, median, ratio, summary, takod_daemon, temp_home, verdict
 
 TARGET = 1.5
+TARGET_SHORT = 3.0
 IMPORT_RUNS = 5
 
 
@@ -39,6 +43,7 @@ def commands(takod: str | None, python: str | None) -> dict[str, list[str]]:
     python = python or sys.executable
     return {
         "takod status": [takod, "status"],
+        "takod status --short": [takod, "status", "--short"],
         "import msgspec": [python, "-c", "import msgspec"],
         "python -c pass": [python, "-c", "pass"],
     }
@@ -62,12 +67,18 @@ def startup(n: int, cmds: dict[str, list[str]], env: dict[str, str], cwd: Path) 
     per = {name: {**summary(s, (50, 90)), "argv": cmds[name]} for name, s in samples.items()}
     rounds = [ratio(a, b) for a, b in zip(samples["takod status"], samples["import msgspec"])]
     value = ratio(per["takod status"]["p50"], per["import msgspec"]["p50"])
+    short_rounds = [ratio(a, b) for a, b in zip(samples["takod status --short"], samples["python -c pass"])]
+    short = ratio(per["takod status --short"]["p50"], per["python -c pass"]["p50"])
     return {
         "per_command": per,
         "ratio": value,
         "ratio_rounds_median": median(rounds),
         "target": TARGET,
         "verdict": verdict(value, TARGET),
+        "short_ratio": short,
+        "short_ratio_rounds_median": median(short_rounds),
+        "short_target": TARGET_SHORT,
+        "short_verdict": verdict(short, TARGET_SHORT),
     }
 
 
@@ -119,13 +130,17 @@ def render(report: dict[str, Any]) -> str:
         f"machine: {m['nproc']} CPU(s), {m['cpu']}, {m['implementation']} {m['python']}",
         "",
         f"whole-process start, {report['args']['n']} interleaved runs each, bytecode {report['args']['bytecode']} (ms)",
-        f"  {'command':<16}{'p50':>8}{'p90':>8}   argv",
+        f"  {'command':<22}{'p50':>8}{'p90':>8}   argv",
     ]
     for name, s in st["per_command"].items():
-        lines.append(f"  {name:<16}{s['p50']:>8.1f}{s['p90']:>8.1f}   {' '.join(s['argv'])}")
+        lines.append(f"  {name:<22}{s['p50']:>8.1f}{s['p90']:>8.1f}   {' '.join(s['argv'])}")
     lines.append(
         f"  ratio takod status / import msgspec: {st['ratio']:.2f} (target <= {st['target']}) {st['verdict']}"
         f"   median of per-round ratios {st['ratio_rounds_median']:.2f}"
+    )
+    lines.append(
+        f"  ratio takod status --short / python -c pass: {st['short_ratio']:.2f} (target <= {st['short_target']})"
+        f" {st['short_verdict']}   median of per-round ratios {st['short_ratio_rounds_median']:.2f}"
     )
     lines += [
         "",

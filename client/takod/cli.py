@@ -100,8 +100,14 @@ def _client_env() -> dict[str, str]:
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     env = _client_env()
-    with _client(args) as c:
-        st = c.call("status", {"env": env} if env else None)
+    try:
+        with _client(args) as c:
+            st = c.call("status", {"env": env} if env else None)
+    except ConnectError:
+        if not args.short or out.json:
+            raise
+        print("tako:down")  # a prompt or status bar shows that, the reason goes to stderr
+        raise
     if args.short:
         if out.json:
             out.emit_json({"selected": st["selected"]})

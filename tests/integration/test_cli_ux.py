@@ -102,6 +102,13 @@ def test_status_short_is_one_word(env: dict[str, str]) -> None:
     assert json.loads(run(env, "status", "--short", "--json").stdout) == {"selected": None}
 
 
+def test_status_short_without_a_daemon_says_down(home: Path) -> None:
+    env = dict(clean_env(home), TAKOD_NO_SPAWN="1")
+    result = run(env, "status", "--short")
+    assert (result.returncode, result.stdout) == (3, "tako:down\n")
+    assert "takod is not running" in result.stderr
+
+
 def test_ollama_hints_never_say_start_what_is_not_installed(env: dict[str, str]) -> None:
     ollama = next(line for line in run(env, "status").stdout.splitlines() if line.strip().startswith("ollama"))
     assert "unreachable" in ollama and "install it (https://ollama.com/download)" in ollama
