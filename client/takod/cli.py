@@ -21,7 +21,6 @@ from . import __version__
 from .cli_format import FILE_FIX, event_line, file_problems, provider_rows, settings_rows, short_status
 from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
-from .schema import TOPICS
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -200,6 +199,8 @@ def cmd_stop(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, out: Output) -> int:
+    from .schema import TOPICS
+
     topics = args.topic or list(TOPICS)
     with _client(args) as c:
         sub = c.call("subscribe", {"topics": topics})
@@ -655,7 +656,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add("paths", cmd_paths, "show the socket, lock, state and log paths takod uses")
     add("stop", cmd_stop, "stop the running daemon (never starts one)")
     w = add("watch", cmd_watch, "print events (status, auth, daemon, login) as they happen")
-    w.add_argument("--topic", action="append", choices=TOPICS, help="only this topic (repeatable)")
+    if only in (None, "watch"):  # the schema module's Structs cost every other command's start
+        from .schema import TOPICS
+
+        w.add_argument("--topic", action="append", choices=TOPICS, help="only this topic (repeatable)")
     # Commands with modules of their own (subprocess, threading, ...): imported only
     # when one of them runs, or for the full parser.
     for module, names in (("cli_login", ("login",)), ("cli_service", ("service",)), ("cli_doctor", ("doctor",)),
