@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the real provider CLIs the interop tests run, into <repo>/.tools/npm.
+# Install the real provider CLIs the interop tests run, into <repo>/.tools/npm,
+# and the real Takobot into <repo>/.tools/takobot (a venv).
 #
 # Idempotent: when every pinned package is already installed at its pinned
 # version (and codex's platform binary runs), nothing is fetched.
@@ -74,5 +75,19 @@ if lockfile=$(node -e 'process.stdout.write(require.resolve("proper-lockfile", {
 else
   say "proper-lockfile is not resolvable from $pi_dir"
   status=1
+fi
+# The real Takobot (the program whose workspace files takod serves), in its own throwaway venv,
+# for tests/interop/test_takobot.py. Needs Python >= 3.11.
+takobot_pin="takobot==0.1.88"
+takobot_venv="$tools/takobot"
+if [ "$("$takobot_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("takobot"))' 2>/dev/null)" = "${takobot_pin#*==}" ]; then
+  say "takobot: ${takobot_pin#*==} already installed ($takobot_venv)"
+else
+  py=$(command -v python3.12 || command -v python3.11 || command -v python3)
+  say "installing $takobot_pin into $takobot_venv"
+  if ! { "$py" -m venv --clear "$takobot_venv" && "$takobot_venv/bin/python" -m pip install -q "$takobot_pin"; }; then
+    say "takobot: FAILED to install $takobot_pin"
+    status=1
+  fi
 fi
 exit "$status"

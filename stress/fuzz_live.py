@@ -6,7 +6,9 @@
 Mutations (tests/fuzzwire.py): bit flips, interesting bytes, truncation,
 huge length headers, wrong types (type tag, msgid, method, params), nesting
 around and far beyond 64, unknown methods, hostile values inside options
-(wrong types, non-UTF-8 strs, exts), garbage, spliced frames, and pipelined
+(wrong types, non-UTF-8 strs, exts), impossible workspace paths (NUL bytes,
+relative, over PATH_MAX or NAME_MAX, non-UTF-8; a `hello` with one, then a
+pipelined call that must be served), garbage, spliced frames, and pipelined
 bursts with one bad frame. A control connection pings and asks for status
 throughout (and opens a fresh connection every 25 calls). Passes when the
 daemon never dies, the control connection is always served, no reply says

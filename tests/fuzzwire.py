@@ -56,6 +56,14 @@ BAD_MSGIDS = [-1, -(2**63), 1.5, "1", None, True, b"\x01", 2**64 - 1, [1]]
 BAD_METHODS = [5, None, ["ping"], {"m": 1}, "m" * 101, b"\xff\xfe", "", "ping\x00", "nvim_exec_autocmds",
                "$/cancel", "takod.event", "x" * 100]
 BAD_PARAMS = [None, 0, "x", b"x", {"a": 1}, {}, 1.5, True]
+# Workspace paths no request may get past the RPC boundary with (never a valid one:
+# the fuzz must not load workspaces). Each must be answered invalid_params, never
+# `internal`, and a `hello` carrying one must not spoil its connection's later calls.
+INVALID_PATHS: list[Any] = [
+    "/tmp/ws\x00", "\x00", "/a/\x00/b", "relative/ws", ".", "~", "~/ws", "-", "C:\\ws",
+    "/" + "a" * 5000, "/tmp/" + "b" * 256, "/" + "c/" * 2100, "\x00" * 300,
+]
+PATH_METHODS = ["hello", "status", "settings.get", "auth.inventory", "health", "keys.migrate"]
 
 
 def pack(obj: Any) -> bytes:
@@ -128,7 +136,7 @@ def _random_value(rng: random.Random, depth: int) -> Any:
         return _RawStr(b"\xff\xfe" + rng.randbytes(rng.randint(0, 8)))
     if kind == "list":
         return [_random_value(rng, depth - 1) for _ in range(rng.randint(0, 4))]
-    return {rng.choice(["topics", "name", "value", "field", "client", "sub_id", "deliver", "x", "env"]):
+    return {rng.choice(["topics", "name", "value", "field", "client", "sub_id", "deliver", "x", "env", "workspace"]):
             _random_value(rng, depth - 1) for _ in range(rng.randint(0, 4))}
 
 
@@ -179,6 +187,22 @@ def _values_params(rng: random.Random, msg: Any) -> bytes:
     return _pack_any(envelope)
 
 
+def _invalid_path(rng: random.Random) -> Any:
+    if rng.random() < 0.2:  # a str that is not UTF-8 (lone surrogates as CESU-8, stray bytes)
+        return _RawStr(rng.choice([b"/tmp/\xed\xa0\x80", b"/\xff\xfe", b"/ws\xc0\x80"]))
+    return rng.choice(INVALID_PATHS)
+
+
+def _bad_path(rng: random.Random) -> bytes:
+    """A request naming an impossible workspace, then (pipelined) a call that must still be served."""
+    method = rng.choice(PATH_METHODS)
+    options: dict[str, Any] = {"workspace": _invalid_path(rng)}
+    if method == "status" and rng.random() < 0.3:
+        options["env"] = {rng.choice(["X", "X\x00", "A=B", ""]): rng.choice(["v", "\x00", "a\x00b"])}
+    then = rng.choice([[0, 2**31 + 1, "status", []], [0, 2**31 + 2, "settings.get", []], [0, 2**31 + 3, "ping", []]])
+    return _pack_any([0, rng.randrange(2**31), method, [options]]) + pack(then)
+
+
 def _garbage(rng: random.Random) -> bytes:
     return rng.randbytes(rng.randint(1, 200))
 
@@ -204,6 +228,7 @@ MUTATIONS: dict[str, Callable[[random.Random, Any, bytes], bytes]] = {
     "deep": lambda rng, msg, data: _deep(rng, msg),
     "unknown_method": lambda rng, msg, data: _unknown_method(rng),
     "values": lambda rng, msg, data: _values_params(rng, msg) if msg[0] in (0, 2) else data,
+    "bad_path": lambda rng, msg, data: _bad_path(rng),
     "garbage": lambda rng, msg, data: _garbage(rng),
     "splice": lambda rng, msg, data: _splice(rng, data, pack(rng.choice(CORPUS))),
     "burst": lambda rng, msg, data: _burst(rng, data),

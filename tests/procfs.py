@@ -49,3 +49,21 @@ def daemons_for(socket: Path) -> list[int]:
         if b"takod_daemon" in cmdline and wanted in environ and alive(int(entry)):
             found.append(int(entry))
     return found
+
+
+def inotify_watches(pid: int) -> int:
+    """Watches held by every inotify descriptor of ``pid`` (/proc/PID/fdinfo)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                count += sum(1 for line in f if line.startswith("inotify wd:"))
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))

@@ -7,6 +7,6 @@
 
 __version__ = "0.1.0"
 
-from .client import Client, ConnectError, DaemonStartError, RemoteError, TakodError  # noqa: E402
+from .client import Client, ConnectError, DaemonStartError, RemoteError, TakodError, UntrustedSocket  # noqa: E402
 
-__all__ = ["Client", "ConnectError", "DaemonStartError", "RemoteError", "TakodError", "__version__"]
+__all__ = ["Client", "ConnectError", "DaemonStartError", "RemoteError", "TakodError", "UntrustedSocket", "__version__"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import select
+import stat
 import subprocess
 import sys
 import time
@@ -92,15 +93,14 @@ def spawn_daemon(socket: Path) -> str:
     :class:`StartFailed` with the daemon's own error otherwise.
     """
     state = state_dir()
-    problem = ensure_private_dir(state)
+    problem = ensure_private_dir(state, "TAKOD_STATE_DIR")
     if problem is not None:
         raise StartFailed(f"cannot start takod: state directory {problem}")
     errlog = state / "daemon.stderr"
     read_fd, write_fd = os.pipe()
     env = dict(os.environ, TAKOD_SOCKET=str(socket))
     try:
-        with open(errlog, "ab", buffering=0) as err:
-            os.chmod(errlog, 0o600)
+        with os.fdopen(open_log(errlog), "ab", buffering=0) as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "takod_daemon", "--ready-fd", str(write_fd), "--log", "json"],
                 stdin=subprocess.DEVNULL,
@@ -136,6 +136,23 @@ def spawn_daemon(socket: Path) -> str:
         raise StartFailed(f"takod did not become ready within {READY_TIMEOUT:.0f} s (pid {proc.pid}); see {errlog}")
     hint = "" if "No module named" not in detail else " (is the takod daemon package installed in this Python?)"
     raise StartFailed(f"takod exited with status {code} before it was ready{hint}:\n{detail}")
+
+
+def open_log(path: Path) -> int:
+    """Open the daemon's stderr log for appending (0600), never through a symlink
+    (``O_NOFOLLOW``) nor into a hard-linked file: a link planted in the state
+    directory must not receive the daemon's output. Raises :class:`StartFailed`."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        what = "is a symlink" if os.path.islink(path) else f"cannot be opened ({exc.strerror or exc})"
+        raise StartFailed(f"cannot start takod: {path} {what}; remove it") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_nlink != 1:
+        os.close(fd)
+        raise StartFailed(f"cannot start takod: {path} is not a private file of yours with one link; remove it")
+    os.fchmod(fd, 0o600)
+    return fd
 
 
 def _read_line(fd: int, timeout: float) -> str:

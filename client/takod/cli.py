@@ -21,6 +21,7 @@ from . import __version__
 from .cli_format import FILE_FIX, event_line, file_problems, provider_rows, settings_rows, short_status
 from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
+from .schema import API_PROVIDERS, INFERENCE_ENV_VARS, SETTINGS_FIELDS, TOPICS, UNTRUSTED_WORKSPACE
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -97,17 +98,24 @@ def _client_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if v and (k.endswith("_API_KEY") or k in _KEY_VARS)}
 
 
+def _request_env() -> dict[str, str]:
+    """Keys, and the routing and backend variables (docs/inference.md): this shell's
+    `export` counts for a prompt even when the daemon was started elsewhere."""
+    return {**_client_env(), **{k: os.environ[k] for k in INFERENCE_ENV_VARS if os.environ.get(k)}}
+
+
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     env = _client_env()
+    short = getattr(args, "short", False)  # `takod probe` shows the table
     try:
         with _client(args) as c:
             st = c.call("status", {"env": env} if env else None)
     except ConnectError:
-        if not args.short or out.json:
+        if not short or out.json:
             raise
         print("tako:down")  # a prompt or status bar shows that, the reason goes to stderr
         raise
-    if args.short:
+    if short:
         if out.json:
             out.emit_json({"selected": st["selected"]})
         else:
@@ -119,14 +127,23 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     d = st["daemon"]
     print(f"takod {d['version']} · pid {d['pid']} · up {_duration(d['uptime_s'])} · {d['socket']}")
     print(f"workspace  {st['workspace']}")
+    # Untrusted: one reason and one hint for the workspace, not five copies.
+    untrusted = next((p for p in st["providers"] if p.get("reason") == UNTRUSTED_WORKSPACE), None)
+    if untrusted is not None:
+        print(f"trust      {out.bad(UNTRUSTED_WORKSPACE)}: {untrusted['hint']}")
     selected = st["selected"]
     print(f"selected   {out.ok(selected) if selected else out.bad('none')}")
     store = st.get("key_store")
     if store and not store["secure"]:
         print(f"keys       {out.bad('insecure storage')} ({store['reason']}): {store['backend']} — `takod auth` says more")
     print()
-    for row in provider_rows(st["providers"], ok=out.ok, bad=out.bad, dim=out.dim):
+    # An HTTP API backend without its key is an option, not a problem: one line for all of them.
+    keyless = [p["name"] for p in st["providers"] if p["name"] in API_PROVIDERS and p.get("reason") == "no-credentials"]
+    shown = [p for p in st["providers"] if p["name"] not in keyless]
+    for row in provider_rows(shown, ok=out.ok, bad=out.bad, dim=out.dim):
         print(row)
+    if keyless:
+        print(out.dim(f"  API backends without a key: {', '.join(keyless)} (`takod key set NAME`)"))
     problems = file_problems(st["providers"])
     if problems:
         print()
@@ -199,8 +216,6 @@ def cmd_stop(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, out: Output) -> int:
-    from .schema import TOPICS
-
     topics = args.topic or list(TOPICS)
     with _client(args) as c:
         sub = c.call("subscribe", {"topics": topics})
@@ -356,6 +371,8 @@ def cmd_ollama(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_settings(args: argparse.Namespace, out: Output) -> int:
+    if getattr(args, "settings_command", None) == "set":
+        return _set_setting(args, out, args.field, args.value)
     with _client(args) as c:
         result = c.call("settings.get")
     if out.json:
@@ -382,13 +399,13 @@ def _read_prompt(value: str | None) -> str:
 def _infer_params(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     params: dict[str, Any] = {k: v for k, v in {
         "system": args.system, "model": args.model, "provider": args.provider, "temperature": args.temperature,
-        "thinking": args.thinking, "timeout": args.timeout,
+        "thinking": args.thinking, "timeout": args.timeout, "lane": args.lane,
     }.items() if v is not None}
     if args.format != "text":
         params["format"] = args.format
     if args.local:
         params["local_only"] = True
-    env = _client_env()
+    env = _request_env()
     if env:
         params["env"] = env
     params.update(extra)
@@ -416,7 +433,8 @@ def _stream_answer(c: Client, params: dict[str, Any], out: Output) -> dict[str, 
             wrote = True
         elif kind == "route":
             model = f" ({payload['model']})" if payload.get("model") else ""
-            print(out.dim(f"→ {payload['provider']}{model}"), file=sys.stderr, flush=True)
+            rule = f" — {payload['rule']}" if payload.get("rule") else ""
+            print(out.dim(f"→ {payload['provider']}{model}{rule}"), file=sys.stderr, flush=True)
         elif kind == "fallback":
             print(out.bad(f"✗ {payload['error'] and payload['provider'] + ': ' + payload['error']}"), file=sys.stderr, flush=True)
         elif kind == "result":
@@ -427,6 +445,15 @@ def _stream_answer(c: Client, params: dict[str, Any], out: Output) -> dict[str, 
 
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    if args.prompt_opt is not None:
+        if args.model is not None:
+            out.error("usage", "--prompt and two arguments: give the prompt once, and the model as the argument or -m")
+            return EXIT_USAGE
+        # `run --prompt TEXT MODEL`: the one argument is the model.
+        args.prompt, args.model = args.prompt_opt, args.prompt
+    if args.model_opt is not None and args.model is not None and args.model_opt != args.model:
+        out.error("usage", f"two models: {args.model!r} and -m {args.model_opt!r}; give one")
+        return EXIT_USAGE
     args.model = args.model_opt or args.model
     prompt = _read_prompt(args.prompt)
     params = _infer_params(args, prompt=prompt)
@@ -491,6 +518,8 @@ def cmd_embed(args: argparse.Namespace, out: Output) -> int:
     params: dict[str, Any] = {"texts": texts, "provider": args.provider}
     if args.model:
         params["model"] = args.model
+    if env := _request_env():
+        params["env"] = env
     with _client(args) as c:
         result = c.call("embed", params)
     if out.json or args.output == "json":
@@ -503,18 +532,51 @@ def cmd_embed(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _size(n: object) -> str:
+    if not isinstance(n, int):
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _count(n: object, fallback: object) -> str:
+    if isinstance(n, int) and n > 0:
+        for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+            if n >= scale:
+                return f"{n / scale:.2f}".rstrip("0").rstrip(".") + unit
+        return str(n)
+    return str(fallback) if fallback else "-"
+
+
+def models_table(models: list[dict[str, Any]]) -> list[str]:
+    """The models as aligned lines: provider, name, size, modified/created date, parameters, quantization."""
+    rows = [("PROVIDER", "MODEL", "SIZE", "MODIFIED", "PARAMS", "QUANT")]
+    for m in models:
+        d = m.get("detail") or {}
+        date = str(d.get("modified_at") or d.get("created_at") or "-")[:10]
+        rows.append((m["provider"], m["name"], _size(d.get("size")), date,
+                     _count(d.get("parameter_count"), d.get("parameter_size")), str(d.get("quantization") or "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def cmd_models(args: argparse.Namespace, out: Output) -> int:
+    params: dict[str, Any] = {"provider": args.provider} if args.provider else {}
+    if env := _request_env():
+        params["env"] = env
     with _client(args) as c:
-        result = c.call("models.list", {"provider": args.provider} if args.provider else None)
-    if out.json:
+        result = c.call("models.list", params or None)
+    if out.json or args.format == "json":
         out.emit_json(result)
         return EXIT_OK
-    for m in result["models"]:
-        print(f"{m['provider']:<12} {m['name']}")
+    if result["models"]:
+        print("\n".join(models_table(result["models"])))
     for provider, error in result["errors"].items():
-        print(out.bad(f"{provider:<12} {error}"), file=sys.stderr)
+        print(out.bad(f"{provider}: {error}"), file=sys.stderr)
     if not result["models"] and not result["errors"]:
-        print("no models found")
+        print("no models found: pull one (`ollama pull llama3.2`) or set an API key (`takod key set ANTHROPIC_API_KEY`)")
     return EXIT_OK
 
 
@@ -624,42 +686,62 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     oh.add_argument("value", metavar="URL")
     om = ol_sub.add_parser("model", parents=[common], help="Ollama model, e.g. llama3.2 (empty: OLLAMA_MODEL or first listed)")
     om.add_argument("value", metavar="NAME")
-    add("settings", cmd_settings, "show this workspace's inference settings")
+    st = add("settings", cmd_settings, "show this workspace's inference settings; `takod settings set FIELD VALUE` sets one")
+    st_sub = st.add_subparsers(dest="settings_command", metavar="ACTION")
+    ss = st_sub.add_parser("set", parents=[common], help="set one setting (Takobot reads the same file)")
+    ss.add_argument("field", choices=list(SETTINGS_FIELDS),
+                    help="type1_model / type2_model: the model pi runs with for Takobot's fast / deep lane (`auto`: pi's own)")
+    ss.add_argument("value")
 
     def infer_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--system", help="system prompt")
-        p.add_argument("--provider", help="only this provider (pi, ollama, codex, claude, gemini, anthropic, openai, ...)")
-        p.add_argument("--temperature", type=float)
-        p.add_argument("--format", choices=["text", "json"], default="text")
+        p.add_argument("-s", "--system", help="system prompt")
+        p.add_argument("--provider", "--backend", dest="provider", metavar="NAME",
+                       help="only this provider (pi, ollama, codex, claude, gemini, anthropic, openai, ...); "
+                            "--backend is the Inference skill's name for it")
+        p.add_argument("-t", "--temperature", type=float, metavar="T",
+                       help="sampling temperature, 0.0 (focused) to 1.0 (creative); default: the model's")
+        p.add_argument("--format", choices=["text", "json"], default="text",
+                       help="json: ask the model for a JSON answer (Ollama and the APIs enforce it); default text")
         p.add_argument("--thinking", help="thinking level: off, minimal, low, medium, high, xhigh")
-        p.add_argument("--timeout", type=float, help="seconds per provider attempt (default 180)")
+        p.add_argument("--timeout", type=float, help="seconds per provider attempt (default: OLLAMA_TIMEOUT / "
+                       "ANTHROPIC_TIMEOUT for those, else 180)")
         p.add_argument("--local", action="store_true", help="never send the prompt off this machine (Ollama on loopback)")
+        p.add_argument("--lane", choices=["type1", "type2"],
+                       help="Takobot's model lane: type1 (fast, the default) or type2 (deep); without a model, pi "
+                       "uses the lane's model from the settings (`takod settings set type2_model MODEL`)")
 
     r = add("run", cmd_run, "run a prompt on the first ready provider, streaming the answer (route on stderr)")
     r.add_argument("prompt", nargs="?", help="the prompt; - or omitted: read stdin")
     r.add_argument("model", nargs="?", help="model (implies a provider: claude-* anthropic, llama3.2 ollama, provider/model pi)")
-    r.add_argument("--model", dest="model_opt", help=argparse.SUPPRESS)
+    r.add_argument("--prompt", dest="prompt_opt", metavar="TEXT", help="the prompt (instead of the first argument)")
+    r.add_argument("-m", "--model", dest="model_opt", metavar="MODEL",
+                   help="model (instead of the second argument); implies a provider as above")
     r.add_argument("--no-stream", action="store_true", help="print the answer when complete")
     infer_options(r)
     ch = add("chat", cmd_chat, "multi-turn chat (/exit, /clear, /model, /help)")
-    ch.add_argument("--model")
+    ch.add_argument("-m", "--model", metavar="MODEL",
+                    help="model (implies a provider: claude-* anthropic, llama3.2 ollama); default: OLLAMA_CHAT_MODEL "
+                         "for Ollama, else each provider's own")
     infer_options(ch)
     em = add("embed", cmd_embed, "embed texts (never falls back to another model)")
     em.add_argument("--text", action="append", help="a text to embed (repeatable; default: stdin)")
-    em.add_argument("--model")
-    em.add_argument("--provider", choices=["ollama", "openai"], default="ollama")
-    em.add_argument("--output", choices=["json", "array", "length"], default="array")
-    mo = add("models", cmd_models, "list the models each provider offers")
-    mo.add_argument("--provider")
+    em.add_argument("-m", "--model", metavar="MODEL",
+                    help="embedding model (default: OLLAMA_EMBED_MODEL or nomic-embed-text; openai: text-embedding-3-small)")
+    em.add_argument("--provider", "--backend", dest="provider", choices=["ollama", "openai"], default="ollama",
+                    help="who computes the vectors (default ollama)")
+    em.add_argument("--output", choices=["json", "array", "length"], default="array",
+                    help="array: one JSON vector per line (default); json: the whole result; length: the dimensions")
+    mo = add("models", cmd_models, "list the models each provider offers: size, date, parameters, quantization")
+    mo.add_argument("--provider", "--backend", dest="provider", metavar="NAME",
+                    help="only this provider (ollama, anthropic, openai, openrouter, groq, ...)")
+    mo.add_argument("--format", choices=["table", "json"], default="table",
+                    help="table (default) or json (same as --json)")
     add("health", cmd_health, "exit 0 if some provider is ready, 4 if none (silent unless --json)")
     add("probe", cmd_probe, "re-detect CLIs, re-read credentials and re-probe Ollama now, then show status")
     add("paths", cmd_paths, "show the socket, lock, state and log paths takod uses")
     add("stop", cmd_stop, "stop the running daemon (never starts one)")
     w = add("watch", cmd_watch, "print events (status, auth, daemon, login) as they happen")
-    if only in (None, "watch"):  # the schema module's Structs cost every other command's start
-        from .schema import TOPICS
-
-        w.add_argument("--topic", action="append", choices=TOPICS, help="only this topic (repeatable)")
+    w.add_argument("--topic", action="append", choices=TOPICS, help="only this topic (repeatable)")
     # Commands with modules of their own (subprocess, threading, ...): imported only
     # when one of them runs, or for the full parser.
     for module, names in (("cli_login", ("login",)), ("cli_service", ("service",)), ("cli_doctor", ("doctor",)),

@@ -27,10 +27,15 @@ def provider_rows(providers: list[dict[str, Any]], *, ok: Paint = _plain, bad: P
         line = f"  {p['name']:<{name_w}}  {(ok if p['ready'] else bad)(level)}"
         tail = ""
         if not p["ready"] and p.get("reason"):
-            tail = p["reason"] + (dim(f" — {p['hint']}") if p.get("hint") else "")
+            # An untrusted workspace's reason is explained once, above the table.
+            hint = p.get("hint") if p["reason"] != "untrusted-workspace" else None
+            tail = p["reason"] + (dim(f" — {hint}") if hint else "")
         elif p.get("hint"):  # ready, but something still needs a fix
             tail = dim(p["hint"])
         rows.append(line + (pad + "  " + tail if tail else ""))
+        auth_file = (p.get("detail") or {}).get("auth_file") if p["name"] == "pi" else None
+        if auth_file:  # which credential file a pi run uses
+            rows.append(dim(f"  {'':<{name_w}}  runs with {auth_file}"))
     return rows
 
 

@@ -5,7 +5,10 @@
         for method, params in c.notifications(timeout=5): ...
 
 If nothing listens and ``TAKOD_NO_SPAWN`` is unset, the client starts the
-daemon itself (see :mod:`takod.autostart`). Standard library and msgspec only.
+daemon itself (see :mod:`takod.autostart`). Before it sends a byte it checks
+that the daemon is its user's own: the socket's directory is ours and 0700,
+and the process listening is our uid (:class:`UntrustedSocket` otherwise).
+Standard library and msgspec only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import Any, Iterator, TypeVar
 import msgspec
 
 from . import __version__
+from .paths import check_private_dir, socket_is_explicit
 from .paths import socket_path as default_socket_path
+from .peercred import peer_of
 from .protocol import (
     CANCEL_METHOD,
     STREAM_METHOD,
@@ -49,6 +54,11 @@ class TakodError(Exception):
 
 class ConnectError(TakodError):
     """The daemon could not be reached."""
+
+
+class UntrustedSocket(ConnectError):
+    """The socket's directory or the process listening on it is not this user's;
+    nothing was sent to it (the message names the path and the owner)."""
 
 
 class DaemonStartError(ConnectError):
@@ -97,6 +107,9 @@ class Client:
         name: str = f"takod-python/{__version__}",
     ):
         self.socket_path = Path(socket_path) if socket_path else default_socket_path()
+        # A path someone named (argument, --socket, TAKOD_SOCKET) must already have its
+        # directory: a typo must not start a second daemon beside the real one.
+        self.explicit_socket = bool(socket_path) or socket_is_explicit()
         self.spawn = _spawn_allowed() if spawn is None else spawn
         self.timeout = timeout
         self.workspace = str(workspace) if workspace else None
@@ -115,8 +128,9 @@ class Client:
         """Connect (starting the daemon if allowed and needed) and say hello."""
         if self._sock is not None:
             return self
+        self._check_directory()
         try:
-            self._sock = self._connect_once()
+            sock = self._connect_once()
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED):
                 raise ConnectError(f"cannot connect to takod at {self.socket_path}: {exc.strerror}") from None
@@ -134,12 +148,51 @@ class Client:
             except StartFailed as start:
                 raise DaemonStartError(str(start)) from None
             self.started_daemon = True
-            self._sock = self._connect_with_backoff()
+            self._check_directory()
+            sock = self._connect_with_backoff()
+        self._sock = self._own_daemon(sock)
         # Pipelined: the hello answer is read together with the first call's.
         self._hello_id = self._send_request(
             "hello", {"client": self.name, **({"workspace": self.workspace} if self.workspace else {})}
         )
         return self
+
+    def _check_directory(self) -> None:
+        """Refuse a socket directory that is not ours and private (tmux's rule), and a
+        named socket whose directory does not exist. A missing default directory is
+        fine: the daemon we start creates it."""
+        directory = self.socket_path.parent
+        if not os.path.lexists(directory):
+            if self.explicit_socket:
+                raise ConnectError(
+                    f"takod is not running at {self.socket_path}: its directory {directory} does not exist."
+                    " Check --socket / TAKOD_SOCKET (takod never creates a directory you name and never starts"
+                    f" a second daemon there); to use this path, create it first: mkdir -m 700 '{directory}'"
+                )
+            return
+        problem = check_private_dir(directory)
+        if problem is not None:
+            raise UntrustedSocket(
+                f"refusing to talk to takod at {self.socket_path}: socket directory {problem}; nothing was sent"
+            )
+
+    def _own_daemon(self, sock: socket.socket) -> socket.socket:
+        """``sock`` if the process listening on it runs as our uid; else close it and refuse."""
+        try:
+            uid = peer_of(sock).uid
+        except OSError as exc:
+            sock.close()
+            raise UntrustedSocket(
+                f"refusing to talk to takod at {self.socket_path}: cannot tell who listens there ({exc}); nothing was sent"
+            ) from None
+        if uid != os.getuid():
+            sock.close()
+            raise UntrustedSocket(
+                f"refusing to talk to takod at {self.socket_path}: the process listening there runs as uid {uid},"
+                f" not as you (uid {os.getuid()}), so it is not your takod; nothing was sent."
+                " Set TAKOD_SOCKET (or XDG_RUNTIME_DIR) to a path in a private directory of your own"
+            )
+        return sock
 
     def _connect_once(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

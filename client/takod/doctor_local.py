@@ -107,7 +107,11 @@ def check_private_dir(check_id: str, what: str, facts: PathFacts, uid: int) -> D
                            fix=f"move it aside: mv '{path}' '{path}.bad'; takod recreates it 0700")
     owner = _owner_problem(facts, uid)
     if owner:
-        return DoctorCheck(check_id, "fail", f"{what} {path} {owner}", fix=f"sudo chown {uid} '{path}'")
+        # Never "chown it": a directory another user made stays theirs to meddle with.
+        setting = "TAKOD_STATE_DIR" if check_id == "state-dir" else "TAKOD_SOCKET"
+        return DoctorCheck(check_id, "fail", f"{what} {path} {owner}; takod will not use it",
+                           fix=f"set {setting} to a path in a private directory of your own; do not chown it"
+                               f" (if you made it yourself as root, remove it: sudo rm -r '{path}')")
     if facts.mode & 0o077:
         return DoctorCheck(check_id, "fail", f"{what} {path} has mode {facts.mode:04o}, must be 0700",
                            detail="other users could reach the socket or read takod's state",

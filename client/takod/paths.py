@@ -127,20 +127,27 @@ class DirProblem:
         return f"{self.path}: {self.reason}; fix: {self.fix}"
 
 
-def check_private_dir(path: Path) -> DirProblem | None:
-    """None if ``path`` is a real directory, owned by us, with no group/other bits."""
+def check_private_dir(path: Path, setting: str = "TAKOD_SOCKET") -> DirProblem | None:
+    """None if ``path`` is a real directory (not a symlink), owned by us, with no
+    group/other bits: tmux's rule for its socket directory. ``setting`` is the
+    variable that points takod at another directory, named in the fix."""
     try:
         st = path.lstat()
     except FileNotFoundError:
         return DirProblem(path, "does not exist", f"mkdir -m 700 -p '{path}'")
+    if st.st_uid != os.getuid():
+        # Someone else made it: taking it over (chown) would hand us a directory
+        # its maker can still meddle with, so the fix is never chown.
+        return DirProblem(
+            path,
+            f"is owned by uid {st.st_uid}, not {os.getuid()} (another user made it; takod will not use it)",
+            f"set {setting} to a path in a private directory of your own; do not chown it"
+            f" (if you made it yourself as root, remove it: sudo rm -r '{path}')",
+        )
     if stat.S_ISLNK(st.st_mode):
         return DirProblem(path, "is a symlink", f"rm '{path}' && mkdir -m 700 '{path}'")
     if not stat.S_ISDIR(st.st_mode):
         return DirProblem(path, "is not a directory", f"rm '{path}' && mkdir -m 700 '{path}'")
-    if st.st_uid != os.getuid():
-        return DirProblem(
-            path, f"is owned by uid {st.st_uid}, not {os.getuid()}", f"sudo chown {os.getuid()} '{path}'"
-        )
     if st.st_mode & 0o077:
         return DirProblem(
             path, f"has mode {stat.S_IMODE(st.st_mode):04o}, must be 0700", f"chmod 700 '{path}'"
@@ -148,12 +155,31 @@ def check_private_dir(path: Path) -> DirProblem | None:
     return None
 
 
-def ensure_private_dir(path: Path) -> DirProblem | None:
-    """Create ``path`` (and parents) 0700 if missing; never loosen or fix an existing one."""
+def ensure_private_dir(path: Path, setting: str = "TAKOD_SOCKET") -> DirProblem | None:
+    """Create ``path`` 0700 if missing (its parents as needed); never loosen, fix or
+    take over an existing one. The last step is tmux's: mkdir (which fails if
+    anything is there, a squatter's directory or symlink included), fchmod what we
+    made through a descriptor that cannot follow a link, then check it with lstat."""
     if not os.path.lexists(path):
         try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass  # made meanwhile, by us or by someone else: the check below decides
         except OSError as exc:
             return DirProblem(path, f"cannot be created ({exc.strerror})", f"mkdir -m 700 -p '{path}'")
-    return check_private_dir(path)
+        else:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                try:
+                    os.fchmod(fd, 0o700)  # mkdir's mode is filtered by the umask
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass  # replaced already: the check below refuses it
+    return check_private_dir(path, setting)
+
+
+def socket_is_explicit() -> bool:
+    """Whether the socket path comes from ``$TAKOD_SOCKET`` rather than a default location."""
+    return bool(os.environ.get("TAKOD_SOCKET"))

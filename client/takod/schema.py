@@ -9,12 +9,51 @@ Standard library and msgspec only: the CLI loads it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 PROVIDERS = ("pi", "ollama", "codex", "claude", "gemini")
+# takod's own direct HTTP backends, after the CLIs in priority order (one key variable each).
+API_PROVIDERS = ("anthropic", "openai", "openrouter", "groq", "xai", "mistral", "deepseek", "cerebras")
+# Every provider's reason in a workspace that is not the user's own (docs/security.md).
+UNTRUSTED_WORKSPACE = "untrusted-workspace"
 TOPICS = ("status", "auth", "daemon", "login")
+
+# Linux's PATH_MAX and NAME_MAX (macOS: 1024 and 255): longer paths can never be opened.
+PATH_MAX_BYTES = 4095
+NAME_MAX_BYTES = 255
+
+
+def workspace_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a workspace root; None when it can be.
+
+    A path the operating system could never open (relative, with a NUL byte,
+    not encodable, over PATH_MAX or with a component over NAME_MAX) is a bad
+    request, answered before anything uses it.
+    """
+    if not path.startswith("/"):
+        return "workspace must be an absolute path"
+    if "\x00" in path:
+        return "workspace must not contain a NUL byte"
+    try:
+        data = path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "workspace is not valid UTF-8"
+    if len(data) > PATH_MAX_BYTES:
+        return f"workspace is longer than {PATH_MAX_BYTES} bytes"
+    if any(len(part) > NAME_MAX_BYTES for part in data.split(b"/")):
+        return f"workspace has a path component longer than {NAME_MAX_BYTES} bytes"
+    return None
+
+
+# An environment as a process could have one (names without "=" or NUL, values
+# without NUL): anything else could never reach a provider's process.
+EnvName = Annotated[str, msgspec.Meta(min_length=1, max_length=1024, pattern=r"^[^=\x00]+$")]
+EnvValue = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$")]
+Environment = dict[EnvName, EnvValue]
+# A one-line name (model, provider, thinking level) that may end up on a provider's command line.
+Word = Annotated[str, msgspec.Meta(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -56,7 +95,7 @@ class PingParams(Params):
 
 class StatusParams(Params):
     workspace: str | None = None
-    env: dict[str, str] | None = None  # the client's environment: its API keys count too
+    env: Environment | None = None  # the client's environment: its API keys count too
 
 
 class ProviderStatus(Result):
@@ -65,7 +104,7 @@ class ProviderStatus(Result):
     name: str
     ready: bool
     level: str  # not-installed | installed | credentials | reachable | ready | unknown
-    reason: str | None  # stable reason code, None when ready
+    reason: str | None  # stable reason code (docs/readiness.md), e.g. untrusted-workspace; None when ready
     hint: str | None  # one-line fix
     detail: dict[str, object] = msgspec.field(default_factory=dict)
 
@@ -138,8 +177,11 @@ class GrantInfo(Result):
     refresh_at: float | None  # next scheduled refresh; None when a login is needed
     last_refresh: float | None
     last_error: str | None
-    state: str  # scheduled | refreshing | retrying | needs-login
+    state: str  # scheduled | refreshing | retrying | backing-off | needs-login
     guidance: str | None  # what to do when a login is needed
+    # backing-off: why the next refresh (refresh_at) waits: refreshed_recently,
+    # refresh_budget_spent (the per-grant request budget, docs/refresh.md)
+    wait_reason: str | None = None
 
 
 class AuthResult(Result):
@@ -151,7 +193,7 @@ class AuthResult(Result):
 
 
 class AuthRefreshParams(Params):
-    provider: str | None = None  # a takod provider (pi, codex) or a pi provider id; None: every grant
+    provider: Word | None = None  # a takod provider (pi, codex) or a pi provider id; None: every grant
     workspace: str | None = None
 
 
@@ -251,24 +293,36 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
     content: str
 
 
+# The Inference skill's configuration variables: the CLI sends the ones set in its
+# environment with each prompt, and they win over the daemon's (docs/inference.md).
+INFERENCE_ENV_VARS = (
+    "INFERENCE_ENABLE_ROUTING", "OLLAMA_ENABLE_ROUTING", "INFERENCE_DEFAULT_BACKEND",
+    "OLLAMA_BASE_URL", "OLLAMA_HOST", "OLLAMA_MODEL", "OLLAMA_TIMEOUT", "OLLAMA_DEFAULT_MODEL",
+    "OLLAMA_CHAT_MODEL", "OLLAMA_CODE_MODEL", "OLLAMA_EMBED_MODEL", "ANTHROPIC_DEFAULT_MODEL", "ANTHROPIC_TIMEOUT",
+)
+
+
 class InferParams(Params):
     """A prompt. Give ``prompt`` (one user turn) or ``messages`` (a conversation)."""
 
     prompt: str | None = None
     messages: list[MessageIn] | None = None
     system: str | None = None
-    model: str | None = None  # implies a backend: claude-* anthropic, llama3.2 ollama, provider/model pi
-    provider: str | None = None  # pi, ollama, codex, claude, gemini, or an API backend (anthropic, openai, ...)
+    model: Word | None = None  # implies a backend: claude-* anthropic, llama3.2 ollama, provider/model pi
+    provider: Word | None = None  # pi, ollama, codex, claude, gemini, or an API backend (anthropic, openai, ...)
     temperature: float | None = None
     format: Literal["text", "json"] = "text"
-    thinking: str | None = None
+    thinking: Word | None = None
     max_tokens: int | None = None
     stream: bool | Literal["async"] = False  # True: chunks, then the answer; "async": a stream id at once
     deliver: Literal["notify", "autocmd"] = "notify"  # how async chunks reach a stock Neovim
-    timeout: float = 180.0  # per provider attempt
+    timeout: float | None = None  # per provider attempt; nil: OLLAMA_TIMEOUT / ANTHROPIC_TIMEOUT, else 180
     local_only: bool = False  # never send the prompt off this machine
-    env: dict[str, str] | None = None  # extra environment for the provider (e.g. a client's own key)
+    env: Environment | None = None  # extra environment for the provider (e.g. a client's own key)
     workspace: str | None = None
+    # Takobot's model lanes: type1 (fast: chat) or type2 (deep: reasoning, summaries).
+    # Without a model, pi runs with the lane's model from the settings (type1_model / type2_model).
+    lane: Literal["type1", "type2"] = "type1"
 
 
 class RouteStep(Result):
@@ -278,6 +332,7 @@ class RouteStep(Result):
     model: str | None
     elapsed_ms: float | None
     first_token_ms: float | None
+    rule: str | None = None  # the routing rule that put this provider here, e.g. "kept local: ..."
 
 
 class InferResult(Result):
@@ -298,8 +353,9 @@ class InferStarted(Result):
 
 class EmbedParams(Params):
     texts: list[str]
-    model: str | None = None  # default: nomic-embed-text (ollama), text-embedding-3-small (openai)
+    model: Word | None = None  # default: OLLAMA_EMBED_MODEL or nomic-embed-text (ollama), text-embedding-3-small (openai)
     provider: Literal["ollama", "openai"] = "ollama"
+    env: Environment | None = None  # the client's keys and INFERENCE_ENV_VARS, as for infer
     workspace: str | None = None
 
 
@@ -311,7 +367,8 @@ class EmbedResult(Result):
 
 
 class ModelsParams(Params):
-    provider: str | None = None  # one provider, or all
+    provider: Word | None = None  # one provider, or all
+    env: Environment | None = None  # the client's keys and INFERENCE_ENV_VARS, as for infer
     workspace: str | None = None
 
 
@@ -374,7 +431,7 @@ class ShutdownResult(Result):
 
 
 class LoginStartParams(Params):
-    provider: str  # openai-codex|codex, anthropic|claude, or an API-key provider (openai, gemini, ...) / key name
+    provider: Word  # openai-codex|codex, anthropic|claude, or an API-key provider (openai, gemini, ...) / key name
     workspace: str | None = None  # where OAuth credentials go (<ws>/.tako/pi/agent/auth.json)
     timeout: float | None = None  # seconds before the login gives up (default 900)
 

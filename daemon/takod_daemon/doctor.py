@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
+
 from takod.doctor_local import LocalFacts, PathFacts, local_checks
-from takod.schema import DoctorCheck, GrantInfo, ProviderStatus
+from takod.schema import API_PROVIDERS, DoctorCheck, GrantInfo, ProviderStatus
 
 from .keystore import StoreStatus
 from .providers.detect import satisfies
@@ -50,6 +53,40 @@ class ErrorRecord:
     error: str
 
 
+# Takobot's error.log record (takobot 0.1.88 `_append_inference_error_log`): a header
+# line, `command:` (holds the prompt's head: never shown), `detail:`, optional
+# `timeout_s:`, `stdout_tail:` / `stderr_tail:` followed by the output, a blank line.
+TAKOBOT_HEADER_RE = re.compile(
+    r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?) provider=(?P<provider>\S+) phase=\S+\s*$"
+)
+_TAKOBOT_ERROR_CHARS = 2000  # of its detail and output tails: enough for any signal
+
+
+def takobot_error_record(lines: list[str]) -> ErrorRecord | None:
+    """One of Takobot's plain-text error.log records as an :class:`ErrorRecord`
+    (not masked yet); None when ``lines`` do not start with its header."""
+    head = TAKOBOT_HEADER_RE.match(lines[0]) if lines else None
+    if head is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(head["ts"].replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    detail, output, in_output = "", [], False
+    for line in lines[1:]:
+        if line.startswith("detail: ") and not in_output:
+            detail = line[len("detail: "):]
+        elif line in ("stdout_tail:", "stderr_tail:"):
+            in_output = True
+        elif in_output:
+            output.append(line)
+    text = " ".join(" ".join([detail, *output]).split())[:_TAKOBOT_ERROR_CHARS]
+    kind = "auth" if _REAUTH_RE.search(text) else "failed"
+    return ErrorRecord(ts.timestamp(), head["provider"], kind, text)
+
+
 @dataclass(frozen=True)
 class DoctorFacts:
     """Everything the checks read, gathered by the doctor method."""
@@ -65,6 +102,9 @@ class DoctorFacts:
     node_version: str | None = None
     node_range: str = ">=20.6.0"  # what the installed pi (or the pinned one) asks for
     npm_path: str | None = None
+    # What --fix would install as a workspace Node (node_runtime), or why it cannot.
+    node_installable: str | None = None
+    node_unavailable: str | None = None
     pi_runtime_path: str = ""
     pi_runtime_version: str | None = None  # None: not installed
     pi_on_path: str | None = None
@@ -86,6 +126,9 @@ class DoctorFacts:
     errors: list[ErrorRecord] = field(default_factory=list)
     error_log: str = ""
     error_log_problem: str | None = None
+    # Why the workspace is not the user's own, and the next step (trust.py); None when it is.
+    untrusted: str | None = None
+    untrusted_hint: str | None = None
     settings_path: str = ""
     settings_problem: str | None = None  # the workspace settings file cannot be parsed
 
@@ -122,6 +165,8 @@ def check_provider(status: ProviderStatus, tako_workspace: bool) -> DoctorCheck:
     fixable = reason == "not-probed" or (status.name == "pi" and tako_workspace and reason in _RUNTIME_REASONS)
     if reason == "not-installed" and not fixable:
         return _check(cid, "ok", f"{status.name} is not installed (optional)", fix=status.hint)
+    if status.name in API_PROVIDERS and reason == "no-credentials":
+        return _check(cid, "ok", f"{status.name} API has no key (optional)", fix=status.hint)
     return _check(cid, "warn", f"{status.name} is not ready: {reason}", fix=status.hint, fixable=fixable,
                   detail=", ".join(str(p) for p in status.detail.get("problems", []) or []) or None)  # type: ignore[union-attr]
 
@@ -134,10 +179,18 @@ def check_providers(providers: list[ProviderStatus], selected: str | None) -> Do
     return _check("providers", "ok", f"{len(ready)} ready ({', '.join(ready)}); prompts go to {selected}")
 
 
+def _node_fix(f: DoctorFacts, otherwise: str) -> dict[str, object]:
+    """The fix for a missing or too old Node: --fix installs a workspace one where it can."""
+    if f.node_installable:
+        return {"fix": f"`takod doctor --fix` installs {f.node_installable} into this workspace "
+                       "(.tako/nvm, from the npm registry, sha512 verified), then the workspace pi", "fixable": True}
+    return {"fix": f.node_unavailable or otherwise}
+
+
 def check_node(f: DoctorFacts) -> DoctorCheck:
     if f.node_path is None:
         return _check("node", "warn", f"no Node.js found; pi needs Node {f.node_range}",
-                      fix="install Node.js (with npm) from your package manager or nodejs.org")
+                      **_node_fix(f, "install Node.js (with npm) from your package manager or nodejs.org"))
     if f.node_version is None:
         return _check("node", "warn", f"{f.node_path} --version failed", fix="reinstall Node.js")
     try:
@@ -146,8 +199,11 @@ def check_node(f: DoctorFacts) -> DoctorCheck:
         good = True  # a range we cannot read is pi's business; detection reports it
     if not good:
         return _check("node", "warn", f"Node {f.node_version} ({f.node_path}) is too old; pi needs {f.node_range}",
-                      fix="install a newer Node.js")
+                      **_node_fix(f, "install a newer Node.js"))
     npm = f"npm {f.npm_path}" if f.npm_path else "no npm (the workspace pi runtime cannot be installed)"
+    if f.npm_path is None and f.node_installable:
+        return _check("node", "warn", f"Node {f.node_version} ({f.node_path}) has no npm to install pi with",
+                      **_node_fix(f, ""))
     return _check("node", "ok", f"Node {f.node_version} ({f.node_path}) satisfies pi's {f.node_range}", detail=npm)
 
 
@@ -159,9 +215,13 @@ def check_pi_runtime(f: DoctorFacts) -> DoctorCheck:
     if f.pi_on_path:
         return _check("pi-runtime", "ok", f"no workspace pi runtime; pi from PATH is used ({f.pi_on_path})",
                       fix=f"`takod doctor --fix` would not replace it; install {f.pi_package} yourself to pin it")
+    if f.npm_path is None and f.node_installable:
+        return _check("pi-runtime", "warn", "no workspace pi runtime, and no npm to install one",
+                      fix=f"`takod doctor --fix` installs {f.node_installable} first, then {f.pi_package}",
+                      fixable=True)
     if f.npm_path is None:
         return _check("pi-runtime", "warn", "no workspace pi runtime, and no npm to install one",
-                      fix="install Node.js with npm, then `takod doctor --fix`")
+                      fix=f.node_unavailable or "install Node.js with npm, then `takod doctor --fix`")
     return _check("pi-runtime", "warn", f"no workspace pi runtime at {f.pi_runtime_path}",
                   fix=f"`takod doctor --fix` installs {f.pi_package} there (npm, cache in .tako/npm-cache)",
                   fixable=True)
@@ -357,9 +417,21 @@ def check_error_log(f: DoctorFacts) -> DoctorCheck:
                   detail="; ".join(lines) + f" ({f.error_log})", fix="; ".join(fixes))
 
 
+# Checks whose repair writes into the workspace (or runs its npm): never in one that is not the user's own.
+WORKSPACE_REPAIRS = ("node", "pi-runtime", "pi-auth", "provider:pi")
+
+
+def check_workspace_trust(f: DoctorFacts) -> DoctorCheck:
+    if f.untrusted is None:
+        return _check("workspace-trust", "ok", f"{f.workspace} is yours")
+    return _check("workspace-trust", "fail", f"{f.workspace} is not yours: takod only reads it",
+                  detail=f.untrusted, fix=f.untrusted_hint)
+
+
 def run_checks(f: DoctorFacts, *, daemon_up: bool = True) -> list[DoctorCheck]:
     """Every check, in report order."""
     checks = local_checks(f.local, daemon_up=daemon_up)
+    checks.append(check_workspace_trust(f))
     checks.append(check_keyring(f.key_store))
     checks += [check_provider(p, f.tako_workspace) for p in f.providers]
     checks.append(check_providers(f.providers, f.selected))
@@ -375,4 +447,6 @@ def run_checks(f: DoctorFacts, *, daemon_up: bool = True) -> list[DoctorCheck]:
         check_logins(f.grants),
         check_error_log(f),
     ]
+    if f.untrusted is not None:
+        checks = [msgspec.structs.replace(c, fixable=False) if c.id in WORKSPACE_REPAIRS else c for c in checks]
     return checks

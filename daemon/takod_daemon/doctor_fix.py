@@ -28,7 +28,7 @@ from anyio.streams.text import TextReceiveStream
 from takod.doctor_local import chmod_own
 
 from .credentials import pi_auth
-from .credentials.files import atomic_write, read_bytes
+from .credentials.files import atomic_write, read_bytes, write_target
 from .credentials.pi_lock import pi_lock
 from .inference.subprocess_run import prepend_path, stop_group
 from .providers.detect import read_manifest, workspace_pi_path
@@ -64,9 +64,10 @@ def ensure_workspace_auth(workspace: Path, env: Mapping[str, str], home: Path) -
         with pi_lock(target, timeout=LOCK_TIMEOUT_S) as held:
             if read_bytes(target) is None:  # pi or a login may have written it meanwhile
                 held.ensure_held()
-                atomic_write(target, b"{}", 0o600)
+                atomic_write(target, b"{}", 0o600, kind=pi_auth.PI_AUTH_KIND)
                 return f"created {target} ({{}}, mode 0600)"
-    return chmod_own(os.path.realpath(target), 0o600)
+    # Through a link only to the user's own pi auth.json (never chmod a planted link's target).
+    return chmod_own(str(write_target(target, pi_auth.PI_AUTH_KIND)), 0o600)
 
 
 async def install_pi_runtime(

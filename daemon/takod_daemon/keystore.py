@@ -359,7 +359,7 @@ class _Files:
         raw = read_bytes(self.keys_path)
         if raw is None:
             return {}
-        if raw.mode & 0o077:
+        if raw.mode & 0o077 and not self.keys_path.is_symlink():  # never chmod a link's target
             os.chmod(self.keys_path, 0o600)
             log.warning("keystore.file_mode_fixed", path=str(self.keys_path), mode=oct(raw.mode))
         return cast(_KeyFile, decode_json(raw, _KeyFile)).keys

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from .credentials.files import open_private_append
 from .redact import redact_text, redact_value
 
 MAX_LOG_BYTES = 10 * 1024 * 1024
@@ -31,8 +32,8 @@ class RotatingFileLogger:
         self._file = self._open()
 
     def _open(self) -> TextIO:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        # Never through a symlink or into a hard-linked file (raises FileProblem).
+        return os.fdopen(open_private_append(self.path), "a", encoding="utf-8", buffering=1)
 
     def write(self, message: str) -> None:
         with self._lock:

@@ -72,6 +72,25 @@ def _no_core_dumps() -> None:
             pass
 
 
+def _private_tmpdir(state: Path) -> str | None:
+    """Scratch files (prompts for the CLIs) and the CLIs' own temp files go to
+    ``$TMPDIR``; when that is not the user's own (trust.py: someone else could
+    rename what we make there and read what we write), use ``<state>/tmp``.
+    Returns why, or None when ``$TMPDIR`` is fine."""
+    import tempfile
+
+    from .trust import check_path
+
+    problem = check_path(tempfile.gettempdir())
+    if problem is None:
+        return None
+    fallback = state / "tmp"
+    if ensure_private_dir(fallback) is None:  # the state dir is ours: this fails only on a full disk
+        os.environ["TMPDIR"] = str(fallback)
+        tempfile.tempdir = str(fallback)
+    return f"{problem.path} {problem.why}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     ready = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
@@ -97,17 +116,28 @@ def main(argv: list[str] | None = None) -> int:
     _no_core_dumps()
     sock = args.socket or socket_path()
     state = state_dir()
-    problem = ensure_private_dir(state)
+    problem = ensure_private_dir(state, "TAKOD_STATE_DIR")
     if problem is not None:
         tell(f"error: refusing to start: state directory {problem}", errno.EPERM)
         return EXIT_UNSAFE
 
     from . import logs
+    from .credentials.files import FileProblem
     from .daemon import SupervisorConflict, run_daemon
     from .instance import AlreadyRunning, UnsafeDirectory
     from .server import SocketInUse
 
-    logs.configure(_log_mode(args.log), state, args.log_level)
+    try:
+        logs.configure(_log_mode(args.log), state, args.log_level)
+    except FileProblem as exc:
+        tell(f"error: refusing to start: {exc}")
+        return EXIT_UNSAFE
+    unsafe_tmp = _private_tmpdir(state)
+    if unsafe_tmp is not None:
+        import structlog
+
+        structlog.get_logger("takod.main").warning("TMPDIR is not yours", problem=unsafe_tmp,
+                                                   using=os.environ.get("TMPDIR"))
     try:
         run_daemon(sock, state, on_ready=lambda: tell("ok"), refresh_lead=args.refresh_lead, notifier=notifier)
     except AlreadyRunning as exc:

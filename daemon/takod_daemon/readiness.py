@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from takod.schema import PROVIDERS, ProviderStatus
+from takod.schema import API_PROVIDERS, PROVIDERS, ProviderStatus
 
 from .credentials.summary import CredentialSummary
 from .providers.detect import BinaryInfo
 from .providers.ollama_probe import OllamaProbe
+from .trust import REASON as UNTRUSTED, WorkspaceTrust
+from .resolve.api import ApiPlan
+from .resolve.pi import PiCredential, PiPlan
 
 HINTS = {
     "not-installed": {
@@ -32,6 +35,10 @@ HINTS = {
         "codex": "run `codex login`, or `takod key set OPENAI_API_KEY`",
         "claude": "run `claude` and `/login`, or `takod key set ANTHROPIC_API_KEY`",
         "gemini": "run `gemini` and sign in, or `takod key set GEMINI_API_KEY`",
+        **{name: f"`takod key set {var}`" for name, var in (
+            ("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY"), ("openrouter", "OPENROUTER_API_KEY"),
+            ("groq", "GROQ_API_KEY"), ("xai", "XAI_API_KEY"), ("mistral", "MISTRAL_API_KEY"),
+            ("deepseek", "DEEPSEEK_API_KEY"), ("cerebras", "CEREBRAS_API_KEY"))},
     },
     "needs-login": {
         "pi": "the login expired and cannot be refreshed: `takod login PROVIDER`",
@@ -47,7 +54,11 @@ HINTS = {
     "bad-response": "something answers at the Ollama address but it is not Ollama; check `takod ollama host`",
     "no-models": "pull a model: `ollama pull llama3.2`",
     "model-not-pulled": "pull it (`ollama pull {model}`) or choose another with `takod ollama model NAME`",
+    "embedding-model": "that model only embeds, it cannot chat: choose a chat model with `takod ollama model NAME`",
+    "no-chat-model": "only embedding models are pulled: pull a chat model, e.g. `ollama pull llama3.2`",
     "not-probed": "takod has not checked this yet; `takod probe` checks now",
+    "cooling-down": "it failed just now (detail.cooldown says why and until when); takod tries it again then, or as "
+    "soon as its credentials change; `takod run --provider NAME` tries it now",
     "keyring-locked": "the key is in the OS keyring, which is locked: unlock it (log in to the desktop session, "
     "or `gnome-keyring-daemon --unlock`), then `takod probe`",
     "keyring-timeout": "the key is in the OS keyring, which does not answer (a locked keyring waiting on an "
@@ -80,6 +91,13 @@ class Facts:
     # now, and the key store's reason code for that (keyring-locked, ...).
     unavailable_keys: dict[str, list[str]] = field(default_factory=dict)
     key_store_reason: str | None = None
+    # Set when the workspace is not the user's own: nothing may run for it.
+    untrusted: WorkspaceTrust | None = None
+    # What a pi run and each direct API backend will use (resolve/): readiness reports it.
+    pi_plan: PiPlan | None = None
+    api_plans: dict[str, ApiPlan] = field(default_factory=dict)
+    # Providers sitting out a failure: name -> (until, what failed).
+    cooling: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def _hint(reason: str, provider: str) -> str | None:
@@ -122,10 +140,10 @@ def _credential_detail(cred: CredentialSummary) -> dict[str, object]:
     return out
 
 
-def cli_provider(name: str, facts: Facts) -> ProviderStatus:
-    """pi, codex, claude, gemini: a CLI plus credentials it can use."""
+def _binary_verdict(name: str, facts: Facts, detail: dict[str, object]) -> ProviderStatus | None:
+    """The status of a CLI that cannot run at all (missing, bad Node, broken), else None."""
     info = facts.binaries.get(name)
-    detail = _binary_detail(info)
+    detail.update(_binary_detail(info))
     if facts.warnings.get(name):
         detail["warnings"] = list(facts.warnings[name])
     if facts.problems.get(name):
@@ -138,17 +156,34 @@ def cli_provider(name: str, facts: Facts) -> ProviderStatus:
         return _status(name, "installed", "node-too-old", detail)
     if info.problem in ("node-missing", "version-failed"):
         return _status(name, "installed", info.problem, detail)
+    return None
+
+
+def _locked(name: str, level: str, facts: Facts, detail: dict[str, object]) -> ProviderStatus | None:
+    """Not ready because the keys it could use sit in a keyring that cannot be read now."""
+    locked = facts.unavailable_keys.get(name)
+    if not locked:
+        return None
+    detail["unavailable_keys"] = list(locked)
+    status = _status(name, level, facts.key_store_reason or "keyring-error", detail)
+    if status.hint is None:
+        status.hint = KEYRING_UNAVAILABLE_HINT
+    return status
+
+
+def cli_provider(name: str, facts: Facts) -> ProviderStatus:
+    """codex, claude, gemini: a CLI plus credentials it can use (pi: :func:`pi_provider`)."""
+    detail: dict[str, object] = {}
+    verdict = _binary_verdict(name, facts, detail)
+    if verdict is not None:
+        return verdict
 
     creds = facts.credentials.get(name, [])
     usable = [c for c in creds if not c.needs_login(facts.now)]
     if not usable:
-        locked = facts.unavailable_keys.get(name)
-        if locked:  # unlocking the keyring is the nearest fix
-            detail["unavailable_keys"] = list(locked)
-            status = _status(name, "installed", facts.key_store_reason or "keyring-error", detail)
-            if status.hint is None:
-                status.hint = KEYRING_UNAVAILABLE_HINT
-            return status
+        locked = _locked(name, "installed", facts, detail)
+        if locked is not None:  # unlocking the keyring is the nearest fix
+            return locked
         if creds:
             detail["credential"] = _credential_detail(creds[0])
             return _status(name, "installed", "needs-login", detail)
@@ -163,6 +198,71 @@ def cli_provider(name: str, facts: Facts) -> ProviderStatus:
     if facts.problems.get(name):  # ready through another credential; the broken file still needs a fix
         status.hint = READY_DESPITE_PROBLEM_HINT
     return status
+
+
+def _pi_credential_detail(cred: PiCredential) -> dict[str, object]:
+    # ``kind`` keeps the api_key/oauth split every provider uses; ``form`` says how pi reads it.
+    kind = "oauth" if cred.kind == "oauth" else "api_key"
+    out: dict[str, object] = {"provider": cred.provider, "source": cred.source, "kind": kind, "masked": cred.masked,
+                              "form": cred.kind}
+    for key in ("expires_at", "account", "note", "problem"):
+        value = getattr(cred, key)
+        if value is not None:
+            out[key] = value
+    if cred.unverified:
+        out["unverified"] = True
+    if cred.needs:
+        out["variables"] = list(cred.needs)
+    return out
+
+
+def pi_provider(facts: Facts) -> ProviderStatus:
+    """pi: its CLI and Node, and the credential the run will use (``resolve.pi``)."""
+    detail: dict[str, object] = {}
+    verdict = _binary_verdict("pi", facts, detail)
+    plan = facts.pi_plan
+    if plan is not None:
+        # Which files the run will use, whatever the verdict.
+        detail.update(agent_dir=str(plan.agent_dir), auth_file=str(plan.auth_file))
+        if plan.available:
+            detail["pi_providers"] = list(plan.available)
+        if plan.note:
+            detail["note"] = plan.note
+        if plan.problems:  # the agent directory's own (the home ones are in facts.problems too)
+            detail["problems"] = list(dict.fromkeys([*detail.get("problems", []), *plan.problems]))  # type: ignore[misc]
+    if verdict is not None:
+        return verdict
+    if plan is None:
+        return _status("pi", "unknown", "not-probed", detail)
+    cred = plan.credential
+    if cred is not None:
+        detail["credential"] = _pi_credential_detail(cred)
+        if cred.usable:
+            if cred.unverified:
+                detail["unverified"] = True
+            return _status("pi", "ready", None, detail)
+        if cred.kind == "oauth":
+            return _status("pi", "installed", "needs-login", detail)
+    locked = _locked("pi", "installed", facts, detail)
+    if locked is not None:
+        return locked
+    if plan.problems and cred is None:
+        return _status("pi", "installed", "credentials-unreadable", detail)
+    return _status("pi", "installed", "no-credentials", detail)
+
+
+def api_provider(name: str, facts: Facts) -> ProviderStatus:
+    """A direct API backend: built in, ready when its key is there (``resolve.api``)."""
+    plan = facts.api_plans.get(name)
+    if plan is None:
+        return _status(name, "unknown", "not-probed", {})
+    detail: dict[str, object] = {"url": plan.base_url, "key": plan.key_var, "model": plan.model}
+    if plan.model is None:
+        detail["warnings"] = ["no default model: give one with --model"]
+    if plan.source is None:
+        return _locked(name, "installed", facts, detail) or _status(name, "installed", "no-credentials", detail)
+    detail["credential"] = {"provider": name, "source": plan.source, "kind": "api_key", "masked": plan.masked}
+    return _status(name, "ready", None, detail)
 
 
 def ollama_provider(facts: Facts) -> ProviderStatus:
@@ -187,22 +287,53 @@ def ollama_provider(facts: Facts) -> ProviderStatus:
         return status
     detail["models"] = [m.name for m in probe.models]
     if probe.model is None:
-        # Nothing named and nothing listed (the probe calls that model-not-pulled too).
+        # Nothing named and nothing listed (the probe calls that model-not-pulled too),
+        # or nothing listed that can chat.
         if probe.detail:
             detail["error"] = probe.detail
-        return _status("ollama", "reachable", "no-models", detail)
+        return _status("ollama", "reachable", "no-chat-model" if probe.problem == "no-chat-model" else "no-models", detail)
     detail.update(model=probe.model, model_source=probe.model_source)
-    if probe.problem == "model-not-pulled":
-        status = _status("ollama", "reachable", "model-not-pulled", detail)
-        status.hint = HINTS["model-not-pulled"].format(model=probe.model)  # type: ignore[union-attr]
+    if probe.model_why:
+        detail["model_why"] = probe.model_why
+    if probe.problem in ("model-not-pulled", "embedding-model"):
+        if probe.detail:
+            detail["error"] = probe.detail
+        status = _status("ollama", "reachable", probe.problem, detail)
+        if probe.problem == "model-not-pulled":
+            status.hint = HINTS["model-not-pulled"].format(model=probe.model)  # type: ignore[union-attr]
         return status
     return _status("ollama", "ready", None, detail)
 
 
+def cooling_down(status: ProviderStatus, until: float, after: str) -> ProviderStatus:
+    """A ready provider that sits out a failure: not ready until ``until``; one level short of it."""
+    detail = dict(status.detail, cooldown={"until": until, "after": after})
+    level = "reachable" if status.name == "ollama" else "credentials"
+    return _status(status.name, level, "cooling-down", detail)
+
+
 def evaluate(facts: Facts) -> tuple[list[ProviderStatus], str | None]:
     """Every provider's status in priority order, and the one a prompt would go to."""
-    statuses = [ollama_provider(facts) if name == "ollama" else cli_provider(name, facts) for name in PROVIDERS]
+    statuses = [
+        ollama_provider(facts) if name == "ollama" else pi_provider(facts) if name == "pi" else cli_provider(name, facts)
+        for name in PROVIDERS
+    ]
+    statuses += [api_provider(name, facts) for name in API_PROVIDERS]
+    statuses = [
+        cooling_down(s, *facts.cooling[s.name]) if s.ready and s.name in facts.cooling else s for s in statuses
+    ]
+    if facts.untrusted is not None:
+        return [untrusted(s, facts.untrusted) for s in statuses], None
     return statuses, select(statuses, facts.preferred)
+
+
+def untrusted(status: ProviderStatus, trust: WorkspaceTrust) -> ProviderStatus:
+    """``status`` in a workspace that is not the user's own: nothing runs there
+    (a CLI would run in it, pi would take its runtime and its ``!command`` keys,
+    Ollama its host), so no provider is ready. What was found is still reported."""
+    level = "installed" if LEVEL_RANK.get(status.level, 0) > LEVEL_RANK["installed"] else status.level
+    detail = {**status.detail, "untrusted": trust.detail}
+    return ProviderStatus(name=status.name, ready=False, level=level, reason=UNTRUSTED, hint=trust.hint, detail=detail)
 
 
 def select(statuses: list[ProviderStatus], preferred: str) -> str | None:

@@ -19,7 +19,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from .connection import Connection
-from .peercred import peer_of
+from takod.peercred import peer_of
 
 if TYPE_CHECKING:
     from .daemon import Daemon

@@ -12,6 +12,7 @@ facts and is reported; nothing here ever writes to it.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -23,9 +24,12 @@ import anyio
 import msgspec
 import structlog
 
+from takod.protocol import invalid
 from takod.schema import ProviderStatus
 
 from . import links
+from .eviction import Bounds, to_evict
+from .cooldowns import Cooldowns
 from .credentials import claude_auth, codex_auth, gemini_auth, pi_auth
 from .credentials.files import FileProblem
 from .credentials.settings import InferenceSettings, load_settings, settings_path
@@ -36,6 +40,10 @@ from .providers.detect import BinaryInfo, detect_cli, detect_pi, workspace_pi_pa
 from .providers.ollama_probe import OllamaProbe, probe_ollama
 from .readiness import Facts, evaluate
 from .redact import mask_secret
+from .trust import NOT_CHECKED, WorkspaceTrust, check_workspace
+from .resolve import pi as pi_resolve
+from .resolve.api import resolve_api
+from .inference.routing import API_BACKENDS
 from .watch import FileWatcher
 
 if TYPE_CHECKING:
@@ -49,8 +57,12 @@ KEYRING_START_WAIT = 3.0  # longest start-up delay a slow keyring may cause
 OLLAMA_INTERVAL_OK = 60.0
 OLLAMA_INTERVAL_MIN = 5.0
 OLLAMA_INTERVAL_MAX = 300.0
+# A prompt about to be refused because of an old Ollama probe waits at most this
+# long for a fresh one, and probes no more often than every REPROBE_MIN_AGE.
+REPROBE_TIMEOUT = 1.5
+REPROBE_MIN_AGE = 2.0
 
-# Which stored/env key names make which CLI provider usable (beyond pi, which reads them all).
+# Which stored/env key names make which CLI provider usable (pi: the names pi reads, resolve.pi).
 KEY_PROVIDERS: dict[str, tuple[str, ...]] = {
     "OPENAI_API_KEY": ("codex",),
     "CODEX_API_KEY": ("codex",),
@@ -59,7 +71,15 @@ KEY_PROVIDERS: dict[str, tuple[str, ...]] = {
     "GEMINI_API_KEY": ("gemini",),
     "GOOGLE_API_KEY": ("gemini",),
 }
-PI_KEY_NAMES = frozenset(k.name for k in CATALOGUE)
+# The key names pi really reads (pi-ai getEnvApiKey, Bedrock's AWS pair): not every catalogue
+# name (VENICE_API_KEY, GOOGLE_API_KEY, CLAUDE_API_KEY, ... are Takobot's, pi never reads them).
+PI_KEY_NAMES = frozenset(k.name for k in CATALOGUE) & (
+    pi_resolve.PI_KEY_VARS | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_BEARER_TOKEN_BEDROCK"}
+)
+# API key variable -> the direct API backends that use it.
+API_KEY_USERS: dict[str, tuple[str, ...]] = {}
+for _name, (_var, _kind, _url) in API_BACKENDS.items():
+    API_KEY_USERS[_var] = API_KEY_USERS.get(_var, ()) + (_name,)
 # An environment key that the CLI prefers over its own login (research providers.md A4, B3).
 SHADOWING_ENV = {"claude": "ANTHROPIC_API_KEY", "codex": "CODEX_API_KEY"}
 
@@ -70,7 +90,7 @@ def _problem_text(exc: FileProblem) -> str:
 
 def _key_users(name: str) -> list[str]:
     """The providers an API key of this name makes usable."""
-    return list(KEY_PROVIDERS.get(name, ())) + (["pi"] if name in PI_KEY_NAMES else [])
+    return list(KEY_PROVIDERS.get(name, ())) + (["pi"] if name in PI_KEY_NAMES else []) + list(API_KEY_USERS.get(name, ()))
 
 
 @dataclass
@@ -90,12 +110,18 @@ class Workspace:
     """One workspace's facts and its last evaluated status."""
 
     root: Path
+    # Whether it is the user's own (trust.py): only then does takod run, write
+    # or follow anything there. Checked at load, on its file events, before every act.
+    trust: WorkspaceTrust = NOT_CHECKED
     settings: InferenceSettings = field(default_factory=InferenceSettings)
     settings_problem: str | None = None
     pi_creds: list[CredentialSummary] = field(default_factory=list)
     pi_problem: str | None = None
     pi_binary: BinaryInfo | None = None
+    # What pi reads from the agent directory a run uses (resolve.pi.agent_dir_for).
+    pi_agent: pi_resolve.PiAgent | None = None
     ollama: OllamaProbe | None = None
+    ollama_probed_at: float = 0.0  # monotonic
     ollama_wakeup: anyio.Event = field(default_factory=anyio.Event)
     providers: list[ProviderStatus] = field(default_factory=list)
     # The status fields of this workspace, msgpack-encoded once per change, with
@@ -105,6 +131,9 @@ class Workspace:
     seq: int = 0
     updated_at: float = 0.0
     fingerprint: bytes = b""
+    last_used: float = 0.0  # time.monotonic() when a client last named it (eviction.py)
+    probe_scope: anyio.CancelScope | None = None  # its Ollama loop's, cancelled when it is let go
+    routes: list[tuple[Path, str, Callable[[], Awaitable[None]]]] | None = None  # its files -> facts (_rewatch)
 
     @property
     def settings_file(self) -> Path:
@@ -133,6 +162,12 @@ class StateManager:
         self._auth_fingerprint = b""
         self.settings_lock = anyio.Lock()  # settings writes are read-modify-write
         self.auth_seq = 0
+        self.bounds = Bounds.from_env(self.env)
+        self._user_routes: dict[Path, dict[str, Callable[[], Awaitable[None]]]] | None = None
+        # Counts of re-reads of what each provider's credentials come from ("*": all of them).
+        self._generations: dict[str, int] = {"*": 0}
+        self.cooldowns = Cooldowns(self.generation)
+        self._cooldown_changed = anyio.Event()
 
     # lifetime ---------------------------------------------------------------
 
@@ -143,9 +178,11 @@ class StateManager:
             # but give a healthy keyring a moment so the first status already counts its keys.
             keys_open = anyio.Event()
             tg.start_soon(self._open_keys, keys_open)
+            tg.start_soon(self._cooldown_loop)
             await self._load_user()
             await self.workspace(self.daemon.default_workspace)
             await tg.start(self.watcher.run, self._on_files_changed)
+            tg.start_soon(self._evict_idle)
             with anyio.move_on_after(KEYRING_START_WAIT):
                 await keys_open.wait()
             task_status.started()
@@ -171,14 +208,21 @@ class StateManager:
     def loaded(self, root: str | Path) -> Workspace | None:
         """The workspace at ``root`` if it is loaded already (under this spelling
         of its root), else None. Memory only: no filesystem lookups, no waiting."""
-        return self._by_name.get(str(root))
+        ws = self._by_name.get(str(root))
+        if ws is not None:
+            ws.last_used = time.monotonic()
+        return ws
 
     async def workspace(self, root: str | Path) -> Workspace:
         """The workspace at ``root``, loaded (and watched) on first use."""
         known = self.loaded(root)
         if known is not None:  # the hot path of every status call
             return known
-        path = Path(root).expanduser().resolve()
+        try:
+            path = Path(root).expanduser().resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+            raise invalid("invalid_params", f"workspace {root} cannot be resolved ({getattr(exc, 'strerror', None) or exc}); "
+                          "pass an existing directory") from None
         # Requests arriving while another one loads this workspace wait for it:
         # only a fully loaded workspace is ever handed out (or evaluated).
         while (loading := self._loading.get(path)) is not None:
@@ -186,6 +230,7 @@ class StateManager:
         ws = self.workspaces.get(path)
         if ws is not None:
             self._by_name[str(root)] = ws
+            ws.last_used = time.monotonic()
             return ws
         done = self._loading[path] = anyio.Event()
         try:
@@ -193,29 +238,85 @@ class StateManager:
             await self._load_workspace(ws)
             await self._probe_ollama(ws)
             self.workspaces[path] = ws
+            ws.last_used = time.monotonic()
+            self._evict(keep=path, rewatch=False)  # the cap: the least recently used go now
             self._rewatch()
             async with self._lock:
                 self._evaluate(ws, publish=False)
             if self._tg is not None:
-                self._tg.start_soon(self._ollama_loop, ws)
+                ws.probe_scope = anyio.CancelScope()
+                self._tg.start_soon(self._ollama_loop, ws, ws.probe_scope)
         finally:
             del self._loading[path]
             done.set()
-        await self.daemon.broker.rescan()  # its pi file may hold grants to keep fresh
         self._by_name[str(root)] = ws
+        await self.daemon.broker.rescan()  # its pi file may hold grants to keep fresh
         log.info("workspace loaded", workspace=str(path), selected=ws.selected)
         return ws
 
+    # bounds -------------------------------------------------------------------
+
+    def _pinned(self) -> set[Path]:
+        """Workspaces never let go: the default one, and each an open connection said hello with."""
+        names = [str(self.daemon.default_workspace)]
+        names += [conn.workspace for conn in self.daemon.connections if conn.workspace]
+        return {ws.root for name in names if (ws := self._by_name.get(name)) is not None}
+
+    def _evict(self, keep: Path | None = None, rewatch: bool = True) -> bool:
+        """Let go of the idle workspaces and those beyond the cap (eviction.py), never
+        ``keep`` (the one being loaded): unwatch them (unless the caller rewatches
+        anyway) and stop their Ollama loops. True if any went."""
+        last_used = {path: ws.last_used for path, ws in self.workspaces.items()}
+        pinned = self._pinned() | ({keep} if keep is not None else set())
+        gone = set(to_evict(last_used, pinned, time.monotonic(), self.bounds))
+        if not gone:
+            return False
+        for path in gone:
+            scope = self.workspaces.pop(path).probe_scope
+            if scope is not None:
+                scope.cancel()
+        self._by_name = {name: ws for name, ws in self._by_name.items() if ws.root not in gone}
+        if rewatch:
+            self._rewatch()
+        log.debug("workspaces let go", workspaces=sorted(map(str, gone)), loaded=len(self.workspaces))
+        return True
+
+    async def _evict_idle(self) -> None:
+        """Look for idle workspaces twice per idle period (one wake-up per 15 minutes by default)."""
+        while True:
+            await anyio.sleep(self.bounds.idle_s / 2)
+            if self._evict():
+                await self.daemon.broker.rescan()  # their pi files are no longer ours to refresh
+
     async def _load_workspace(self, ws: Workspace) -> None:
-        await self._sync_links(ws)
+        await self._sync_links(ws)  # checks trust first
         await self._read_settings(ws)
         await self._read_ws_pi(ws)
-        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"))
+        await self._pi_binary_changed(ws)
+
+    async def check_trust(self, ws: Workspace) -> WorkspaceTrust:
+        """Check (again) whether ``ws`` is the user's own; call before every act
+        that runs, writes or follows anything there. Logs a change of verdict."""
+        return self._set_trust(ws, await anyio.to_thread.run_sync(check_workspace, ws.root))
+
+    def _set_trust(self, ws: Workspace, verdict: WorkspaceTrust) -> WorkspaceTrust:
+        if verdict != ws.trust and not verdict.trusted:
+            log.warning("workspace not trusted: takod only reads it", workspace=str(ws.root), problem=verdict.detail)
+        ws.trust = verdict
+        return verdict
 
     async def _sync_links(self, ws: Workspace) -> None:
         """Seed the workspace pi file and link the Codex login into it (writes go
-        under pi's lock; the resulting file events re-read what changed)."""
-        done = await anyio.to_thread.run_sync(links.sync_workspace, ws.root, self.env, self.home)
+        under pi's lock; the resulting file events re-read what changed). Never in
+        a workspace that is not the user's own: nothing is written there, and no
+        credential is copied out of it."""
+
+        def check_then_sync() -> tuple[WorkspaceTrust, list[str]]:  # one worker-thread hop for both
+            verdict = check_workspace(ws.root)
+            return verdict, links.sync_workspace(ws.root, self.env, self.home) if verdict.trusted else []
+
+        verdict, done = await anyio.to_thread.run_sync(check_then_sync)
+        self._set_trust(ws, verdict)
         for what in done:
             log.info("credentials linked", what=what)
 
@@ -223,18 +324,29 @@ class StateManager:
         try:
             ws.settings = await anyio.to_thread.run_sync(load_settings, ws.settings_file)
             ws.settings_problem = None
+            self._credentials_read()  # its api_keys may be any provider's
         except FileProblem as exc:
             ws.settings_problem = _problem_text(exc)
             log.warning("settings file unusable; keeping the last good settings", problem=ws.settings_problem)
+
+    def pi_agent_dir(self, ws: Workspace) -> Path:
+        """The agent directory a pi run in ``ws`` uses."""
+        return pi_resolve.agent_dir_for(ws.root, self.env, self.home)
 
     async def _read_ws_pi(self, ws: Workspace) -> None:
         try:
             auth = await anyio.to_thread.run_sync(pi_auth.read_auth, ws.pi_auth_file)
             ws.pi_creds = pi_auth.summarize(auth, self.env) if auth is not None else []
             ws.pi_problem = None
+            self._credentials_read("pi")
         except FileProblem as exc:
             ws.pi_problem = _problem_text(exc)
             log.warning("pi auth file unusable; keeping the last good view", problem=ws.pi_problem)
+        agent = await anyio.to_thread.run_sync(pi_resolve.read_agent, self.pi_agent_dir(ws), self.env, self.home)
+        if agent.auth_problem and ws.pi_agent is not None and ws.pi_agent.agent_dir == agent.agent_dir:
+            # A half-written auth.json: keep the last good entries, report the problem.
+            agent = msgspec.structs.replace(agent, auth=ws.pi_agent.auth)
+        ws.pi_agent = agent
 
     # user facts -------------------------------------------------------------
 
@@ -258,6 +370,7 @@ class StateManager:
             return
         self.user.problems.pop(name, None)
         self.user.credentials[name] = creds
+        self._credentials_read("pi" if name == "pi-home" else name)
 
     def _read_home_pi(self) -> list[CredentialSummary]:
         found: list[CredentialSummary] = []
@@ -289,6 +402,7 @@ class StateManager:
             return
         self.user.stored_keys = {info.name: info for info in infos}
         self.user.key_store_reason = keys.status.reason
+        self._credentials_read()
 
     async def settings_changed(self, ws: Workspace) -> None:
         """Re-read ``ws``'s settings now (after our own write) and re-evaluate."""
@@ -297,8 +411,11 @@ class StateManager:
             self._evaluate_all_locked(auth=True)
 
     def pi_files(self) -> list[Path]:
-        """Every pi auth file takod knows: each loaded workspace's and the home ones."""
-        files = [ws.pi_auth_file for ws in self.workspaces.values()]
+        """Every pi auth file takod may refresh and write: each trusted workspace's
+        (loaded or being loaded: its seed may already hold a login being refreshed)
+        and the home ones."""
+        files = [ws.pi_auth_file for ws in self.workspaces.values() if ws.trust.trusted]
+        files += [pi_auth.workspace_auth_path(root) for root in self._loading if check_workspace(root).trusted]
         files += pi_auth.home_auth_paths(self.env, self.home)
         return list(dict.fromkeys(files))
 
@@ -312,6 +429,32 @@ class StateManager:
         async with self._lock:
             await self._read_stored_keys()
             self._evaluate_all_locked(auth=True)
+
+    # cooldowns --------------------------------------------------------------
+
+    def generation(self, provider: str) -> int:
+        """How often what ``provider``'s credentials come from has been re-read."""
+        return self._generations["*"] + self._generations.get(provider, 0)
+
+    def _credentials_read(self, provider: str = "*") -> None:
+        self._generations[provider] = self._generations.get(provider, 0) + 1
+
+    async def cool(self, provider: str, until: float, after: str) -> None:
+        """Put ``provider`` on a cooldown (the engine, after a failure), and show it in status."""
+        self.cooldowns.begin(provider, until, after)
+        self._cooldown_changed.set()
+        await self._evaluate_all()
+
+    async def _cooldown_loop(self) -> None:
+        """Re-evaluate when a cooldown ends, so status stops showing it."""
+        while True:
+            self._cooldown_changed = changed = anyio.Event()
+            self.cooldowns.active(time.time())  # forget the ones over
+            end = self.cooldowns.next_end()
+            with anyio.move_on_after(max(end - time.time(), 0) + 0.05 if end is not None else math.inf):
+                await changed.wait()
+            if not changed.is_set():
+                await self._evaluate_all()
 
     # facts -> readiness -----------------------------------------------------
 
@@ -351,12 +494,52 @@ class StateManager:
                     out.setdefault(provider, []).append(name)
         return out
 
+    def key_pool(
+        self, ws: Workspace, env_overlay: Mapping[str, str] | None = None
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """Every variable a run could get, values masked, where each came from, and notes:
+        the daemon's environment, plaintext settings keys (the environment wins), stored
+        keys (they win), the client's overlay (it wins): the engine's order (Engine.child_env)."""
+        pool = dict(self.env)
+        sources = {name: f"env:{name}" for name in pool}
+        notes: dict[str, str] = {}
+        for name, value in ws.settings.api_keys.items():
+            if name not in pool:
+                pool[name], sources[name] = mask_secret(value) or "****", f"{ws.settings_file}:{name}"
+                notes[name] = "plaintext in settings; run `takod key migrate`"
+        for name, info in self.user.stored_keys.items():
+            if info.available:
+                pool[name], sources[name] = info.masked or "****", f"{info.backend}:{name}"
+                notes.pop(name, None)
+                if info.backend == "file":
+                    why = self.user.key_store_reason or "no keyring"
+                    notes[name] = f"insecure storage: a plain 0600 file, not the OS keyring ({why})"
+        for name, value in (env_overlay or {}).items():
+            pool[name], sources[name] = value, f"client-env:{name}"
+            notes.pop(name, None)
+        # Readiness needs only whether a variable is set and its masked form; empty stays empty.
+        masked = {n: v and (mask_secret(v) if sources[n].startswith(("env:", "client-env:")) else v) for n, v in pool.items()}
+        return masked, sources, notes
+
+    def pi_plan(
+        self, ws: Workspace, pool: Mapping[str, str], *, masked: bool, model: str | None = None,
+        sources: Mapping[str, str] | None = None, notes: Mapping[str, str] | None = None,
+    ) -> pi_resolve.PiPlan:
+        """What a pi run in ``ws`` will use (the one decision readiness and the engine share)."""
+        agent = ws.pi_agent or pi_resolve.PiAgent(self.pi_agent_dir(ws))
+        auth = str(agent.auth_path)
+        dead = {provider for source, provider in self.daemon.broker.needs_login() if source == auth}
+        return pi_resolve.resolve_pi(
+            agent, pool, now=time.time(), dead=dead, model=model, masked_pool=masked, sources=sources, notes=notes
+        )
+
     def facts(self, ws: Workspace, env_overlay: Mapping[str, str] | None = None) -> Facts:
         """What readiness is decided from; ``env_overlay`` is a client's own environment
         (its API keys count as if the daemon had them)."""
         user = self.user
         env = {**self.env, **env_overlay} if env_overlay else self.env
         keyed = self._key_credentials(ws, env)
+        pool, sources, notes = self.key_pool(ws, env_overlay)
         creds: dict[str, list[CredentialSummary]] = {
             "pi": ws.pi_creds + user.credentials.get("pi-home", []) + keyed.get("pi", []),
         }
@@ -399,6 +582,10 @@ class StateManager:
             warnings=warnings,
             unavailable_keys=self._unavailable_keys(),
             key_store_reason=user.key_store_reason,
+            untrusted=ws.trust if not ws.trust.trusted else None,
+            pi_plan=self.pi_plan(ws, pool, masked=True, sources=sources, notes=notes),
+            api_plans={name: resolve_api(name, pool, sources=sources, masked_pool=True) for name in API_BACKENDS},
+            cooling={p: (c.until, c.after) for p, c in self.cooldowns.active(time.time()).items()},
         )
 
     def _evaluate(self, ws: Workspace, publish: bool = True) -> bool:
@@ -441,31 +628,64 @@ class StateManager:
 
     # ollama -----------------------------------------------------------------
 
-    async def _probe_ollama(self, ws: Workspace) -> None:
+    async def _probe_ollama(self, ws: Workspace, timeout: float | None = None) -> None:
+        if not ws.trust.trusted:
+            ws.ollama = None  # its settings name no host takod will call
+            return
         ws.ollama = await probe_ollama(
             settings_host=ws.settings.ollama_host or None,
             settings_model=ws.settings.ollama_model or None,
             env=self.env,
+            **({} if timeout is None else {"timeout": timeout}),
         )
+        ws.ollama_probed_at = time.monotonic()
 
-    async def _ollama_loop(self, ws: Workspace) -> None:
+    async def reprobe_ollama(self, ws: Workspace, *, refusing: bool) -> bool:
+        """Probe Ollama again now, within REPROBE_TIMEOUT, for a prompt that would
+        otherwise be refused (``refusing``), or sent elsewhere, on an old probe
+        (Ollama may have started since). Unless refusing, a probe younger than
+        REPROBE_MIN_AGE is not repeated (False)."""
+        if not refusing and time.monotonic() - ws.ollama_probed_at < REPROBE_MIN_AGE:
+            return False
+        await self._probe_ollama(ws, REPROBE_TIMEOUT)
+        async with self._lock:
+            self._evaluate(ws)
+        return True
+
+    async def _ollama_loop(self, ws: Workspace, scope: anyio.CancelScope) -> None:
         """Re-probe periodically: every minute while reachable, backing off while not."""
         backoff = OLLAMA_INTERVAL_MIN
-        while True:
-            reachable = ws.ollama is not None and ws.ollama.reachable
-            interval = OLLAMA_INTERVAL_OK if reachable else backoff
-            backoff = OLLAMA_INTERVAL_MIN if reachable else min(backoff * 2, OLLAMA_INTERVAL_MAX)
-            with anyio.move_on_after(interval):
-                await ws.ollama_wakeup.wait()
-            ws.ollama_wakeup = anyio.Event()
-            await self._probe_ollama(ws)
-            async with self._lock:
-                self._evaluate(ws)
+        with scope:  # cancelled when the workspace is let go
+            while True:
+                reachable = ws.ollama is not None and ws.ollama.reachable
+                interval = OLLAMA_INTERVAL_OK if reachable else backoff
+                backoff = OLLAMA_INTERVAL_MIN if reachable else min(backoff * 2, OLLAMA_INTERVAL_MAX)
+                with anyio.move_on_after(interval):
+                    await ws.ollama_wakeup.wait()
+                ws.ollama_wakeup = anyio.Event()
+                await self._probe_ollama(ws)
+                async with self._lock:
+                    self._evaluate(ws)
+        log.debug("ollama probe loop stopped", workspace=str(ws.root))
 
     # watching ---------------------------------------------------------------
 
     def _rewatch(self) -> None:
-        """Recompute which files feed which facts, and watch them."""
+        """Recompute which files feed which facts, and watch them. Runs on every load
+        and eviction, so each part's routes are built once and merged here."""
+        if self._user_routes is None:
+            self._user_routes = self._build_user_routes()
+        routes = {path: dict(facts) for path, facts in self._user_routes.items()}
+        for ws in self.workspaces.values():
+            if ws.routes is None:
+                ws.routes = self._workspace_routes(ws)
+            for path, fact, reload in ws.routes:
+                routes.setdefault(path, {})[fact] = reload
+        self._routes = routes
+        self.watcher.set_paths(routes)
+
+    def _build_user_routes(self) -> dict[Path, dict[str, Callable[[], Awaitable[None]]]]:
+        """The user's files (credentials, the CLIs on PATH) and the facts they feed."""
         routes: dict[Path, dict[str, Callable[[], Awaitable[None]]]] = {}
 
         def route(path: Path, fact: str, reload: Callable[[], Awaitable[None]]) -> None:
@@ -487,17 +707,32 @@ class StateManager:
             route(path, "claude", user("claude"))
         for path in (gemini_auth.oauth_creds_path(self.env), gemini_auth.settings_path(self.env)):
             route(path, "gemini", user("gemini"))
+        async def pi_home_changed() -> None:
+            await self._read_user_credentials("pi-home")
+            for ws in list(self.workspaces.values()):  # a login at home seeds an entry-less workspace file
+                await self._ws_pi_changed(ws)
+
         for path in pi_auth.home_auth_paths(self.env, self.home):
-            route(path, "pi-home", user("pi-home"))
+            route(path, "pi-home", pi_home_changed)
         for directory in self._path_dirs():
             for name in BIN_NAMES:
                 route(directory / name, "binaries", self._binaries_changed)
-        for ws in self.workspaces.values():
-            route(ws.settings_file, f"settings:{ws.root}", lambda ws=ws: self._settings_changed(ws))
-            route(ws.pi_auth_file, f"pi:{ws.root}", lambda ws=ws: self._ws_pi_changed(ws))
-            route(workspace_pi_path(ws.root), f"pi-bin:{ws.root}", lambda ws=ws: self._pi_binary_changed(ws))
-        self._routes = routes
-        self.watcher.set_paths(routes)
+        return routes
+
+    def _workspace_routes(self, ws: Workspace) -> list[tuple[Path, str, Callable[[], Awaitable[None]]]]:
+        """``ws``'s own files (and the pi agent directory a run uses) and the facts they feed."""
+        agent_dir = self.pi_agent_dir(ws)
+        pi_files = [(agent_dir / name, f"pi:{ws.root}", lambda: self._ws_pi_changed(ws))
+                    for name in (pi_auth.AUTH_FILENAME, "models.json", "settings.json")]
+        return [
+            (Path(os.path.abspath(path)), fact, reload)
+            for path, fact, reload in (
+                (ws.settings_file, f"settings:{ws.root}", lambda: self._settings_changed(ws)),
+                (ws.pi_auth_file, f"pi:{ws.root}", lambda: self._ws_pi_changed(ws)),
+                *pi_files,
+                (workspace_pi_path(ws.root), f"pi-bin:{ws.root}", lambda: self._pi_binary_changed(ws)),
+            )
+        ]
 
     def _path_dirs(self) -> list[Path]:
         dirs = []
@@ -507,9 +742,10 @@ class StateManager:
         return dirs
 
     async def _settings_changed(self, ws: Workspace) -> None:
-        before = (ws.settings.ollama_host, ws.settings.ollama_model)
+        before = (ws.settings.ollama_host, ws.settings.ollama_model, ws.trust.trusted)
+        await self.check_trust(ws)
         await self._read_settings(ws)
-        if (ws.settings.ollama_host, ws.settings.ollama_model) != before:
+        if (ws.settings.ollama_host, ws.settings.ollama_model, ws.trust.trusted) != before:
             await self._probe_ollama(ws)
 
     async def _ws_pi_changed(self, ws: Workspace) -> None:
@@ -522,7 +758,8 @@ class StateManager:
             await self._pi_binary_changed(ws)
 
     async def _pi_binary_changed(self, ws: Workspace) -> None:
-        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"))
+        # Read from files only: loading and file events never run a workspace's program.
+        ws.pi_binary = await detect_pi(workspace=ws.root, path=self.env.get("PATH"), mode="manifest")
 
     async def _on_files_changed(self, files: frozenset[Path]) -> None:
         # One burst may touch several files feeding one fact: reload each fact once.

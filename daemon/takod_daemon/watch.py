@@ -89,26 +89,49 @@ class WatchPlan:
         return self.reports[path], path in self.missing
 
 
-def plan_watch(files: Iterable[Path], is_dir: Callable[[Path], bool] = os.path.isdir) -> WatchPlan:
+Placement = tuple[Path, "Path | None"]  # a file's watched root, and the missing child of it on the way (if any)
+
+
+def plan_watch(
+    files: Iterable[Path], is_dir: Callable[[str], bool] = os.path.isdir,
+    known: dict[str, Path | None] | None = None, placed: dict[Path, Placement] | None = None,
+) -> WatchPlan:
     """Plan the watch for absolute, normalised ``files`` given which directories exist.
 
     Each file is watched through the nearest existing directory on its way up.
+    Runs on the event loop whenever the watched set changes (a workspace loads),
+    so the walk is on strings, and the OS is asked once per directory. ``known``
+    (directory -> its Path if it exists, else None) and ``placed`` (file -> its
+    placement) carry those answers from one plan to the next while the caller
+    knows the directories have not changed.
     """
+    known = {} if known is None else known
+    placed = {} if placed is None else placed
+
+    def existing(directory: str) -> Path | None:
+        if directory not in known:
+            known[directory] = Path(directory) if is_dir(directory) else None
+        return known[directory]
+
     roots: set[Path] = set()
     direct: set[Path] = set()
     missing: set[Path] = set()
     reports: dict[Path, set[Path]] = {}
     for file in files:
-        parent = root = file.parent
-        while not is_dir(root) and root != root.parent:
-            root = root.parent
+        where = placed.get(file)
+        if where is None:
+            parent = up = os.path.dirname(str(file))
+            below = ""  # the child of ``up`` on the way down to ``parent``
+            while (found := existing(up)) is None and up != "/":
+                up, below = os.path.dirname(up), up
+            where = placed[file] = (found or Path("/"), None if up == parent else Path(below))
+        root, child = where
         roots.add(root)
         reports.setdefault(root, set()).add(file)
-        if root == parent:
+        if child is None:
             direct.add(file)
             reports.setdefault(file, set()).add(file)
         else:
-            child = root / parent.relative_to(root).parts[0]
             missing.add(child)
             reports.setdefault(child, set()).add(file)
     return WatchPlan(
@@ -123,10 +146,12 @@ def normalise_paths(paths: Iterable[str | os.PathLike[str]]) -> frozenset[Path]:
     """Absolute, normalised paths; a relative path is an error (the daemon's cwd means nothing)."""
     out: set[Path] = set()
     for raw in paths:
-        path = Path(raw)
-        if not path.is_absolute():
-            raise ValueError(f"watched path must be absolute: {path}")
-        out.add(Path(os.path.normpath(path)))
+        text = os.fspath(raw)
+        if not os.path.isabs(text):
+            raise ValueError(f"watched path must be absolute: {text}")
+        normal = os.path.normpath(text)
+        # Most arrive normalised already (state.py): keep the Path, its hash is cached.
+        out.add(raw if isinstance(raw, Path) and normal == text else Path(normal))
     return frozenset(out)
 
 
@@ -137,6 +162,7 @@ def _libc_inotify() -> ctypes.CDLL | None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.inotify_init1.argtypes = [ctypes.c_int]
         libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
         return libc
     except (OSError, AttributeError):
         return None
@@ -193,6 +219,7 @@ class Inotify:
             raise OSError(code, f"inotify_init1: {os.strerror(code)}")
         self.fd = fd
         self.roots: dict[int, str] = {}
+        self.wds: dict[Path, int] = {}
 
     def add(self, directory: Path) -> None:
         """Watch ``directory``; a missing one raises FileNotFoundError, as awatch does."""
@@ -204,6 +231,14 @@ class Inotify:
                 code = errno.ENOENT  # replaced by a file: as good as gone
             raise OSError(code, os.strerror(code), str(directory))
         self.roots[wd] = str(directory)
+        self.wds[directory] = wd
+
+    def remove(self, directory: Path) -> None:
+        """Stop watching ``directory``; its events still queued are dropped when read."""
+        assert _LIBC is not None
+        wd = self.wds.pop(directory)
+        del self.roots[wd]
+        _LIBC.inotify_rm_watch(self.fd, wd)  # EINVAL if the kernel dropped it already: fine
 
     def _drain(self) -> bytes:
         chunks = []
@@ -260,6 +295,17 @@ class FileWatcher:
         self._pending: set[Path] = set()
         self._pending_ready = anyio.Event()
         self._task_status: TaskStatus[None] | None = None
+        # Linux: one inotify instance kept across changes of the watched set, so a
+        # new workspace costs watches for its own directories only, not a fresh
+        # instance re-reporting every file (which re-read every workspace's facts).
+        self._ino: Inotify | None = None
+        self._ino_direct: frozenset[Path] = frozenset()  # files reported since their watch was armed
+        self._ino_stale = False  # a root went away or events were lost: start a fresh instance
+        # Which directories exist, as the kept instance's plans found them. Every existing
+        # one planned is a watched root, and the first missing one below each is reported
+        # when it appears, so the answers hold until an event says directories changed.
+        self._ino_dirs: dict[str, Path | None] = {}
+        self._ino_placed: dict[Path, Placement] = {}
 
     @property
     def paths(self) -> frozenset[Path]:
@@ -300,9 +346,22 @@ class FileWatcher:
         self._pending.clear()
         self._pending_ready = anyio.Event()
         self._task_status = task_status
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._deliver, on_change)
-            await self._watch_forever()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._deliver, on_change)
+                await self._watch_forever()
+        finally:
+            self._drop_inotify()
+
+    def _drop_inotify(self) -> None:
+        if self._ino is not None:
+            self._ino.close()
+            self._ino = None
+            self._ino_direct = frozenset()
+        self._forget_dirs()
+
+    def _forget_dirs(self) -> None:
+        self._ino_dirs, self._ino_placed = {}, {}
 
     def _ready(self) -> None:
         if self._task_status is not None:
@@ -329,7 +388,12 @@ class FileWatcher:
             # cancellation here rather than arm a new watch first.
             await checkpoint_if_cancelled()
             self._rearm = rearm = anyio.Event()
-            plan = plan_watch(self._paths)
+            if not use_inotify():
+                plan = plan_watch(self._paths)
+            else:
+                if len(self._ino_placed) > 2 * len(self._paths) + 64:
+                    self._forget_dirs()  # mostly files no longer watched: start over rather than grow
+                plan = plan_watch(self._paths, known=self._ino_dirs, placed=self._ino_placed)
             if not plan.roots:  # no paths: hold no thread until some arrive
                 self._ready()
                 await rearm.wait()
@@ -340,6 +404,7 @@ class FileWatcher:
                 # A directory vanished between planning and arming. Plan again,
                 # after a pause so that a path failing for good cannot spin.
                 log.debug("watch_root_vanished")
+                self._forget_dirs()
                 await anyio.sleep(self._step_ms / 1000)
 
     async def _watch(self, plan: WatchPlan, rearm: anyio.Event) -> None:
@@ -359,7 +424,7 @@ class FileWatcher:
             # No await between here and the loop: awatch's first step arms the
             # OS watch before it first yields control, so _armed runs only once
             # the watch is in place.
-            tg.start_soon(self._armed, plan, rearm)
+            tg.start_soon(self._armed, plan, rearm, plan.direct, lambda: plan_watch(self._paths) == plan)
             async for batch in changes:
                 for change, raw in batch:
                     files, outdated = plan.interpret(change, Path(raw))
@@ -369,33 +434,59 @@ class FileWatcher:
             tg.cancel_scope.cancel()
 
     async def _watch_inotify(self, plan: WatchPlan, rearm: anyio.Event) -> None:
-        ino = Inotify()
-        try:
-            for root in sorted(plan.roots):
-                ino.add(root)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._armed, plan, rearm)
-                tg.start_soon(_cancel_when, rearm, tg.cancel_scope)
-                while True:
-                    for change, raw in await ino.batch(self._step_ms, self._debounce_ms):
-                        if not plan.wants(change, raw):
-                            continue
-                        files, outdated = plan.interpret(change, Path(raw))
-                        self._hint(files)
-                        if outdated:
-                            rearm.set()
-        finally:
-            ino.close()
+        """Bring the kept inotify instance to ``plan``: unwatch the roots it dropped,
+        watch the new ones, and report only files it did not cover before. A root
+        that went away (or lost events) starts a fresh instance instead."""
+        if self._ino_stale:
+            self._drop_inotify()
+            self._ino_stale = False
+        if self._ino is None:
+            self._ino = Inotify()
+        ino = self._ino
+        gone = set(ino.wds) - plan.roots
+        if gone:
+            # inotify_rm_watch waits for the kernel's RCU grace period (a millisecond or
+            # more each): off the event loop, as ctypes lets go of the GIL meanwhile.
+            await anyio.to_thread.run_sync(lambda: [ino.remove(root) for root in gone])
+        added = plan.roots - set(ino.wds)
+        for root in sorted(added):
+            ino.add(root)
+        fresh = frozenset(f for f in plan.direct if f.parent in added or f not in self._ino_direct)
 
-    async def _armed(self, plan: WatchPlan, rearm: anyio.Event) -> None:
-        """Once the watch is in place: check the plan still holds and report
-        what the watch covers, then stand by to stop the watch on cancel."""
+        def still_holds() -> bool:
+            # The roots kept from before report their changes; a new root's missing
+            # child may have appeared between planning and its watch.
+            return not any(child.parent in added and os.path.isdir(child) for child in plan.missing)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._armed, plan, rearm, fresh, still_holds)
+            tg.start_soon(_cancel_when, rearm, tg.cancel_scope)
+            while True:
+                for change, raw in await ino.batch(self._step_ms, self._debounce_ms):
+                    if not plan.wants(change, raw):
+                        continue
+                    path = Path(raw)
+                    files, outdated = plan.interpret(change, path)
+                    self._hint(files)
+                    if outdated:
+                        if path in plan.roots:
+                            self._ino_stale = True  # its watch is gone or moved
+                        self._forget_dirs()  # directories came or went: ask the OS again
+                        rearm.set()
+
+    async def _armed(
+        self, plan: WatchPlan, rearm: anyio.Event, fresh: frozenset[Path], still_holds: Callable[[], bool]
+    ) -> None:
+        """Once the watch is in place: check the plan still holds and report the
+        ``fresh`` files (those it newly covers), then stand by to stop the watch on cancel."""
         try:
-            if plan_watch(self._paths) != plan:
+            if not still_holds():
+                self._forget_dirs()
                 rearm.set()  # a directory came or went while arming
             else:
                 log.debug("watch_armed", roots=sorted(map(str, plan.roots)))
-                self._hint(plan.direct)
+                self._hint(fresh)
+                self._ino_direct = plan.direct
                 self._ready()
             await anyio.sleep_forever()
         finally:

@@ -587,6 +587,9 @@ def _validate(endpoint: Endpoint, method: str, headers: dict[str, str], raw: byt
             fields: dict[str, Any] = _parse_form(raw)
         elif media == JSON:
             fields = _parse_json(raw)
+            # Codex 0.169+ says why it refreshes ("proactive_expiry", ...); older ones do not.
+            if isinstance(fields.get("refresh_reason"), str):
+                fields.pop("refresh_reason")
         else:
             raise _Reject(400, {"error": "invalid_request", "error_description": f"unsupported content type {media!r}"})
         _require_fields(fields, {"grant_type", "refresh_token", "client_id"})

@@ -2,7 +2,8 @@
 
 Serves ``GET /`` and ``HEAD /`` ("Ollama is running"), ``GET /api/version``,
 ``GET /api/tags``, ``GET /api/ps``, and ``POST /api/chat``, ``/api/generate``
-(NDJSON, chunked, streaming unless ``"stream": false``) and ``/api/embed``.
+(NDJSON, chunked, streaming unless ``"stream": false``), ``/api/embed`` and
+``/api/show`` (``model_info`` with the parameter count and context length).
 Unknown models get Ollama's 404 ``{"error": "model 'NAME' not found"}``.
 
 Failure modes switch at run time with :meth:`FakeOllama.set_mode`:
@@ -246,7 +247,8 @@ class _Handler(FakeHandler[FakeOllama]):
         raw, body = self._read_body()
         if not self._begin(body):
             return
-        routes = {"/api/chat": self._generate, "/api/generate": self._generate, "/api/embed": self._embed}
+        routes = {"/api/chat": self._generate, "/api/generate": self._generate, "/api/embed": self._embed,
+                  "/api/show": self._show}
         route = routes.get(self.path)
         if route is None:
             self.send_body(404, b"404 page not found", "text/plain")
@@ -260,6 +262,25 @@ class _Handler(FakeHandler[FakeOllama]):
             self._error(400, f'"{body["model"]}" does not support thinking')
         else:
             route(body)
+
+    def _show(self, body: dict[str, Any]) -> None:
+        """Ollama's answer, trimmed to the fields a client reads (no modelfile, license, template)."""
+        entry = next(m for m in self.fake.models if _same_model(body["model"], m["name"]))
+        details = entry["details"]
+        size = details["parameter_size"]
+        scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(size[-1:], 1)
+        arch = details["family"]
+        self.send_json(200, {
+            "parameters": "temperature 0.7",
+            "details": details,
+            "model_info": {
+                "general.architecture": arch,
+                "general.parameter_count": int(float(size.rstrip("KMB") or 0) * scale),
+                f"{arch}.context_length": 2048 if arch == "nomic-bert" else 131072,
+            },
+            "capabilities": entry.get("capabilities") or (["embedding"] if arch == "nomic-bert" else ["completion"]),
+            "modified_at": entry["modified_at"],
+        })
 
     def _can_think(self, model: str) -> bool:
         entry = next(m for m in self.fake.models if _same_model(model, m["name"]))

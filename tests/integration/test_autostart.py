@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,8 @@ def run_client(env: dict[str, str], spawn: str = "yes") -> dict[str, Any]:
 def env(home: Path) -> Iterator[dict[str, str]]:
     """A client environment; any daemon started for its socket is stopped afterwards."""
     env = clean_env(home)
+    # A socket path the user names must have its directory already (the client never makes one).
+    Path(env["TAKOD_SOCKET"]).parent.mkdir(mode=0o700)
     yield env
     for pid in daemons_for(Path(env["TAKOD_SOCKET"])):
         os.kill(pid, signal.SIGTERM)
@@ -114,26 +117,25 @@ def test_connect_errors_other_than_nothing_listening_never_start_a_daemon(env: d
     env["TAKOD_SOCKET"] = str(home / "file" / "rpc.sock")  # ENOTDIR, not ENOENT
     result = run_client(env)
     assert result["error"] == "ConnectError"
-    assert "cannot connect to takod" in result["message"] and "Not a directory" in result["message"]
+    assert "refusing to talk to takod" in result["message"] and "is not a directory" in result["message"]
     assert not Path(env["TAKOD_STATE_DIR"]).exists()  # spawning would have created it
 
 
-def test_daemon_that_cannot_start_reports_its_own_words(env: dict[str, str]) -> None:
+def test_loose_socket_directory_is_refused_before_anything_starts(env: dict[str, str]) -> None:
     sock_dir = Path(env["TAKOD_SOCKET"]).parent
-    sock_dir.mkdir(mode=0o755)
     os.chmod(sock_dir, 0o755)
     result = run_client(env)
-    assert result["error"] == "DaemonStartError"
+    assert result["error"] == "ConnectError"
     message = result["message"]
-    assert "refusing to start: socket directory" in message
-    assert f"chmod 700 '{sock_dir}'" in message
-    assert "refused" not in message.replace("refusing", "")
-    wait_for(lambda: daemons_for(Path(env["TAKOD_SOCKET"])) == [], timeout=WAIT)  # it exits
+    assert f"socket directory {sock_dir}: has mode 0755, must be 0700" in message
+    assert f"chmod 700 '{sock_dir}'" in message and "nothing was sent" in message
+    assert daemons_for(Path(env["TAKOD_SOCKET"])) == []
+    assert not Path(env["TAKOD_STATE_DIR"]).exists()  # never spawned
+    assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o755  # never "fixed" behind the user's back
 
 
 def test_daemon_that_cannot_listen_reports_its_own_words(env: dict[str, str]) -> None:
     path = Path(env["TAKOD_SOCKET"])
-    path.parent.mkdir(mode=0o700)
     path.write_text("not a socket")  # connecting to it is refused, binding to it fails
     result = run_client(env)
     assert result["error"] == "DaemonStartError"
@@ -162,3 +164,34 @@ def test_daemon_that_dies_before_ready_reports_its_exit_status_and_stderr(env: d
     assert result["error"] == "DaemonStartError"
     assert "exited with status 3 before it was ready" in result["message"]
     assert "boom: no daemon today" in result["message"]
+
+
+def test_named_socket_whose_directory_does_not_exist_starts_nothing(env: dict[str, str], home: Path) -> None:
+    missing = home / "nonexistent" / "dir"
+    env["TAKOD_SOCKET"] = str(missing / "sock")
+    result = run_client(env)
+    assert result["error"] == "ConnectError"
+    assert f"its directory {missing} does not exist" in result["message"]
+    assert "TAKOD_SOCKET" in result["message"] and f"mkdir -m 700 '{missing}'" in result["message"]
+    assert not (home / "nonexistent").exists()  # never created
+    assert daemons_for(missing / "sock") == []
+    assert not Path(env["TAKOD_STATE_DIR"]).exists()  # never spawned
+
+
+def test_cli_socket_option_whose_directory_does_not_exist_exits_3_beside_a_running_daemon(
+    env: dict[str, str], home: Path
+) -> None:
+    first = run_client(env)  # the user's one daemon, on the default of this environment
+    missing = home / "nonexistent" / "dir"
+    for args in (["status"], ["status", "--json"], ["key", "set", "OPENAI_API_KEY", "sk-canary-0123456789"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "takod", *args, "--socket", str(missing / "sock")], env=env,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 3, (args, result.stdout, result.stderr)
+        out = result.stdout + result.stderr
+        assert f"its directory {missing} does not exist" in out and "Traceback" not in out
+        assert "sk-canary-0123456789" not in out
+    assert not (home / "nonexistent").exists()
+    assert daemons_for(Path(env["TAKOD_SOCKET"])) == [first["pid"]]
+    assert daemons_for(missing / "sock") == []

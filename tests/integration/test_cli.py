@@ -18,6 +18,7 @@ import pytest
 
 import takod
 from takod.cli import build_parser
+from takod.schema import API_PROVIDERS
 from tests.harness import DaemonProcess, clean_env, wait_for
 from tests.procfs import daemons_for
 from tests.rawrpc import WAIT
@@ -93,7 +94,7 @@ def test_status_json_has_stable_keys(daemon: DaemonProcess, env: dict[str, str])
     assert STATUS_KEYS <= set(status)
     assert DAEMON_KEYS <= set(status["daemon"])
     assert status["daemon"]["pid"] == daemon.pid and status["daemon"]["socket"] == str(daemon.socket)
-    assert [p["name"] for p in status["providers"]] == ["pi", "ollama", "codex", "claude", "gemini"]
+    assert [p["name"] for p in status["providers"]] == ["pi", "ollama", "codex", "claude", "gemini", *API_PROVIDERS]
     for provider in status["providers"]:
         assert PROVIDER_KEYS <= set(provider)
         assert isinstance(provider["ready"], bool)

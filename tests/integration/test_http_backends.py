@@ -392,8 +392,12 @@ def test_ollama_without_a_model_uses_env_then_the_first_listed(fake_ollama: Fake
     out = run_ollama(fake_ollama, ask())
     assert out.result is not None and fake_ollama.requests[-1].body["model"] == "llama3.2:latest"
     assert fake_ollama.paths()[-2:] == ["/api/tags", "/api/chat"]
-    run_ollama(fake_ollama, ask(), env={"OLLAMA_MODEL": "nomic-embed-text"})
-    assert fake_ollama.requests[-1].body["model"] == "nomic-embed-text:latest"
+    run_ollama(fake_ollama, ask(), env={"OLLAMA_MODEL": "llama3.2"})
+    assert fake_ollama.requests[-1].body["model"] == "llama3.2:latest"
+    # An embedding model named for chat is refused with the reason, never sent a chat.
+    embed = run_ollama(fake_ollama, ask(), env={"OLLAMA_MODEL": "nomic-embed-text"})
+    assert embed.failure is not None and embed.failure.kind == "model"
+    assert "embedding model" in embed.failure.message and fake_ollama.paths()[-1] == "/api/tags"
 
 
 def test_ollama_missing_model(fake_ollama: FakeOllama) -> None:

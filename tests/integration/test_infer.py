@@ -20,7 +20,7 @@ import pytest
 
 from takod import RemoteError
 from tests.fakes.model_servers import FakeAnthropic
-from tests.fakes.ollama_server import FakeOllama
+from tests.fakes.ollama_server import FakeOllama, tag_entry
 from tests.harness import DaemonProcess, clean_env, wait_for
 
 CANARY_KEY = "sk-ant-api03-CANARYinferKEY0123456789abcdef"
@@ -131,6 +131,90 @@ def test_rate_limited_provider_cools_down(daemon_with: Any, ollama: FakeOllama, 
     skipped = [s for s in second["route"] if s["provider"] == "ollama"]
     assert skipped[0]["outcome"] == "skipped" and "cooling down" in skipped[0]["reason"]
     assert len([r for r in ollama.requests if r.path == "/api/chat"]) == chats_after_first
+
+
+def test_a_cooldown_shows_in_status_and_a_named_provider_is_tried_anyway(
+    daemon_with: Any, ollama: FakeOllama, anthropic: FakeAnthropic
+) -> None:
+    d = daemon_with(ollama, anthropic)
+    ollama.retry_after = "600"  # far longer than this test: the cooldown cannot end on its own meanwhile
+    ollama.set_mode("http-429")
+    with d.client() as c:
+        assert c.call("infer", {"prompt": "one"})["provider"] == "anthropic"
+        st = c.call("status")
+        ollama_status = next(p for p in st["providers"] if p["name"] == "ollama")
+        assert not ollama_status["ready"] and ollama_status["reason"] == "cooling-down"
+        assert ollama_status["level"] == "reachable" and "--provider" in ollama_status["hint"]
+        cooldown = ollama_status["detail"]["cooldown"]
+        assert cooldown["after"] == "rate limit" and cooldown["until"] > time.time() + 60
+        assert st["selected"] != "ollama"
+        health = c.call("health")  # the Anthropic API backend still takes prompts by itself
+        assert health["ok"] and health["selected"] == "anthropic"
+
+        ollama.set_mode("ok")
+        named = c.call("infer", {"prompt": "two", "provider": "ollama"})  # asked for by name: tried now
+        assert named["provider"] == "ollama" and named["text"] == ollama.reply
+
+
+def test_an_auth_cooldown_ends_when_the_key_changes(home: Path, workspace: Path, ollama: FakeOllama) -> None:
+    right = "sk-ant-api03-RIGHTinferKEY0123456789abcdef"
+    with FakeAnthropic(api_key=right) as anthropic:
+        d = start(home, workspace, ollama, anthropic)  # its environment's key is not the one the API takes
+        try:
+            ollama.set_mode("http-500")
+            with d.client() as c:
+                with pytest.raises(RemoteError) as err:
+                    c.call("infer", {"prompt": "one"})
+                assert "anthropic: auth" in err.value.message
+                with pytest.raises(RemoteError) as err:
+                    c.call("infer", {"prompt": "two"})
+                assert "anthropic: cooling down" in err.value.message and "after auth" in err.value.message
+                tried = len(anthropic.requests)
+
+                c.call("keys.set", {"name": "ANTHROPIC_API_KEY", "value": right})  # the fix
+                result = c.call("infer", {"prompt": "three"})
+            assert result["provider"] == "anthropic" and len(anthropic.requests) > tried
+            assert anthropic.last.headers["x-api-key"] == right
+        finally:
+            d.stop()
+        assert right not in d.log_text() + d.stderr_text()
+
+
+def test_ollama_started_after_its_last_probe_takes_the_prompt(home: Path, workspace: Path) -> None:
+    """Ollama was down at the last probe and the periodic re-probe is minutes off:
+    the prompt looks again instead of refusing on the old answer."""
+    with FakeOllama(mode="refuse", chunk_delay=0.01) as ollama:
+        env = clean_env(home, TAKO_WORKSPACE=str(workspace), OLLAMA_HOST=ollama.host, PATH="/usr/bin:/bin")
+        d = DaemonProcess(home, env).start()
+        try:
+            with d.client() as c:
+                ollama_status = next(p for p in c.call("status")["providers"] if p["name"] == "ollama")
+                assert ollama_status["reason"] == "unreachable"
+                ollama.set_mode("ok")  # started now; no `takod probe`
+                result = c.call("infer", {"prompt": "hi"})
+                assert result["provider"] == "ollama" and result["text"] == ollama.reply
+                assert c.call("status")["selected"] == "ollama"  # status learnt it too
+        finally:
+            d.stop()
+
+
+def test_ollama_chats_with_a_chat_model_not_the_embedder_listed_first(home: Path, workspace: Path) -> None:
+    models = [
+        tag_entry("nomic-embed-text:latest", size=274_302_450, family="nomic-bert", parameter_size="137M"),
+        tag_entry("llama3.2:latest"),
+    ]
+    with FakeOllama(models=models, chunk_delay=0.01) as ollama:
+        d = start(home, workspace, ollama)
+        try:
+            with d.client() as c:
+                detail = next(p for p in c.call("status")["providers"] if p["name"] == "ollama")["detail"]
+                result = c.call("infer", {"prompt": "hi"})
+        finally:
+            d.stop()
+    assert (detail["model"], detail["model_source"]) == ("llama3.2:latest", "first-listed")
+    assert "nomic-embed-text:latest" in detail["model_why"] and "embedding" in detail["model_why"]
+    assert result["model"] == "llama3.2:latest"
+    assert [r.body["model"] for r in ollama.requests if r.path == "/api/chat"] == ["llama3.2:latest"]
 
 
 def test_local_only_never_leaves_the_machine(daemon_with: Any, ollama: FakeOllama, anthropic: FakeAnthropic) -> None:

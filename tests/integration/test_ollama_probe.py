@@ -61,7 +61,8 @@ def test_settings_host_wins_over_env(fake_ollama: FakeOllama) -> None:
 def test_model_precedence_settings_then_env_then_first(fake_ollama: FakeOllama) -> None:
     env = {"OLLAMA_HOST": fake_ollama.host, "OLLAMA_MODEL": "nomic-embed-text"}
     by_env = probe(fake_ollama, env=env)
-    assert (by_env.model, by_env.model_source, by_env.problem) == ("nomic-embed-text:latest", "env", None)
+    # An embedding model cannot chat: named, it is still the one, and the problem is said.
+    assert (by_env.model, by_env.model_source, by_env.problem) == ("nomic-embed-text:latest", "env", "embedding-model")
     by_settings = probe(fake_ollama, env=env, settings_model="LLAMA3.2:latest")
     assert (by_settings.model, by_settings.model_source) == ("llama3.2:latest", "settings")
 

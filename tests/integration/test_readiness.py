@@ -470,6 +470,7 @@ def test_pi_workspace_api_key_makes_pi_ready(home: Path, stop_later: list[Daemon
         "source": str(ws / ".tako" / "pi" / "agent" / "auth.json"),
         "kind": "api_key",
         "masked": "sk-ant-...cdef",
+        "form": "api_key",  # the key itself (pi reads a value as a !command, a variable name or the key)
     }
     assert st["selected"] == "pi"
     assert_no_canaries(d, st, run_cli(d, "auth", "--json").stdout, run_cli(d, "auth").stdout)

@@ -435,8 +435,9 @@ def test_many_concurrent_triggers_make_one_request(world: World) -> None:
     gate = srv.hold_next("g")
     d = world.start()
     srv.wait_arrival("g")  # the scheduler's refresh is at the server, held there
-    # pi's lock is never held across a network request (a starting legacy pi gives up after ~0.2 s).
-    assert not os.path.lexists(str(world.ws_pi) + ".lock")
+    # pi's lock is held across the request (a directory, as pi makes it): a pi that wakes
+    # now waits for it and then reads the new token instead of spending the old one.
+    assert os.path.isdir(str(world.ws_pi) + ".lock")
 
     n = 8
     results: list[Any] = []
@@ -613,10 +614,8 @@ def test_a_live_pi_lock_is_waited_for_never_broken_and_the_refresh_follows_its_r
     pi = world.hold_pi_lock(world.ws_pi)  # pi's own proper-lockfile, as a refreshing pi holds it
     d = world.start()
 
-    # The due refresh waited for the lock, gave up for now, and will retry.
-    info = wait_for(lambda: (x := grant_of(d, "anthropic", ANTHROPIC_CANARY)) and x["last_error"] and x, WAIT)
-    assert info["state"] == "retrying"
-    assert "held by another process" in info["last_error"]
+    # The due refresh waits for the lock (pi may be refreshing under it) and sends nothing meanwhile.
+    wait_for(lambda: grant_of(d, "anthropic", ANTHROPIC_CANARY)["state"] == "refreshing", WAIT)
     assert srv.count() == 0
     assert world.ws_pi.read_bytes() == before
     assert Path(str(world.ws_pi) + ".lock").is_dir()  # still pi's
@@ -631,7 +630,7 @@ def test_a_live_pi_lock_is_waited_for_never_broken_and_the_refresh_follows_its_r
 
 
 @pytest.mark.parametrize("copies", ["workspace", "workspace+home"])
-def test_a_rotated_token_is_saved_even_when_pi_holds_its_lock_a_while(world: World, copies: str) -> None:
+def test_a_lock_wanted_while_the_request_is_out_waits_for_the_rotated_token(world: World, copies: str) -> None:
     srv = world.server
     g = srv.add_grant("g", "anthropic", refresh_token=ANTHROPIC_CANARY, lifetime_s=3600)
     mirrors = [world.ws_pi] + ([world.home_pi] if "home" in copies else [])
@@ -640,13 +639,16 @@ def test_a_rotated_token_is_saved_even_when_pi_holds_its_lock_a_while(world: Wor
     gate = srv.hold_next("g")
     d = world.start()
     srv.wait_arrival("g")
-    # pi takes its lock for something of its own (say, refreshing another login, up to 30 s)
-    # just as the provider answers us with a rotated token.
-    pi = world.hold_pi_lock(world.ws_pi)
+    # A tool wanting any copy's lock now (to refresh it itself) cannot have it: every copy
+    # is locked until the rotated token is in it.
+    from takod_daemon.credentials.pi_lock import LockBusy, pi_lock
+
+    for path in mirrors:
+        with pytest.raises(LockBusy):
+            with pi_lock(path, timeout=0):
+                pass
     gate.set()
     wait_for(lambda: srv.count("g", outcome="ok") == 1, WAIT)  # the old token is spent now
-    time.sleep(broker_module.LOCK_TIMEOUT + 3)  # the scenario: pi keeps its lock longer than a quick write
-    pi.release()
 
     current = srv.current_refresh("g")
     for path in mirrors:
@@ -670,7 +672,7 @@ def test_a_stale_lock_left_by_a_killed_pi_is_reclaimed(world: World) -> None:
     d = world.start()
     wait_for(lambda: srv.count("g", outcome="ok") == 1, WAIT)
     wait_for(lambda: read_json(world.ws_pi)["anthropic"]["refresh"] == srv.current_refresh("g"), WAIT)
-    assert not os.path.lexists(lock_dir)
+    wait_for(lambda: not os.path.lexists(lock_dir), WAIT)  # ours, released after the write
     info = wait_for(lambda: grant_of(d, "anthropic", srv.current_refresh("g")), WAIT)
     assert info["state"] == "scheduled"
 
@@ -724,15 +726,13 @@ def test_a_refresh_by_another_process_while_ours_is_at_a_slow_server_is_adopted(
         t.start()
         srv.wait_arrival("g")  # our request is at the server, not yet answered
 
-        # Another process (pi, under its lock) refreshes the same token first and saves it.
-        from takod_daemon.credentials.pi_lock import pi_lock
-
-        with pi_lock(world.ws_pi, timeout=WAIT):
-            answer = srv.refresh_as_pi("g", ANTHROPIC_CANARY)
-            theirs = pi_dumps({"anthropic": {
-                "type": "oauth", "refresh": answer["refresh_token"], "access": answer["access_token"],
-                "expires": int(time.time() * 1000) + answer["expires_in"] * 1000 - 300_000}})
-            write_in_place(world.ws_pi, theirs)
+        # Another process that does not wait for pi's lock (takod holds it) refreshes the
+        # same token first and saves it.
+        answer = srv.refresh_as_pi("g", ANTHROPIC_CANARY)
+        theirs = pi_dumps({"anthropic": {
+            "type": "oauth", "refresh": answer["refresh_token"], "access": answer["access_token"],
+            "expires": int(time.time() * 1000) + answer["expires_in"] * 1000 - 300_000}})
+        write_in_place(world.ws_pi, theirs)
         gate.set()  # our request now presents a spent token
         t.join(WAIT * 2)
         assert not t.is_alive()
@@ -805,30 +805,24 @@ def test_permanent_failure_needs_login_touches_nothing_and_a_file_change_resets_
         events.close()
 
 
-def test_a_rejection_while_pi_holds_its_lock_is_checked_again_later(world: World) -> None:
+def test_a_rejection_is_checked_against_the_stores_before_a_login_is_asked_for(world: World) -> None:
     srv = world.server
     g = srv.add_grant("g", "anthropic", refresh_token=ANTHROPIC_CANARY, lifetime_s=3600)
     write_in_place(world.ws_pi, pi_dumps({"anthropic": pi_entry(g, expires_in=60)}))
     before = world.ws_pi.read_bytes()
     gate = srv.hold_next("g")
     d = world.start()
-    srv.wait_arrival("g")  # the scheduler's refresh
-    # Our token is refused, and whether pi refreshed first cannot be read yet: pi holds its lock.
+    srv.wait_arrival("g")  # the scheduler's refresh, under every store's lock
     srv.fail_permanent(endpoint="anthropic")
-    pi = world.hold_pi_lock(world.ws_pi)
     gate.set()
-    info = wait_for(lambda: (x := grant_of(d, "anthropic", ANTHROPIC_CANARY)) and x["last_error"] and x, WAIT)
-    assert info["state"] == "retrying" and "held by another process" in info["last_error"]
-    assert call(d, "ping") == "pong"  # the daemon is fine
-    assert world.ws_pi.read_bytes() == before
-    pi.release()
-
-    # Once the lock is free takod looks again: nobody else refreshed, so a login is needed.
+    # Nobody else refreshed (the stores still hold the token sent), so a login is needed.
     info = wait_for(lambda: (x := grant_of(d, "anthropic", ANTHROPIC_CANARY)) and x["state"] == "needs-login" and x,
                     WAIT)
     assert info["last_error"] == "invalid_grant"
+    assert call(d, "ping") == "pong"
     assert world.ws_pi.read_bytes() == before
     assert srv.count("g", outcome="ok") == 0
+    wait_for(lambda: not os.path.lexists(str(world.ws_pi) + ".lock"), WAIT)
 
 
 def test_transient_failures_are_retried_with_backoff_and_the_old_token_kept(world: World) -> None:
@@ -902,7 +896,6 @@ def test_kill_9_mid_refresh_leaves_whole_files_and_a_restart_recovers(world: Wor
     for path in mirrors:
         read_json(path)  # whole: parses
         assert mode_of(path) == 0o600
-        assert not os.path.lexists(str(path) + ".lock")  # no lock left to go stale
     srv.reset_modes()
     assert srv.current_refresh("anth") == ANTHROPIC_CANARY  # nothing was rotated
     assert srv.current_refresh("oai") == OPENAI_CANARY

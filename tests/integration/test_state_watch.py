@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import pytest
 
+from takod.schema import API_PROVIDERS
+
 from tests.fakes.ollama_server import FakeOllama
 from tests.harness import DaemonProcess
 from tests.integration.test_readiness import (
@@ -404,6 +406,6 @@ def test_concurrent_first_requests_for_a_workspace_all_see_it_loaded(
             answers = [c.wait(i) for i in ids]
         for st in answers:
             assert st["workspace"] == str(ws)
-            assert [p["name"] for p in st["providers"]] == ["pi", "ollama", "codex", "claude", "gemini"]
+            assert [p["name"] for p in st["providers"]] == ["pi", "ollama", "codex", "claude", "gemini", *API_PROVIDERS]
             assert st["selected"] == "claude"
     assert status(d)["selected"] == "claude"  # and the daemon is still there

@@ -307,6 +307,66 @@ def test_the_answer_streams_in_order(cli: str, tmp_path: Path) -> None:
     assert token in sent and "system-marker-7" in sent  # prompt and system text reached the model
 
 
+def test_codex_falls_back_from_websockets_and_names_its_model(tmp_path: Path) -> None:
+    """codex's built-in OpenAI provider tries the Responses API over a WebSocket
+    first; a compatible server without WebSockets answers 404, and codex falls
+    back to HTTPS and answers. Nothing asked for a model: the one in config.toml
+    answered, and the result says so."""
+    binary = TOOLS_BIN / "codex"
+    require_tool(binary, "the real codex CLI")
+    marker = uuid.uuid4().hex
+    home = tmp_path / "home"
+    home.mkdir()
+    codex_home = tmp_path / "codex-home"
+    codex_home.mkdir()
+    with FakeOpenAI(api_key=KEYS["codex"], models=["fake-model"]) as fake:
+        (codex_home / "config.toml").write_text(f'model = "fake-model"\nopenai_base_url = "{fake.base_url}"\n')
+        env = base_env(home, marker) | {"CODEX_HOME": str(codex_home), "CODEX_API_KEY": KEYS["codex"]}
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp")
+        out = Collector()
+        result = run(lambda: codex_cli.run(InferRequest(messages=[Message("user", "Say hello.")], timeout=120), ctx, out))
+        paths = [(r.method, r.path) for r in fake.requests]
+    assert ("GET", "/v1/responses") in paths and ("POST", "/v1/responses") in paths  # tried ws, then https
+    assert result.text == DEFAULT_REPLY and result.model == "fake-model"
+    assert_no_orphans(marker)
+
+
+def _gemini_reply(rec: Any) -> str:
+    """The fake's answer: a classifier verdict (with the long reasoning real
+    classifiers give) for gemini's router, the default reply otherwise."""
+    if rec.path.endswith(":generateContent"):
+        return json.dumps({"complexity_reasoning": " ".join(["simple"] * 40), "complexity_score": 10})
+    return DEFAULT_REPLY
+
+
+def test_gemini_with_only_an_api_key_answers_and_names_the_routed_model(tmp_path: Path) -> None:
+    """Only GEMINI_API_KEY (and a base URL): no auth method in gemini's settings,
+    which alone makes gemini exit 41 "Invalid auth method selected". No model
+    asked for: gemini's router asks its classifier first, then streams the answer
+    from the model it chose; that model is the one reported."""
+    binary = TOOLS_BIN / "gemini"
+    require_tool(binary, "the real gemini CLI")
+    marker = uuid.uuid4().hex
+    home = tmp_path / "home"
+    (home / ".gemini").mkdir(parents=True)
+    (home / ".gemini" / "settings.json").write_text(json.dumps({"privacy": {"usageStatisticsEnabled": False}}))
+    with FakeGemini(api_key=KEYS["gemini"], reply=_gemini_reply) as fake:
+        env = base_env(home, marker) | {"GOOGLE_GEMINI_BASE_URL": fake.base_url, "GEMINI_API_KEY": KEYS["gemini"]}
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp")
+        result = run(lambda: gemini_cli.run(InferRequest(messages=[Message("user", "Say hello.")], timeout=120), ctx, Collector()))
+        streamed = [r.path for r in fake.requests if r.path.endswith(":streamGenerateContent")]
+        classified = [r.path for r in fake.requests if r.path.endswith(":generateContent")]
+    assert result.text == DEFAULT_REPLY
+    assert classified, "gemini's router did not run: the test shows nothing"
+    assert streamed and streamed[-1].endswith(f"/models/{result.model}:streamGenerateContent")
+    assert json.loads((home / ".gemini" / "settings.json").read_text()) == {"privacy": {"usageStatisticsEnabled": False}}
+    assert_no_orphans(marker)
+
+
 @pytest.mark.parametrize("cli", CLIS)
 @pytest.mark.parametrize(("mode", "kind"), [("http-401", "auth"), ("http-429", "rate_limit"), ("http-500", "unavailable")])
 def test_a_failure_before_the_stream_is_classified(cli: str, mode: str, kind: str, tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ def _write_pi_agent(agent: Path, base_url: str) -> None:
         "api": "openai-completions",
         "apiKey": "TAKOD_FAKE_OPENAI_KEY",  # pi resolves it from the environment the daemon gives it
         "compat": {"supportsDeveloperRole": False, "supportsReasoningEffort": False, "supportsUsageInStreaming": True},
-        "models": [{"id": "fake-model"}],
+        "models": [{"id": "fake-model"}, {"id": "deep-model"}],
     }
     (agent / "models.json").write_text(json.dumps({"providers": {"fake": provider}}))
     # Without a default pi would pick the first model it has a key for (ANTHROPIC_API_KEY is set).
@@ -224,7 +224,7 @@ def make_rig(tmp_path: Path, *, claude_key_in_env: bool = True) -> Iterator[Rig]
         (bin_dir / cli).symlink_to(TOOLS_BIN / cli)
     marker = uuid.uuid4().hex
     with (
-        FakeOpenAI(api_key=PI_KEY, models=["fake-model"], chunk_delay=0.01) as openai,
+        FakeOpenAI(api_key=PI_KEY, models=["fake-model", "deep-model"], chunk_delay=0.01) as openai,
         FakeAnthropic(api_key=CLAUDE_KEY, models=[CLAUDE_MODEL], chunk_delay=0.01) as anthropic,
     ):
         _write_pi_agent(workspace / ".tako" / "pi" / "agent", openai.base_url)
@@ -337,6 +337,35 @@ def test_pi_answers_through_the_daemon_with_streaming_chunks(rig: Rig) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == DEFAULT_REPLY + "\n"
     assert "→ pi" in proc.stderr and "answered by pi" in proc.stderr
+
+
+def test_takobots_lane_models_reach_pi_as_its_model(rig: Rig) -> None:
+    """type1_model / type2_model (Takobot passes them to pi as --model): set with the
+    CLI, honoured by run for the lane asked for; `auto` gives pi its own default back."""
+    def model_sent() -> str:
+        return rig.openai.last.body["model"]
+
+    with rig.client() as c:
+        assert c.call("infer", {"prompt": "hi"})["model"] == PI_MODEL and model_sent() == "fake-model"
+        out = rig.takod("settings", "set", "type2_model", "fake/deep-model", "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["type2_model"] == "fake/deep-model"
+        deep = c.call("infer", {"prompt": "think hard", "lane": "type2"})
+        assert (deep["provider"], deep["model"], model_sent()) == ("pi", "fake/deep-model", "deep-model")
+        assert c.call("infer", {"prompt": "hi"})["model"] == PI_MODEL  # type1 is still pi's default
+
+        assert rig.takod("settings", "set", "type1_model", "fake/deep-model").returncode == 0
+        run = rig.takod("run", "hi", "--json")
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["model"] == "fake/deep-model" and model_sent() == "deep-model"
+        asked = c.call("infer", {"prompt": "hi", "model": PI_MODEL})  # a model asked for wins over the lane's
+        assert asked["model"] == PI_MODEL and model_sent() == "fake-model"
+
+        assert rig.takod("settings", "set", "type1_model", "auto").returncode == 0
+        assert c.call("settings.get")["type1_model"] == "auto"
+        assert c.call("infer", {"prompt": "hi"})["model"] == PI_MODEL and model_sent() == "fake-model"
+        bad = rig.takod("settings", "set", "type1_model", "")
+        assert bad.returncode == 2 and "auto" in bad.stderr  # says how to clear it instead
 
 
 def test_claude_answers_when_preferred(rig: Rig) -> None:

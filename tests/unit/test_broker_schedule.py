@@ -323,7 +323,7 @@ def test_a_rotated_token_goes_to_every_copy_known_when_the_request_went_out(tmp_
     started = list(held.mirrors)
     held.mirrors = held.mirrors[:1]  # a rescan meanwhile read the home copy half-written
     new = OAuthEntry(access="new-access", refresh="new-refresh", expires=int(time.time() * 1000) + 3_600_000)
-    written = b._persist_pi(held, started, new)
+    written = b._persist_pi(held, started, new, {})
     assert written == [f"{ws}#anthropic", f"{home}#anthropic"]
     for path in (ws, home):
         assert json.loads(path.read_text())["anthropic"]["refresh"] == "new-refresh"

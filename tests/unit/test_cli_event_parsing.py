@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from takod_daemon.inference import claude_cli, codex_cli, gemini_cli, pi_cli, prompt_limits
+from takod_daemon.inference.gemini_cli import GeminiStats
 from takod_daemon.inference.subprocess_run import (
     CliExit,
     EventDecoder,
@@ -475,6 +476,43 @@ def test_codex_reconnect_notices() -> None:
     assert info.value.kind == "model"
 
 
+def test_codex_websocket_404s_let_codex_fall_back_to_https() -> None:
+    # codex 0.169 against an OpenAI-compatible server without WebSockets: 404s on ws://, then HTTPS answers.
+    parser = codex_cli.CodexParser()
+    feed_all(parser, CODEX_HEAD)
+    for attempt in range(2, 6):
+        notice = f"Reconnecting... {attempt}/5 (unexpected status 404 Not Found: Invalid URL (GET /v1/responses), url: ws://127.0.0.1:1/v1/responses)"
+        assert parser.feed(line({"type": "error", "message": notice})) == []
+    fallback = "Falling back from WebSockets to HTTPS transport. unexpected status 404 Not Found: Unknown error, url: ws://127.0.0.1:1/v1/responses"
+    feed_all(parser, [
+        {"type": "item.completed", "item": {"id": "item_1", "type": "error", "message": fallback}},
+        {"type": "item.completed", "item": {"id": "item_2", "type": "agent_message", "text": "hi"}},
+        {"type": "turn.completed", "usage": {"output_tokens": 1}},
+    ])  # fmt: skip
+    assert parser.finish(CliExit(returncode=0)).text == "hi"
+    # A missing model over HTTPS is final.
+    with pytest.raises(ProviderFailure):
+        codex_cli.CodexParser().feed(line({"type": "error", "message": "Reconnecting... 1/5 (unexpected status 404 Not Found: The model `m` does not exist or you do not have access to it., url: https://h/v1/responses)"}))
+
+
+def test_codex_names_the_model_it_used() -> None:
+    # Nothing asked for and nothing configured: the model codex's own warning names.
+    parser = codex_cli.CodexParser()
+    feed_all(parser, CODEX_HEAD + [{"type": "turn.completed", "usage": {}}])
+    assert parser.finish(CliExit(returncode=0)).model == "fake-model"
+
+
+def test_codex_configured_model(tmp_path: Path) -> None:
+    env = {"CODEX_HOME": str(tmp_path)}
+    assert codex_cli.configured_model(env) is None
+    (tmp_path / "config.toml").write_text('model = "gpt-5.5"\n')
+    assert codex_cli.configured_model(env) == "gpt-5.5"
+    (tmp_path / "config.toml").write_text('model = "gpt-5.5"\nprofile = "fast"\n[profiles.fast]\nmodel = "gpt-5.5-mini"\n')
+    assert codex_cli.configured_model(env) == "gpt-5.5-mini"
+    (tmp_path / "config.toml").write_text('model = [')
+    assert codex_cli.configured_model(env) is None
+
+
 def test_codex_without_turn_completed_reports_why() -> None:
     parser = codex_cli.CodexParser()
     feed_all(parser, CODEX_HEAD + [{"type": "error", "message": "stream disconnected before completion: boom"}])
@@ -646,6 +684,30 @@ def gm_stats(model: str = "gemini-3.5-flash") -> dict[str, Any]:
         "total_tokens": 8, "input_tokens": 5, "output_tokens": 3, "cached": 0, "input": 5, "duration_ms": 108,
         "tool_calls": 0, "models": {model: {"total_tokens": 8, "input_tokens": 5, "output_tokens": 3}},
     }  # fmt: skip
+
+
+def test_gemini_names_the_routed_model_not_its_classifier() -> None:
+    # Real gemini 0.58 stats with its router on: the classifier (asked first, long JSON answer), then the answer.
+    stats = GeminiStats(models={
+        "gemini-3.1-flash-lite": {"total_tokens": 115, "input_tokens": 55, "output_tokens": 60},
+        "gemini-3.1-pro-preview": {"total_tokens": 23, "input_tokens": 11, "output_tokens": 12},
+    })  # fmt: skip
+    assert gemini_cli.answering_model(stats) == "gemini-3.1-pro-preview"
+    # A model that failed before its fallback answered produced nothing.
+    stats = GeminiStats(models={"gemini-3.5-flash": {"output_tokens": 12}, "gemini-2.5-pro": {"output_tokens": 0}})
+    assert gemini_cli.answering_model(stats) == "gemini-3.5-flash"
+    assert gemini_cli.answering_model(GeminiStats()) is None
+
+
+def test_gemini_api_key_auth_is_supplied_only_when_nothing_else_decides() -> None:
+    key = {"GEMINI_API_KEY": "k"}
+    assert gemini_cli.needs_api_key_auth(key | {"GOOGLE_GEMINI_BASE_URL": "http://127.0.0.1:1"}, False)
+    assert gemini_cli.needs_api_key_auth(key, False)
+    assert not gemini_cli.needs_api_key_auth({}, False)
+    assert not gemini_cli.needs_api_key_auth(key, True)  # a system-defaults file is in charge
+    assert not gemini_cli.needs_api_key_auth(key | {"GEMINI_CLI_SYSTEM_DEFAULTS_PATH": "/x"}, False)
+    assert not gemini_cli.needs_api_key_auth(key | {"GOOGLE_GENAI_USE_GCA": "true"}, False)
+    assert not gemini_cli.needs_api_key_auth(key | {"GOOGLE_GENAI_USE_VERTEXAI": "true"}, False)
 
 
 def test_gemini_deltas_and_the_model_that_answered() -> None:

@@ -372,10 +372,35 @@ def test_write_refreshed_tokens_through_a_symlink(home: Path, tmp_path: Path) ->
     real = tmp_path / "dotfiles" / "codex-auth.json"
     real.parent.mkdir()
     real.write_text(json.dumps(chatgpt_doc(), indent=2))
+    real.chmod(0o600)  # a link is followed only to a private file of ours
     auth_path(home).symlink_to(real)
     assert write_refreshed_tokens(home, TokenRefresh(refresh_token="rt_new"), REFRESH, NOW)
     assert auth_path(home).is_symlink()
     assert json.loads(real.read_text())["tokens"]["refresh_token"] == "rt_new"
+
+
+@pytest.mark.parametrize("how", ["readable_by_others", "not_codex", "dangling", "hard_linked"])
+def test_write_refreshed_tokens_never_through_an_unsafe_link(home: Path, tmp_path: Path, how: str) -> None:
+    real = tmp_path / "elsewhere" / "auth.json"
+    real.parent.mkdir()
+    content = json.dumps({"name": "pkg", "version": "1.0.0"}) if how == "not_codex" else json.dumps(chatgpt_doc())
+    real.write_text(content)
+    real.chmod(0o644 if how == "readable_by_others" else 0o600)
+    if how == "hard_linked":
+        os.link(real, tmp_path / "elsewhere" / "second-name")
+    if how == "dangling":
+        real.unlink()
+    auth_path(home).symlink_to(real)
+    try:
+        written = write_refreshed_tokens(home, TokenRefresh(refresh_token="rt_new"), REFRESH, NOW)
+    except FileProblem as exc:
+        assert exc.reason in ("unsafe_link", "missing")
+    else:
+        assert not written  # package.json holds no refresh token to replace
+    if how == "dangling":
+        assert not real.exists()
+    else:
+        assert real.read_text() == content
 
 
 def test_default_home_is_used_when_codex_home_is_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -195,7 +195,50 @@ def test_an_older_token_never_replaces_a_newer_one(codex_iat: int, pi_iat: int, 
     got = decide(codex(access(codex_iat, codex_exp)), pi_entry(access(pi_iat, pi_exp)), NOW_MS)
     codex_age, pi_age = (codex_iat, codex_exp), (pi_iat, pi_exp)
     expected = "update_pi" if codex_age > pi_age else "update_codex" if pi_age > codex_age else "none"
+    newer_iat, newer_exp = codex_age if expected == "update_pi" else pi_age
+    if expected != "none" and (newer_iat > NOW_MS / 1000 + codex_link.CLOCK_SKEW_S or newer_exp <= newer_iat):
+        expected = "none"  # the newer one is implausible: nothing is copied
     assert got.action == expected
+
+
+# --- only plausible tokens of the same account are copied -----------------------------
+
+NOW_S = NOW_MS // 1000
+
+
+@pytest.mark.parametrize("forged", [
+    access(NOW_S + 365 * 86400),  # issued a year from now: wins every comparison
+    access(NOW_S + int(codex_link.CLOCK_SKEW_S) + 60),  # just past the skew allowance
+    jwt(iat=NOW_S - 60, exp=NOW_S - 120, **{AUTH_CLAIM: {"chatgpt_account_id": ACCOUNT}}),  # expires before issued
+    jwt(iat=NOW_S - 60, **{AUTH_CLAIM: {"chatgpt_account_id": ACCOUNT}}),  # no exp
+])
+def test_an_implausible_newer_pi_token_never_replaces_codex(forged: str) -> None:
+    got = decide(codex(access(NOW_S - 3600), "codex-rt"), pi_entry(forged, "rt_GARBAGE"), NOW_MS)
+    assert got == LinkDecision(action="none", reason="implausible_token")
+
+
+def test_an_implausible_newer_codex_token_never_replaces_pi() -> None:
+    got = decide(codex(access(NOW_S + 86400)), pi_entry(access(NOW_S - 3600)), NOW_MS)
+    assert got == LinkDecision(action="none", reason="implausible_token")
+
+
+def test_a_token_within_the_skew_allowance_is_copied() -> None:
+    got = decide(codex(access(NOW_S - 3600), "codex-rt"), pi_entry(access(NOW_S + 60)), NOW_MS)
+    assert got.action == "update_codex"
+
+
+def test_a_newer_token_of_another_account_is_never_copied() -> None:
+    # pi's extra claims the right account, but the token itself is another account's.
+    pi = pi_entry(access(NOW_S - 60, account="acct-attacker"), "rt_GARBAGE")
+    got = decide(codex(access(NOW_S - 3600), "codex-rt"), pi, NOW_MS)
+    assert got == LinkDecision(action="none", reason="different_accounts")
+
+
+def test_a_newer_token_without_an_account_is_never_copied() -> None:
+    pi = OAuthEntry(access=access(NOW_S - 60, account=None), refresh="rt_GARBAGE", expires=NOW_MS)
+    assert decide(codex(access(NOW_S - 3600), "codex-rt"), pi, NOW_MS).reason == "account_unknown"
+    got = decide(codex(access(NOW_S - 60, account=None), account=None), pi_entry(access(NOW_S - 3600)), NOW_MS)
+    assert got.reason == "account_unknown"
 
 
 # --- applying to pi's auth.json ------------------------------------------------------

@@ -57,7 +57,9 @@ def test_socket_dir_modes_and_owner() -> None:
     loose = check_private_dir("socket-dir", "socket directory", d, UID)
     assert loose.verdict == "fail" and loose.fixable and "0755" in loose.summary
     foreign = check_private_dir("socket-dir", "socket directory", PathFacts("/r/takod", True, "dir", 0o700, 0), UID)
-    assert foreign.verdict == "fail" and not foreign.fixable and "chown" in (foreign.fix or "")
+    assert foreign.verdict == "fail" and not foreign.fixable
+    # Never "take it over": the fix points takod elsewhere instead of chowning another user's directory.
+    assert "sudo chown" not in (foreign.fix or "") and "TAKOD_SOCKET" in (foreign.fix or "")
     link = check_private_dir("socket-dir", "socket directory", PathFacts("/r/takod", True, "symlink", 0o777, UID), UID)
     assert link.verdict == "fail" and not link.fixable
     assert check_private_dir("socket-dir", "x", PathFacts("/r/takod", False), UID).verdict == "ok"
@@ -169,3 +171,23 @@ def test_logins_from_the_refresh_broker() -> None:
                                guidance="The provider no longer accepts this login's refresh token. Log in again: run `codex login`.")])
     assert dead.verdict == "warn" and "invalid_grant" in (dead.detail or "") and "`codex login`" in (dead.fix or "")
     assert check_logins([grant("retrying", last_error="timeout")]).verdict == "warn"
+
+
+def test_takobot_error_records_are_read() -> None:
+    from takod_daemon.doctor import takobot_error_record
+
+    record = takobot_error_record([
+        "2026-12-07T16:15:03.123456+00:00 provider=pi phase=stream",
+        "command: pi --print 'the prompt head'",
+        "detail: pi inference failed: exit=1",
+        "stderr_tail:",
+        "Error: Token refresh failed: 401",
+        "invalid_grant",
+        "",
+    ])  # fmt: skip
+    assert record is not None and (record.provider, record.kind) == ("pi", "auth")
+    assert record.ts == 1796660103.123456 and "prompt head" not in record.error
+    assert record.error == "pi inference failed: exit=1 Error: Token refresh failed: 401 invalid_grant"
+    timeout = takobot_error_record(["2026-12-07T16:15:03+00:00 provider=pi phase=run", "detail: timed out", "timeout_s: 60.0"])
+    assert timeout is not None and timeout.kind == "failed"
+    assert takobot_error_record(["not a header"]) is None and takobot_error_record([]) is None

@@ -6,7 +6,11 @@ import pytest
 
 from takod_daemon.providers.ollama_probe import (
     OllamaEndpoint,
+    OllamaModel,
+    OllamaModelDetails,
+    choose_model,
     connectable,
+    embedding_only,
     parse_ollama_host,
     resolve_endpoint,
 )
@@ -83,3 +87,50 @@ def test_precedence_settings_then_env_then_default() -> None:
 def test_env_bind_all_address_is_connectable() -> None:
     endpoint, source = resolve_endpoint(None, {"OLLAMA_HOST": "0.0.0.0"})
     assert (endpoint.url, source) == ("http://127.0.0.1:11434", "env")
+
+
+# --- the chat model ------------------------------------------------------------------
+
+
+def _tag(name: str, family: str = "", capabilities: list[str] | None = None) -> OllamaModel:
+    return OllamaModel(name=name, details=OllamaModelDetails(family=family, families=[family] if family else None),
+                       capabilities=capabilities)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "embeds_only"),
+    [
+        (_tag("nomic-embed-text:latest", capabilities=["embedding"]), True),
+        (_tag("qwen3-embedding:0.6b", "qwen3", ["embedding"]), True),  # capabilities decide over the family
+        (_tag("llama3.2:latest", "llama", ["completion", "tools"]), False),
+        (_tag("nomic-embed-text:latest", "nomic-bert"), True),  # older Ollama: no capabilities, the family says
+        (_tag("mxbai-embed-large:latest", "bert"), True),
+        (_tag("bge-m3:latest", "bert"), True),
+        (_tag("llama3.2:latest", "llama"), False),
+        (_tag("my-embedder:latest"), True),  # nothing but the name
+        (_tag("mystery:latest"), False),
+    ],
+)
+def test_embedding_only_models(model: OllamaModel, embeds_only: bool) -> None:
+    assert embedding_only(model) is embeds_only
+
+
+def test_the_first_model_that_can_chat_is_chosen_and_why_is_said() -> None:
+    models = [_tag("nomic-embed-text:latest", "nomic-bert"), _tag("all-minilm:latest", "bert"), _tag("llama3.2:latest", "llama")]
+    choice = choose_model(models, settings_model=None, env_model=None)
+    assert (choice.model, choice.source, choice.problem) == ("llama3.2:latest", "first-listed", None)
+    assert "nomic-embed-text:latest, all-minilm:latest" in (choice.why or "") and "embedding" in (choice.why or "")
+    assert choose_model(models[2:], settings_model=None, env_model=None).why == "the first listed model"
+
+
+def test_only_embedding_models_is_no_chat_model() -> None:
+    choice = choose_model([_tag("nomic-embed-text:latest", "nomic-bert")], settings_model=None, env_model=None)
+    assert (choice.model, choice.problem) == (None, "no-chat-model")
+    assert "nomic-embed-text:latest" in (choice.detail or "") and "ollama pull" in (choice.detail or "")
+
+
+def test_a_named_embedding_model_cannot_chat() -> None:
+    models = [_tag("llama3.2:latest", "llama"), _tag("nomic-embed-text:latest", "nomic-bert")]
+    choice = choose_model(models, settings_model="nomic-embed-text", env_model=None)
+    assert (choice.model, choice.source, choice.problem) == ("nomic-embed-text:latest", "settings", "embedding-model")
+    assert "takod ollama model" in (choice.detail or "")

@@ -402,14 +402,16 @@ def test_seed_copies_the_first_usable_home_file_byte_for_byte(tmp_path: Path) ->
     assert broken.read_text() == '{"x": '
 
 
-def test_seed_fills_an_empty_workspace_file(tmp_path: Path) -> None:
-    target = write(workspace_auth_path(tmp_path / "ws"), "\n")
+@pytest.mark.parametrize("existing", ["\n", "{}", " { }\n"])
+def test_seed_fills_a_workspace_file_without_entries(tmp_path: Path, existing: str) -> None:
+    # `{}` is what pi and `doctor --fix` create: pi would find no credential there.
+    target = write(workspace_auth_path(tmp_path / "ws"), existing)
     source = write(tmp_path / "home/auth.json", SAMPLE)
     assert seed_workspace_auth(target, [source]).outcome == "seeded"
     assert json.loads(target.read_text()) == SAMPLE
 
 
-@pytest.mark.parametrize("existing", ["{}", '{"half": ', json.dumps({"p": {"type": "api_key", "key": "mine"}})])
+@pytest.mark.parametrize("existing", ['{"half": ', json.dumps({"p": {"type": "api_key", "key": "mine"}})])
 def test_seed_never_overwrites_a_workspace_file(tmp_path: Path, existing: str) -> None:
     target = write(workspace_auth_path(tmp_path / "ws"), existing)
     source = write(tmp_path / "home/auth.json", SAMPLE)

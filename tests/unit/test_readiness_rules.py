@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from takod.schema import PROVIDERS
+from pathlib import Path
+
+from takod.schema import API_PROVIDERS, PROVIDERS
+from takod_daemon.cooldowns import Cooldowns
 from takod_daemon.credentials.summary import CredentialSummary
 from takod_daemon.providers.detect import BinaryInfo
 from takod_daemon.providers.ollama_probe import OllamaModel, OllamaProbe
 from takod_daemon.readiness import HINTS, OLLAMA_MISSING_HINT, Facts, cli_provider, evaluate, ollama_provider, select
+from takod_daemon.resolve.pi import PiCredential, PiPlan
 
 NOW = 1_800_000_000.0
 CLIS = ("pi", "codex", "claude", "gemini")
@@ -47,6 +51,10 @@ def probe(**kw: object) -> OllamaProbe:
 def model(name: str) -> OllamaModel:
     return OllamaModel(name=name)
 
+
+AGENT = Path("/home/u/.pi/agent")
+# pi's resolution with a usable key (resolve/pi.py decides it; readiness reports it).
+PI_READY = PiPlan(AGENT, AGENT / "auth.json", PiCredential("anthropic", "env:ANTHROPIC_API_KEY", "env", "sk-...abcd"))
 
 READY_OLLAMA = probe(
     reachable=True, version="0.12.6", models=[model("llama3.2:latest")], model="llama3.2:latest", model_source="first-listed"
@@ -306,7 +314,8 @@ def test_ollama_needs_no_local_binary_to_be_ready() -> None:
 
 def test_evaluate_lists_every_provider_in_priority_order() -> None:
     statuses, selected = evaluate(Facts(now=NOW))
-    assert [s.name for s in statuses] == list(PROVIDERS) == ["pi", "ollama", "codex", "claude", "gemini"]
+    assert [s.name for s in statuses] == [*PROVIDERS, *API_PROVIDERS]
+    assert list(PROVIDERS) == ["pi", "ollama", "codex", "claude", "gemini"]
     assert selected is None
 
 
@@ -322,6 +331,7 @@ def ready_facts(*ready: str, preferred: str = "auto") -> Facts:
         credentials={name: [cred(name)] for name in ready if name != "ollama"},
         ollama=READY_OLLAMA if "ollama" in ready else probe(problem="unreachable"),
         preferred=preferred,
+        pi_plan=PI_READY if "pi" in ready else None,
     )
 
 
@@ -393,3 +403,30 @@ def test_every_reason_the_rules_give_has_a_hint() -> None:
         "node-too-old", "version-failed", "node-missing", "credentials-unreadable", "no-credentials",
         "keyring-locked",
     }
+
+
+def test_a_ready_provider_cooling_down_is_not_ready_and_says_until_when() -> None:
+    facts = Facts(
+        now=NOW, binaries=all_installed(), credentials={"codex": [cred("openai")], "claude": [cred("anthropic")]},
+        ollama=READY_OLLAMA, cooling={"codex": (NOW + 300, "auth"), "ollama": (NOW + 60, "rate limit"), "gemini": (NOW + 9, "auth")},
+    )  # fmt: skip
+    statuses, selected = evaluate(facts)
+    got = {s.name: s for s in statuses}
+    assert (got["codex"].ready, got["codex"].level, got["codex"].reason) == (False, "credentials", "cooling-down")
+    assert got["codex"].detail["cooldown"] == {"until": NOW + 300, "after": "auth"}
+    assert got["codex"].detail["credential"]  # what it would use is still shown
+    assert (got["ollama"].level, got["ollama"].reason) == ("reachable", "cooling-down")
+    assert got["gemini"].reason == "no-credentials"  # not ready anyway: what stops it first is said
+    assert selected == "claude" and got["claude"].ready
+    assert HINTS["cooling-down"]
+
+
+def test_cooldowns_end_at_their_time_or_when_their_credentials_change() -> None:
+    generations = {"codex": 0}
+    cooldowns = Cooldowns(lambda p: generations.get(p, 0))
+    cooldowns.begin("codex", NOW + 300, "auth")
+    cooldowns.begin("ollama", NOW + 60, "rate limit")
+    assert set(cooldowns.active(NOW)) == {"codex", "ollama"} and cooldowns.next_end() == NOW + 60
+    assert set(cooldowns.active(NOW + 61)) == {"codex"}
+    generations["codex"] += 1  # its credential file was re-read, a key was set, ...
+    assert cooldowns.active(NOW + 62) == {} and cooldowns.next_end() is None

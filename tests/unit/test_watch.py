@@ -13,6 +13,7 @@ import struct
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -413,11 +414,11 @@ class TestFileWatcher:
         codex.mkdir()
         plans = 0
 
-        def plan_then_remove(files: Iterable[Path]) -> watch.WatchPlan:
+        def plan_then_remove(files: Iterable[Path], **kwargs: Any) -> watch.WatchPlan:
             # The directory goes right after it was first planned.
             nonlocal plans
             plans += 1
-            plan = plan_watch(files)
+            plan = plan_watch(files, **kwargs)
             if plans == 1:
                 codex.rmdir()
             return plan

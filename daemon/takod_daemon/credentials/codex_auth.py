@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Mapping, cast
 import msgspec
 
 from takod_daemon.credentials.files import (
+    FileKind,
     FileProblem,
     atomic_write,
     decode_json,
@@ -42,6 +43,15 @@ DEFAULT_STORE = "file"
 KEYRING_SERVICE = "Codex Auth"
 # ``CODEX_API_KEY`` wins over the stored login for ``codex exec`` (research A4).
 API_KEY_ENV = "CODEX_API_KEY"
+
+
+def _looks_like_codex_auth(doc: Any) -> bool:
+    return isinstance(doc, dict) and any(name in doc for name in ("auth_mode", "tokens", "OPENAI_API_KEY"))
+
+
+# ``auth.json`` may be a symlink (a dotfile manager's) to another Codex auth.json
+# of the user's, never to anything else.
+CODEX_AUTH_KIND = FileKind("Codex auth.json", "auth.json", _looks_like_codex_auth)
 
 
 class CodexTokens(SecretStruct, frozen=True):
@@ -361,5 +371,5 @@ def write_refreshed_tokens(
     doc = cast(dict[str, Any], decode_json(raw, dict))
     if parse_auth(doc, path).refresh_token != posted_refresh_token:
         return False
-    atomic_write(path, encode_json(apply_refresh(doc, update, now or datetime.now(timezone.utc))))
+    atomic_write(path, encode_json(apply_refresh(doc, update, now or datetime.now(timezone.utc))), kind=CODEX_AUTH_KIND)
     return True

@@ -8,6 +8,15 @@ whichever side holds the newer access token (by its JWT ``iat``, then ``exp``)
 is copied to the other; an older token never replaces a newer one, and when
 the age cannot be told nothing is copied.
 
+A token is copied only when it is plausible and for the same account
+(docs/security.md, "linked grants"): the access token being copied is a JWT
+with ``iat`` and ``exp``, ``exp`` after ``iat``, ``iat`` no more than
+:data:`CLOCK_SKEW_S` in the future (a forged "newest" token would otherwise
+win every comparison), and its ChatGPT account claim equals the other side's
+account. Signatures cannot be checked here, so this stops junk and another
+account's login, not a forger who knows the account id: that is what trusting
+only the user's own stores is for (:mod:`takod_daemon.links`).
+
 Field mapping, Codex -> pi (research takobot-inference.md §5): ``access_token``
 -> ``access``, ``refresh_token`` -> ``refresh``, the access token's JWT ``exp``
 (else the id token's, else "now", i.e. expired) in milliseconds -> ``expires``
@@ -29,10 +38,13 @@ from typing import ClassVar, Literal
 from takod_daemon.credentials.codex_auth import CodexAuth, TokenRefresh
 from takod_daemon.credentials.jwt import JwtClaims, JwtError, decode_claims
 from takod_daemon.credentials.pi_auth import OAuthEntry, PiEntry, read_auth, replace_entry
-from takod_daemon.credentials.pi_lock import DEFAULT_TIMEOUT_S
+from takod_daemon.credentials.pi_lock import DEFAULT_TIMEOUT_S, HeldPiLock
 from takod_daemon.credentials.summary import SecretStruct
 
 PI_PROVIDER = "openai-codex"
+# How far a token's ``iat`` may be ahead of our clock (clocks of this machine and
+# OpenAI's servers differ a little; a token from the future is forged or broken).
+CLOCK_SKEW_S = 300.0
 
 Newer = Literal["codex", "pi", "same", "unknown"]
 LinkAction = Literal["none", "update_pi", "update_codex"]
@@ -73,6 +85,20 @@ def newer_side(codex_access: str, pi_access: str) -> Newer:
             return "codex" if a > b else "pi"
         compared = True
     return "same" if compared else "unknown"
+
+
+def implausibility(access: str, now_s: float) -> str | None:
+    """Why ``access`` cannot be a real access token to copy between stores; None when it can be."""
+    claims = _claims(access)
+    if claims is None:
+        return "is not a JWT"
+    if claims.iat is None or claims.exp is None:
+        return "has no iat or exp claim"
+    if claims.iat > now_s + CLOCK_SKEW_S:
+        return "was issued in the future"
+    if claims.exp <= claims.iat:
+        return "expires before it was issued"
+    return None
 
 
 def pi_entry_from_codex(codex: CodexAuth, current: OAuthEntry | None, now_ms: int) -> OAuthEntry:
@@ -117,6 +143,15 @@ def decide(codex: CodexAuth | None, pi: PiEntry | None, now_ms: int) -> LinkDeci
     if codex_access == pi.access and codex_refresh == pi.refresh:
         return LinkDecision(action="none", reason="in_sync")
     newer = newer_side(codex_access, pi.access)
+    if newer in ("codex", "pi"):
+        source, other_account = (codex_access, pi_account) if newer == "codex" else (pi.access, codex.account_id)
+        if implausibility(source, now_ms / 1000) is not None:
+            return LinkDecision(action="none", reason="implausible_token")
+        source_account = _account_of(source)
+        if not source_account or not other_account:
+            return LinkDecision(action="none", reason="account_unknown")
+        if source_account != other_account:
+            return LinkDecision(action="none", reason="different_accounts")
     if newer == "codex":
         entry = pi_entry_from_codex(codex, pi, now_ms)
         return LinkDecision(action="update_pi", reason="codex_newer", pi_entry=entry)
@@ -136,6 +171,7 @@ def apply_to_pi(
     *,
     now_ms: int | None = None,
     lock_timeout: float = DEFAULT_TIMEOUT_S,
+    held: HeldPiLock | None = None,
 ) -> LinkDecision:
     """Bring pi's ``openai-codex`` entry in line with Codex's login. When pi
     should take Codex's tokens, the decision is made again on the file as
@@ -144,7 +180,8 @@ def apply_to_pi(
     for the caller to hand to ``codex_auth``.
 
     Raises :class:`FileProblem` for a pi file that cannot be parsed (it is left
-    alone) and the :mod:`pi_lock` errors.
+    alone) and the :mod:`pi_lock` errors. ``held``: the caller holds pi's lock
+    on ``auth_path`` already (and read ``codex`` under Codex's lock).
     """
     stamp = now_ms if now_ms is not None else int(time.time() * 1000)
     # Most checks find nothing to write: decide on an unlocked read first, so
@@ -159,7 +196,7 @@ def apply_to_pi(
         decision = decide(codex, current, stamp)
         return decision.pi_entry if decision.action == "update_pi" else None
 
-    replace_entry(auth_path, PI_PROVIDER, choose, lock_timeout=lock_timeout)
+    replace_entry(auth_path, PI_PROVIDER, choose, lock_timeout=lock_timeout, held=held)
     return decision
 
 

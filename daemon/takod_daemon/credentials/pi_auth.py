@@ -21,12 +21,14 @@ import re
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import msgspec
 
 from takod_daemon.credentials.files import (
+    FileKind,
     FileProblem,
     RawFile,
     atomic_write,
@@ -34,8 +36,9 @@ from takod_daemon.credentials.files import (
     encode_json,
     read_bytes,
     strip_bom,
+    write_target,
 )
-from takod_daemon.credentials.pi_lock import DEFAULT_TIMEOUT_S, pi_lock
+from takod_daemon.credentials.pi_lock import DEFAULT_TIMEOUT_S, HeldPiLock, pi_lock, pi_locks
 from takod_daemon.credentials.summary import CredentialSummary, SecretStruct
 from takod_daemon.redact import mask_secret
 
@@ -49,6 +52,16 @@ NEVER_EXPIRES_MS = 9007199254740991
 _ENV_NAME_LIKE_RE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 
 KeyKind = Literal["command", "env", "literal"]
+
+
+def _looks_like_pi_auth(doc: Any) -> bool:
+    # Every value of a pi auth.json is an entry object with a "type" (§1.3).
+    return isinstance(doc, dict) and all(isinstance(v, dict) and isinstance(v.get("type"), str) for v in doc.values())
+
+
+# A workspace auth.json may be a symlink to another pi auth.json of the user's
+# (one login shared between workspaces), never to anything else.
+PI_AUTH_KIND = FileKind("pi auth.json", AUTH_FILENAME, _looks_like_pi_auth)
 
 
 class ApiKeyEntry(SecretStruct, frozen=True, kw_only=True):
@@ -390,26 +403,29 @@ def replace_entry(
     choose: Callable[[PiEntry | None], _Written | None],
     *,
     lock_timeout: float = DEFAULT_TIMEOUT_S,
+    held: HeldPiLock | None = None,
 ) -> _Written | None:
     """Under pi's lock, re-read ``path``, ask ``choose`` what ``provider``'s entry
     should become given its current one (None: leave the file alone), and write
-    that atomically with mode 0600. Returns what was written.
+    that atomically with mode 0600. Returns what was written. ``held``: the
+    caller already holds ``path``'s lock (checked just before the write).
 
     The parent directory is created (0700) when missing, as pi does. Raises
     :class:`FileProblem` for a file that cannot be parsed, and the
     :mod:`pi_lock` errors when the lock cannot be had or was lost.
     ``choose`` runs under the lock: keep it quick and free of I/O.
     """
+    write_target(path, PI_AUTH_KIND)  # a link that may not be written: stop before reading or locking
     _ensure_parent(path)
-    with pi_lock(path, timeout=lock_timeout) as held:
+    with nullcontext(held) if held is not None else pi_lock(path, timeout=lock_timeout) as lock:
         raw = read_bytes(path)
         current = parse_entries(_decode_doc(raw)).get(provider) if raw is not None else None
         new = choose(current)
         if new is None:
             return None
         data = merge_entry(raw, provider, new)
-        held.ensure_held()
-        atomic_write(path, data, 0o600)
+        lock.ensure_held()
+        atomic_write(path, data, 0o600, kind=PI_AUTH_KIND)
         return new
 
 
@@ -421,19 +437,32 @@ def seed_workspace_auth(
 ) -> SeedResult:
     """Create the workspace ``auth.json`` as a byte-for-byte copy (mode 0600) of
     the first candidate that parses and holds at least one entry, but only when
-    the workspace file is missing or empty: an existing workspace file is never
-    overwritten. Candidates that are unreadable or malformed are skipped."""
+    the workspace file is missing, empty or ``{}`` (no entry: pi would have no
+    credential there): a file with an entry, or one that cannot be parsed, is
+    never overwritten. Candidates that are unreadable or malformed are skipped.
+
+    The copy is made holding pi's lock on the workspace file *and* on the
+    source, re-read under it: a refresh holds the source's lock from its
+    re-read to its write, so a seed never copies a token being spent (it waits
+    and copies the new one).
+    A dangling link at ``workspace_auth`` is :class:`FileProblem`
+    (``unsafe_link``): its target is never created."""
+    write_target(workspace_auth, PI_AUTH_KIND)
     if _has_content(read_bytes(workspace_auth)):
         return SeedResult("workspace_has_auth")
     source = _first_seedable(workspace_auth, candidates)
     if source is None:
         return SeedResult("no_home_auth")
     _ensure_parent(workspace_auth)
-    with pi_lock(workspace_auth, timeout=lock_timeout) as held:
+    with pi_locks([workspace_auth, source.path], timeout=lock_timeout) as held:
         if _has_content(read_bytes(workspace_auth)):  # pi or a user got there first
             return SeedResult("workspace_has_auth")
-        held.ensure_held()
-        atomic_write(workspace_auth, source.data, 0o600)
+        source = _first_seedable(workspace_auth, [source.path])  # as it is now, under its lock
+        if source is None:
+            return SeedResult("no_home_auth")
+        held[workspace_auth].ensure_held()
+        held[source.path].ensure_held()
+        atomic_write(workspace_auth, source.data, 0o600, kind=PI_AUTH_KIND)
     return SeedResult("seeded", source.path)
 
 
@@ -451,7 +480,14 @@ def _first_seedable(target: Path, candidates: Sequence[Path]) -> RawFile | None:
 
 
 def _has_content(raw: RawFile | None) -> bool:
-    return raw is not None and bool(strip_bom(raw.data).strip())
+    """Whether the workspace file holds an entry; one that cannot be parsed counts
+    (it is never overwritten). ``{}`` (what pi and ``doctor --fix`` create) does not."""
+    if raw is None:
+        return False
+    try:
+        return bool(_decode_doc(raw))
+    except FileProblem:
+        return True
 
 
 def _ensure_parent(path: Path) -> None:

@@ -36,8 +36,8 @@ import random
 import stat
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 # pi's async (refresh) lockers call a lock stale after 30 s, its sync ones after
@@ -113,7 +113,10 @@ def _record(lock_dir: Path, mtime_ns: int) -> None:
         doc = {"lock": str(lock_dir), "dev": st.st_dev, "ino": st.st_ino, "mtime_ns": mtime_ns, "pid": os.getpid()}
         path = _record_path(directory, lock_dir)
         tmp = path.with_suffix(f".{threading.get_ident()}.new")
-        tmp.write_text(json.dumps(doc))
+        # O_NOFOLLOW: a link planted in the state dir never redirects this write.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(doc))
         os.replace(tmp, path)  # whole or absent: a half record is never read
     except OSError:
         pass  # without a record the lock just goes stale the slow way
@@ -260,6 +263,25 @@ def pi_lock(
         yield held
     finally:
         held.release()
+
+
+@contextmanager
+def pi_locks(auth_paths: Iterable[Path], *, timeout: float = DEFAULT_TIMEOUT_S) -> Iterator[dict[Path, HeldPiLock]]:
+    """Hold pi's lock on every one of ``auth_paths`` at once, for the ``with``
+    body: {path as given: its held lock}. Taken in one global order (by lock
+    directory), so two holders of overlapping sets never wait on each other in
+    a circle; ``timeout`` bounds the whole wait."""
+    deadline = time.monotonic() + timeout
+    by_dir: dict[Path, list[Path]] = {}
+    for path in dict.fromkeys(auth_paths):
+        by_dir.setdefault(lock_dirs(path)[0], []).append(path)
+    held: dict[Path, HeldPiLock] = {}
+    with ExitStack() as stack:
+        for lock_dir in sorted(by_dir):
+            paths = by_dir[lock_dir]
+            lock = stack.enter_context(pi_lock(paths[0], timeout=max(0.0, deadline - time.monotonic())))
+            held.update(dict.fromkeys(paths, lock))
+        yield held
 
 
 def _acquire(lock_dir: Path, deadline: float, timeout: float) -> int:

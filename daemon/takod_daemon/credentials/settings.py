@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from takod_daemon.credentials.files import atomic_write, decode_json, read_bytes
+from takod_daemon.credentials.files import FileKind, atomic_write, decode_json, read_bytes
 from takod_daemon.credentials.summary import SecretStruct
 
 PROVIDER_PREFERENCES = ("auto", "pi", "ollama", "codex", "claude", "gemini")
@@ -74,6 +74,15 @@ class InferenceSettings(SecretStruct, frozen=True, kw_only=True):
     type1_model: str = ""
     type2_model: str = ""
     api_keys: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def _looks_like_settings(doc: Any) -> bool:
+    return isinstance(doc, dict) and (not doc or any(name in doc for name in (*SETTABLE_FIELDS, "api_keys")))
+
+
+# The settings file may be a symlink to another workspace's settings file of the
+# user's (shared settings), never to anything else.
+SETTINGS_KIND = FileKind("inference-settings.json", "inference-settings.json", _looks_like_settings)
 
 
 def settings_path(workspace: Path) -> Path:
@@ -148,6 +157,9 @@ def clean_field(field: str, value: object) -> str:
         raise SettingsError(field, f"unknown setting (expected one of: {', '.join(SETTABLE_FIELDS)})")
     if not isinstance(value, str):
         raise SettingsError(field, f"{field} must be a string")
+    if any((ord(c) < 0x20 and not c.isspace()) or ord(c) == 0x7F for c in value):
+        # NUL and friends: no host, model or provider has them; a file holding one breaks its readers.
+        raise SettingsError(field, f"{field} must not contain control characters")
     if field == "preferred_provider":
         candidate = _collapse(value).lower() or "auto"
         if candidate not in PROVIDER_PREFERENCES:
@@ -218,7 +230,7 @@ def drop_api_keys(doc: dict[str, Any], names: Iterable[str]) -> tuple[dict[str, 
 def _write_doc(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data = msgspec.json.format(msgspec.json.encode(doc, order="sorted"), indent=2) + b"\n"
-    atomic_write(path, data)
+    atomic_write(path, data, kind=SETTINGS_KIND)
 
 
 def set_field(path: Path, field: str, value: object) -> InferenceSettings:

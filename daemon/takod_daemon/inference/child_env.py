@@ -6,8 +6,8 @@ settings) but, of the secret-looking ones (names like ``*_API_KEY``,
 ``*_TOKEN``, ``*_SECRET``, ``AWS_ACCESS_KEY_ID``), only those of the services it
 can talk to: Codex never sees an Anthropic key, Claude Code never sees AWS
 credentials unless it is set up for Bedrock, and no CLI sees an unrelated
-``DATABASE_PASSWORD`` or ``NPM_TOKEN``. pi talks to every provider, so it keeps
-every model key (and AWS for Bedrock) but no other secret. A ``--version``
+``DATABASE_PASSWORD`` or ``NPM_TOKEN``. pi gets exactly the variables its
+resolved credential needs (``resolve/pi.py``, ``child_env``). A ``--version``
 probe needs no secret at all.
 """
 
@@ -18,22 +18,19 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..credentials.codex_auth import codex_home
-from ..key_names import KEY_NAMES
 from ..redact import is_secret_key
 
 # What subprocess_run masks as secret, by name; the same test decides what is withheld.
 _SECRET_SUFFIX_RE = re.compile(r"(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
 
-CLI_PROVIDERS = frozenset({"pi", "codex", "claude", "gemini"})
+# The CLIs filtered here (pi: resolve/pi.py).
+CLI_PROVIDERS = frozenset({"codex", "claude", "gemini"})
 
 # Secret-looking names each CLI may be given, by prefix (or exact name).
 _ALLOWED_PREFIXES: dict[str, tuple[str, ...]] = {
     "codex": ("OPENAI_", "CODEX_", "AZURE_OPENAI_"),
     "claude": ("ANTHROPIC_", "CLAUDE_"),
     "gemini": ("GEMINI_", "GOOGLE_"),
-    # pi: every model key of the catalogue (below), its own variables, and the
-    # cloud credentials of the providers it reaches through them (Bedrock, Vertex).
-    "pi": ("PI_", "AWS_", "GOOGLE_"),
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -65,12 +62,9 @@ def filter_env(provider: str, env: Mapping[str, str], extra_secrets: frozenset[s
     """``env`` without the secrets ``provider``'s CLI does not need; ``extra_secrets``
     names more variables it may have."""
     prefixes = _allowed_prefixes(provider, env)
-    pi = provider == "pi"
 
     def keep(name: str) -> bool:
         if not is_secret_name(name) or name in extra_secrets:
-            return True
-        if pi and name in KEY_NAMES:
             return True
         return name.startswith(prefixes)
 

@@ -18,7 +18,14 @@ Output is JSON lines: ``thread.started``, ``turn.started``, ``item.started`` /
 (``text``), ``reasoning`` (``text``), ``error`` (a warning, e.g. unknown model
 metadata) and tool items; ``error`` (a retry notice, "Reconnecting... 2/5
 (...)", or the final error); and the terminal ``turn.completed`` (``usage``) or
-``turn.failed`` (``error.message``). codex prints an agent message only once it
+``turn.failed`` (``error.message``). codex 0.16x first tries the Responses API
+over a WebSocket (``ws://``/``wss://`` in the retry notice's URL); a server
+without WebSockets answers that with a 404, and after its retries codex falls
+back to HTTPS by itself ("Falling back from WebSockets to HTTPS transport"), so
+such notices never stop it. The events never name the model: it is the one
+asked for (``-m``), else ``model`` in ``$CODEX_HOME/config.toml`` (or its
+active profile's), else the one codex's "Model metadata for `X` not found"
+warning names. codex prints an agent message only once it
 is complete, so "streaming" from codex is one chunk per message. Exit code 1
 covers every failure, and sticks even when a later retry succeeded, so the
 outcome is read from the events.
@@ -27,9 +34,13 @@ outcome is read from the events.
 from __future__ import annotations
 
 import re
+import tomllib
+from collections.abc import Mapping
 
+import anyio
 import msgspec
 
+from takod_daemon.credentials.codex_auth import codex_home, config_path
 from takod_daemon.inference.subprocess_run import (
     CliExit,
     CliSpec,
@@ -59,6 +70,9 @@ BASE_ARGS = ("exec", "--json", "--skip-git-repo-check", "--ephemeral", "-s", "re
 REASONING_EFFORT = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
 MESSAGE_SEPARATOR = "\n\n"
 _RECONNECT_RE = re.compile(r"^Reconnecting\.\.\.\s*(\d+)/(\d+)\s*\((.*)\)\s*$", re.DOTALL)
+# A retry notice about the WebSocket transport, which codex gives up for HTTPS by itself.
+_WEBSOCKET_URL_RE = re.compile(r"\burl: wss?://")
+_MODEL_NAMED_RE = re.compile(r"^Model metadata for `([^`]+)` not found")
 
 
 # --- events ------------------------------------------------------------------------
@@ -147,6 +161,10 @@ class CodexParser:
             if item.type == "reasoning" and item.text:
                 self._thinking.append(item.text)
                 return [Chunk("thinking", item.text)]
+            if item.type == "error" and item.message and self._model is None:
+                named = _MODEL_NAMED_RE.match(item.message)
+                if named:
+                    self._model = named[1]
         elif isinstance(event, StreamError):
             reconnect = parse_reconnect(event.message)
             if reconnect is None:
@@ -155,6 +173,8 @@ class CodexParser:
             attempt, _, why = reconnect
             self.last_error = summarize(why)
             emitted = bool(self._messages or self._thinking)
+            if _WEBSOCKET_URL_RE.search(why) and not emitted:
+                return []  # codex falls back to HTTPS after these; let it
             if retry_notice_is_fatal(classify(why), attempt=attempt, emitted=emitted):
                 context = "codex would retry after streaming part of the answer: " if emitted else ""
                 raise classified_failure(why, context=context)
@@ -205,6 +225,22 @@ def codex_argv(binary: str, req: InferRequest) -> list[str]:
     return argv
 
 
+def configured_model(env: Mapping[str, str]) -> str | None:
+    """The model codex uses when none is asked for: ``model`` of the active
+    ``profile`` in ``$CODEX_HOME/config.toml``, else its top-level ``model``
+    (blocking; tiny file). None when unset or unreadable."""
+    try:
+        doc = tomllib.loads(config_path(codex_home(env)).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    profiles = doc.get("profiles")
+    profile = profiles.get(doc.get("profile")) if isinstance(profiles, dict) and isinstance(doc.get("profile"), str) else None
+    for table in (profile, doc):
+        if isinstance(table, dict) and isinstance(table.get("model"), str) and table["model"].strip():
+            return table["model"].strip()
+    return None
+
+
 def codex_stdin(req: InferRequest) -> bytes:
     return render_prompt(req, fold_system=True).encode()
 
@@ -219,4 +255,5 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit) -> RunResult:
         stdin=codex_stdin(req),
         timeout=req.timeout,
     )
-    return await run_event_cli(spec, CodexParser(req.model), emit)
+    model = req.model if req.model and req.model != "auto" else await anyio.to_thread.run_sync(configured_model, ctx.env)
+    return await run_event_cli(spec, CodexParser(model), emit)

@@ -21,10 +21,14 @@ import httpx
 import msgspec
 import structlog
 
-from ..credentials.pi_auth import workspace_auth_path
+from .. import cooldowns
 from ..links import is_tako_workspace
 from ..redact import redact_text
+from ..resolve import pi as pi_resolve
+from ..resolve.api import default_model as default_api_model
+from ..resolve.api import resolve_api
 from . import child_env, errorlog
+from .config import InferenceConfig
 from .routing import API_BACKENDS, Candidate, Plan
 from .types import Chunk, InferRequest, ProviderFailure, RunContext, RunResult
 
@@ -48,6 +52,7 @@ class Attempt:
     model: str | None = None
     elapsed_ms: float | None = None
     first_token_ms: float | None = None
+    rule: str | None = None  # the routing rule that put this provider here
 
 
 @dataclass
@@ -86,11 +91,11 @@ def _runner(provider: str) -> Callable[..., Awaitable[RunResult]]:
 
 
 class Engine:
-    """Shared by every prompt: the HTTP client, cooldowns."""
+    """Shared by every prompt: the HTTP client. (Cooldowns live in the state manager,
+    since status shows them and credential changes end them.)"""
 
     def __init__(self, daemon: "Daemon"):
         self.daemon = daemon
-        self.cooldowns: dict[str, tuple[float, str]] = {}  # provider -> (until, reason)
         self.http: httpx.AsyncClient | None = None
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -101,9 +106,9 @@ class Engine:
             await anyio.sleep_forever()
 
     def cooling(self) -> dict[str, str]:
+        """Providers sitting out a failure, and the routing trace's words for it."""
         now = time.time()
-        self.cooldowns = {p: v for p, v in self.cooldowns.items() if v[0] > now}
-        return {p: f"cooling down for {int(until - now)} s after {why}" for p, (until, why) in self.cooldowns.items()}
+        return {p: cooldowns.describe(c, now) for p, c in self.daemon.state.cooldowns.active(now).items()}
 
     async def child_env(self, ws: "Workspace", overlay: Mapping[str, str] | None) -> dict[str, str]:
         """The environment a provider runs with: the daemon's, plus stored keys and
@@ -130,13 +135,19 @@ class Engine:
             env.update(TMPDIR=str(tmp), TMP=str(tmp), TEMP=str(tmp))
         return env
 
-    def context(self, ws: "Workspace", provider: str, env: dict[str, str]) -> RunContext:
+    def context(
+        self, ws: "Workspace", provider: str, env: dict[str, str], model: str | None = None,
+        *, ollama_url: str | None = None,
+    ) -> RunContext:
+        """What ``provider`` runs with. pi and the API backends run their resolution
+        (``resolve/``), the one readiness reports; ``env`` is the whole pool.
+        ``ollama_url`` is an Ollama address the client asked for (a workspace's own
+        `takod ollama host` still wins)."""
         user = self.daemon.state.user
         if provider == "pi":
             info = ws.pi_binary
-            env = dict(env)
-            if is_tako_workspace(ws.root):
-                env["PI_CODING_AGENT_DIR"] = str(workspace_auth_path(ws.root).parent)
+            plan = self.daemon.state.pi_plan(ws, env, masked=False, model=model)
+            env = pi_resolve.child_env(plan, env)
             if info is not None and info.node_path:
                 env["PATH"] = str(Path(info.node_path).parent) + ":" + env.get("PATH", "")
             return RunContext(workspace=ws.root, env=env, binary=info.path if info else None)
@@ -145,15 +156,25 @@ class Engine:
             return RunContext(workspace=ws.root, env=env, binary=info.path if info else None)
         if provider == "ollama":
             url = ws.ollama.url if ws.ollama is not None else "http://127.0.0.1:11434"
+            if ollama_url and not ws.settings.ollama_host:
+                url = ollama_url
             return RunContext(workspace=ws.root, env=env, base_url=url)
-        key_var, _kind, default_url = API_BACKENDS[provider]
-        base = env.get(f"{provider.upper()}_BASE_URL") or default_url
-        return RunContext(workspace=ws.root, env=env, base_url=base, api_key=env.get(key_var))
+        api = resolve_api(provider, env)
+        return RunContext(workspace=ws.root, env=env, base_url=api.base_url, api_key=env.get(api.key_var))
 
-    def default_model(self, ws: "Workspace", provider: str) -> str | None:
-        if provider == "ollama" and ws.ollama is not None:
-            return ws.ollama.model
-        return None
+    def default_model(self, ws: "Workspace", provider: str, config: InferenceConfig | None = None) -> str | None:
+        """The model a provider runs when neither the request nor a rule named one.
+        Ollama: the workspace's or ``OLLAMA_MODEL``, else ``OLLAMA_DEFAULT_MODEL``,
+        else the first pulled model; an API backend: its service's default."""
+        if provider in API_BACKENDS:
+            return default_api_model(provider)
+        if provider != "ollama":
+            return None
+        probe = ws.ollama
+        pinned = probe is not None and probe.model_source in ("settings", "env")
+        if config is not None and config.ollama_default_model and not pinned:
+            return config.ollama_default_model
+        return probe.model if probe is not None else None
 
     async def execute(
         self,
@@ -162,17 +183,19 @@ class Engine:
         route: Plan,
         sink: Sink,
         env_overlay: Mapping[str, str] | None = None,
+        config: InferenceConfig | None = None,
+        ollama_url: str | None = None,
     ) -> Outcome:
         """Try each candidate in order; raise :class:`NoProvider` when none answered."""
-        trace = [Attempt(s.provider, "skipped", s.reason) for s in route.skipped]
+        trace = [Attempt(s.provider, "skipped", s.reason, rule=s.rule) for s in route.skipped]
         if not route.candidates:
-            raise NoProvider(_summary("no provider can take this prompt", trace), trace)
+            raise NoProvider(route.refusal(_summary("no provider can take this prompt", trace)), trace)
         env = await self.child_env(ws, env_overlay)
         for candidate in route.candidates:
-            outcome = await self._attempt(ws, request, candidate, env, sink, trace)
+            outcome = await self._attempt(ws, request, candidate, env, sink, trace, config, ollama_url)
             if outcome is not None:
                 return outcome
-        raise NoProvider(_summary("every provider failed", trace), trace)
+        raise NoProvider(route.refusal(_summary("every provider failed", trace)), trace)
 
     async def _attempt(
         self,
@@ -182,11 +205,15 @@ class Engine:
         env: dict[str, str],
         sink: Sink,
         trace: list[Attempt],
+        config: InferenceConfig | None = None,
+        ollama_url: str | None = None,
     ) -> Outcome | None:
         provider = candidate.provider
-        model = candidate.model or request.model or self.default_model(ws, provider)
+        model = candidate.model or request.model or self.default_model(ws, provider, config)
         req = request if model == request.model else _with_model(request, model)
-        attempt = Attempt(provider, "failed", model=model)
+        if candidate.timeout is not None:
+            req = msgspec.structs.replace(req, timeout=candidate.timeout)
+        attempt = Attempt(provider, "failed", model=model, rule=candidate.rule)
         trace.append(attempt)
         started = time.monotonic()
         sent = False
@@ -198,11 +225,13 @@ class Engine:
             sent = True
             await sink(chunk.kind, {"text": chunk.text})
 
-        await sink("route", {"provider": provider, "model": model, "attempt": len([a for a in trace if a.outcome != "skipped"])})
+        await sink("route", {"provider": provider, "model": model, "attempt": len([a for a in trace if a.outcome != "skipped"]),
+                             "rule": candidate.rule})
         if provider in child_env.CLI_PROVIDERS:
-            # A CLI gets only the secrets of the services it talks to (reads Codex's config).
+            # A CLI gets only the secrets of the services it talks to (reads Codex's config);
+            # pi gets exactly what its resolution needs (Engine.context).
             env = await anyio.to_thread.run_sync(child_env.for_provider, provider, env)
-        ctx = self.context(ws, provider, env)
+        ctx = self.context(ws, provider, env, model, ollama_url=ollama_url)
         try:
             runner = _runner(provider)
             with anyio.fail_after(req.timeout):
@@ -224,7 +253,7 @@ class Engine:
             return Outcome(provider, result, trace)
         attempt.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         attempt.reason = f"{failure.kind}: {redact_text(failure.message)}"
-        self._cool(provider, failure)
+        await self._cool(provider, failure)
         await anyio.to_thread.run_sync(
             errorlog.append, ws.root,
             {"provider": provider, "model": model, "kind": failure.kind, "error": failure.message,
@@ -237,14 +266,14 @@ class Engine:
         await sink("fallback", {"provider": provider, "error": attempt.reason})
         return None
 
-    def _cool(self, provider: str, failure: ProviderFailure) -> None:
+    async def _cool(self, provider: str, failure: ProviderFailure) -> None:
         if failure.kind == "rate_limit":
             wait = failure.retry_after or COOLDOWN_RATE_LIMIT
         elif failure.kind == "auth":
             wait = COOLDOWN_AUTH
         else:
             return
-        self.cooldowns[provider] = (time.time() + wait, failure.kind.replace("_", " "))
+        await self.daemon.state.cool(provider, time.time() + wait, failure.kind.replace("_", " "))
 
 
 def _with_model(request: InferRequest, model: str | None) -> InferRequest:

@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import structlog
 
+from ..credentials.files import FileProblem, open_private_append
 from ..redact import redact_value
+
+log = structlog.get_logger("takod.errorlog")
 
 MAX_BYTES = 1024 * 1024
 _lock = threading.Lock()
@@ -32,11 +36,15 @@ def append(workspace: Path, record: dict[str, Any], max_bytes: int = MAX_BYTES) 
     with _lock:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            if path.stat().st_size + len(line) > max_bytes:
+            if os.lstat(path).st_size + len(line) > max_bytes:
                 os.replace(path, path.with_name(path.name + ".1"))
         except FileNotFoundError:
             pass
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = open_private_append(path)  # never through a planted symlink or hard link
+        except FileProblem as exc:
+            log.warning("not writing the workspace error log", path=str(path), error=exc.detail)
+            return
         try:
             os.write(fd, line)
         finally:

@@ -14,6 +14,16 @@ Command (research/providers.md C7)::
   override of its system prompt), off the command line.
 - Keys (``GEMINI_API_KEY``, Vertex variables), ``GEMINI_CLI_HOME`` and
   ``GOOGLE_GEMINI_BASE_URL`` come from ``ctx.env``.
+- The auth method: gemini takes ``security.auth.selectedType`` from its
+  settings, else guesses from the environment (``getAuthTypeFromEnv``:
+  ``GOOGLE_GENAI_USE_GCA``, ``GOOGLE_GENAI_USE_VERTEXAI``, then
+  ``GOOGLE_GEMINI_BASE_URL`` -> "gateway", which its own validation rejects
+  with exit 41 "Invalid auth method selected", then ``GEMINI_API_KEY``). With
+  a ``GEMINI_API_KEY`` and no Google login or Vertex asked for, the runner
+  supplies ``selectedType: gemini-api-key`` as a *system default* (a private
+  file named by ``GEMINI_CLI_SYSTEM_DEFAULTS_PATH``, the lowest settings
+  scope), so any choice in the user's own settings still wins. An existing
+  system-defaults file is left in charge.
 
 Events: ``init`` (``model``), ``message`` (``role``, ``content``, ``delta: true``
 for an increment), ``tool_use`` / ``tool_result``, ``error`` (``severity``,
@@ -28,7 +38,10 @@ then succeeds repeats text. Newer builds say ``retry``; that is handled.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -65,6 +78,9 @@ from takod_daemon.inference.types import (
 NAME = "gemini"
 BASE_ARGS = ("-p", "", "-o", "stream-json", "--skip-trust")
 SYSTEM_ENV = "GEMINI_SYSTEM_MD"
+SYSTEM_DEFAULTS_ENV = "GEMINI_CLI_SYSTEM_DEFAULTS_PATH"
+DEFAULT_SYSTEM_DEFAULTS = Path("/etc/gemini-cli/system-defaults.json")  # gemini's on Linux
+API_KEY_AUTH = {"security": {"auth": {"selectedType": "gemini-api-key"}}}
 EXIT_KINDS: dict[int, FailureKind] = {41: "auth", 42: "bad_request", 44: "crashed", 52: "crashed", 53: "bad_request"}
 # gemini's retry notices on stderr (its stream-json output has none):
 #   Attempt 2 failed with status 429. Retrying with backoff... <error>
@@ -222,16 +238,21 @@ def parse_retry_notice(line: str) -> RetryNotice | None:
 
 
 def answering_model(stats: GeminiStats) -> str | None:
-    """The model that did the answering: the one in ``stats.models`` with the
-    most output tokens. (gemini may route a requested model to another, e.g.
-    ``gemini-2.5-flash`` to ``gemini-3.5-flash``, while ``init`` names the request's.)"""
+    """The model that did the answering: the last one in ``stats.models`` that
+    produced output. gemini lists models in the order it first called them, and
+    calls its helpers first: with ``auto`` its router asks a classifier model
+    (flash-lite, often with more output tokens than a short answer) which model
+    to use, and a failed model's fallback comes after it. (``init`` names only
+    the requested model, e.g. ``gemini-2.5-flash`` that gemini routed to
+    ``gemini-3.5-flash``.)"""
 
-    def output_tokens(name: str) -> int:
+    def produced(name: str) -> bool:
         entry = stats.models.get(name)
         value = entry.get("output_tokens") if isinstance(entry, dict) else None
-        return value if isinstance(value, int) else -1
+        return isinstance(value, int) and value > 0
 
-    return max(stats.models, key=output_tokens, default=None)
+    names = list(stats.models)
+    return next((name for name in reversed(names) if produced(name)), names[-1] if names else None)
 
 
 # --- command -------------------------------------------------------------------------
@@ -245,10 +266,20 @@ def gemini_argv(binary: str, req: InferRequest) -> list[str]:
     return argv
 
 
-def gemini_env(ctx: RunContext, system_file: Path | None) -> dict[str, str]:
+def needs_api_key_auth(env: Mapping[str, str], system_defaults_exists: bool) -> bool:
+    """Whether to supply ``selectedType: gemini-api-key``: a key is there, no
+    Google login or Vertex is asked for, and no system-defaults file is in charge."""
+    if not env.get("GEMINI_API_KEY") or system_defaults_exists or env.get(SYSTEM_DEFAULTS_ENV):
+        return False
+    return not any(env.get(name) == "true" for name in ("GOOGLE_GENAI_USE_GCA", "GOOGLE_GENAI_USE_VERTEXAI"))
+
+
+def gemini_env(ctx: RunContext, system_file: Path | None, auth_defaults: Path | None = None) -> dict[str, str]:
     env = dict(ctx.env)
     if system_file is not None:
         env[SYSTEM_ENV] = str(system_file)
+    if auth_defaults is not None:
+        env[SYSTEM_DEFAULTS_ENV] = str(auth_defaults)
     return env
 
 
@@ -263,10 +294,13 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit) -> RunResult:
     system = system_text(req)
     with private_dir(ctx.tmp_dir) as scratch:
         system_file = write_private(scratch / "system.md", system) if system else None
+        auth_defaults = None
+        if needs_api_key_auth(ctx.env, os.path.exists(DEFAULT_SYSTEM_DEFAULTS)):
+            auth_defaults = write_private(scratch / "system-defaults.json", json.dumps(API_KEY_AUTH))
         spec = CliSpec(
             name=NAME,
             argv=gemini_argv(binary, req),
-            env=gemini_env(ctx, system_file),
+            env=gemini_env(ctx, system_file, auth_defaults),
             cwd=workspace_cwd(ctx.workspace),
             stdin=stdin,
             timeout=req.timeout,

@@ -331,6 +331,44 @@ async def list_models(ctx: RunContext, http: httpx.AsyncClient, *, timeout: floa
     return await run_guarded(lambda: _tags(http, url, where, timeout), timeout=timeout, where=where)
 
 
+class OllamaShow(msgspec.Struct, frozen=True):
+    """What ``POST /api/show`` says about a model that ``/api/tags`` does not."""
+
+    model_info: dict[str, object] | None = None
+    capabilities: list[str] | None = None
+
+    @property
+    def parameter_count(self) -> int | None:
+        value = (self.model_info or {}).get("general.parameter_count")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def context_length(self) -> int | None:
+        arch = (self.model_info or {}).get("general.architecture")
+        value = (self.model_info or {}).get(f"{arch}.context_length")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def show(name: str, ctx: RunContext, http: httpx.AsyncClient, *, timeout: float = LIST_TIMEOUT) -> OllamaShow:
+    """A model's metadata (``POST /api/show``; reads the model file, never loads the model)."""
+    url = base_url(ctx)
+    where = f"ollama at {url}"
+
+    async def body() -> OllamaShow:
+        response = await fetch(
+            http, "POST", url + "/api/show", content=msgspec.json.encode({"model": name}),
+            headers={"Content-Type": "application/json"}, timeout=request_timeout(timeout),
+        )
+        if response.status_code != 200:
+            raise failure_from_body(where, response.status_code, response.content, response.headers)
+        try:
+            return decode_json(response.content, OllamaShow)
+        except msgspec.DecodeError as exc:
+            raise unreadable(where, "a model's details", exc) from None
+
+    return await run_guarded(body, timeout=timeout, where=where)
+
+
 async def embed(
     texts: Sequence[str],
     model: str,

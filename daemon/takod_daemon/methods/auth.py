@@ -32,7 +32,7 @@ from ..credentials.settings import remove_api_keys
 from ..key_names import CATALOGUE, UnknownKeyName, normalise_key_name
 from ..keystore import KeyStore, KeyStoreError
 from ..rpc import Call
-from .core import workspace_of
+from .core import require_trusted, workspace_of
 
 
 def store_info(keys: KeyStore) -> KeyStoreInfo | None:
@@ -164,6 +164,8 @@ async def key_migrate(call: Call, p: KeyMigrateParams) -> KeyMigrateResult:
     then remove exactly the ones stored from the file."""
     state = call.daemon.state
     ws = await state.workspace(workspace_of(call, p.workspace))
+    # Keys from someone else's settings file must not become the user's own.
+    await require_trusted(call, ws, "copy keys out of the settings")
     if ws.settings_problem:
         raise RpcError("settings_unreadable", f"not touching an unreadable settings file: {ws.settings_problem}")
     result = await call.daemon.keys.migrate(ws.settings.api_keys)

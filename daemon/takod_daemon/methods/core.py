@@ -7,6 +7,7 @@ functions: answered inline, without a task (see :mod:`takod_daemon.rpc`).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -22,10 +23,14 @@ from takod.schema import (
     SubscribeResult,
     UnsubscribeParams,
     UnsubscribeResult,
+    workspace_problem,
 )
 
 from ..api import registry
 from ..rpc import Call
+
+if TYPE_CHECKING:
+    from ..state import Workspace
 
 log = structlog.get_logger("takod.methods")
 
@@ -36,10 +41,21 @@ MAX_SUBSCRIPTIONS = 64
 
 
 def workspace_of(call: Call, explicit: str | None) -> str:
-    """The request's workspace: explicit, else the connection's (from hello), else the daemon's default."""
-    if explicit is not None and not os.path.isabs(explicit):
-        raise invalid("invalid_params", "workspace must be an absolute path")
+    """The request's workspace: explicit, else the connection's (from hello), else the daemon's default.
+    An impossible path is ``invalid_params`` (kind 1), never a failure inside a handler."""
+    if explicit is not None and (problem := workspace_problem(explicit)) is not None:
+        raise invalid("invalid_params", f"{problem}; pass the workspace's absolute path (or omit it)")
     return explicit or call.conn.workspace or str(call.daemon.default_workspace)
+
+
+async def require_trusted(call: Call, ws: "Workspace", act: str) -> None:
+    """Refuse ``act`` (it runs, writes or follows something in ``ws``) unless the
+    workspace is the user's own, checked again now (trust.py): ``untrusted_workspace``."""
+    verdict = await call.daemon.state.check_trust(ws)
+    if not verdict.trusted:
+        assert verdict.problem is not None
+        why = verdict.hint if verdict.problem.foreign else f"{verdict.detail}; {verdict.hint}"
+        raise RpcError("untrusted_workspace", f"takod will not {act} here: {why}")
 
 
 async def autocmd_data_supported(call: Call) -> bool:
@@ -59,9 +75,8 @@ def hello(call: Call, p: HelloParams) -> HelloResult:
     if p.client:
         call.conn.client_name = p.client[:100]
     if p.workspace:
-        if not os.path.isabs(p.workspace):
-            raise invalid("invalid_params", "workspace must be an absolute path")
-        call.conn.workspace = p.workspace
+        # Checked before it is kept: a bad one must not become every later call's workspace.
+        call.conn.workspace = workspace_of(call, p.workspace)
     d = call.daemon
     return HelloResult(
         server="takod",

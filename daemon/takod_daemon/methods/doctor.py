@@ -1,8 +1,8 @@
 """``doctor.run`` (alias ``doctor``): gather the facts, run the checks, and with
 ``fix`` repair what is safe and check again.
 
-Facts are gathered here, at the edge (files in a worker thread, ``node
---version`` as a subprocess); the checks themselves are pure
+Facts are gathered here, at the edge (files in a worker thread; ``node
+--version`` as a subprocess only for a PATH Node whose files do not say); the checks themselves are pure
 (:mod:`takod_daemon.doctor`). With ``stream`` the long steps report progress as
 ``takod.stream`` chunks of kind ``progress`` before the answer.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +23,44 @@ from takod.doctor_local import PROXY_VARS, chmod_own, counts, local_facts, mode_
 from takod.protocol import STREAM_METHOD
 from takod.schema import DoctorCheck, DoctorFix, DoctorParams, DoctorResult
 
-from .. import doctor_fix
+from .. import doctor_fix, node_runtime
 from ..api import registry
 from ..credentials import codex_auth, pi_auth
 from ..credentials.files import FileProblem
 from ..credentials.jwt import JwtError, decode_claims
 from ..credentials.pi_lock import LockError
-from ..doctor import DoctorFacts, ErrorRecord, TokenTime, mask_proxy, run_checks
+from ..doctor import (
+    TAKOBOT_HEADER_RE,
+    WORKSPACE_REPAIRS,
+    DoctorFacts,
+    ErrorRecord,
+    TokenTime,
+    mask_proxy,
+    run_checks,
+    takobot_error_record,
+)
 from ..inference.errorlog import error_log_path
 from ..links import is_tako_workspace
 from ..providers.detect import (
     PI_FALLBACK_NODE_RANGE,
     VersionProbeError,
     find_node,
+    in_workspace,
+    node_version_from_files,
     read_manifest,
     run_version,
     workspace_pi_path,
 )
 from ..redact import redact_text
 from ..rpc import Call
-from ..state import KEY_PROVIDERS, PI_KEY_NAMES, StateManager, Workspace
+from ..key_names import CATALOGUE
+from ..state import KEY_PROVIDERS, StateManager, Workspace
 from .core import workspace_of
 
 log = structlog.get_logger("takod.doctor")
 
-KEY_NAMES = PI_KEY_NAMES | KEY_PROVIDERS.keys()
-ERROR_LOG_LINES = 200  # the tail of the error log that is read
+KEY_NAMES = frozenset(k.name for k in CATALOGUE) | KEY_PROVIDERS.keys()  # every name a key can be stored under
+ERROR_LOG_TAIL = 256 * 1024  # the tail of the error log that is read (Takobot's records carry 8 KB of output each)
 
 
 class _ErrorLine(msgspec.Struct):
@@ -63,18 +74,40 @@ _error_line = msgspec.json.Decoder(_ErrorLine)
 
 
 def _read_errors(path: Path) -> list[ErrorRecord]:
+    """takod's JSON lines and Takobot's plain-text records, in file order; masked."""
     try:
         with open(path, "rb") as f:
-            lines = deque(f, maxlen=ERROR_LOG_LINES)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - ERROR_LOG_TAIL, 0))
+            lines = f.read().splitlines()
     except FileNotFoundError:
         return []
-    out = []
+    if len(lines) > 1 and size > ERROR_LOG_TAIL:
+        lines = lines[1:]  # the first line read is most likely cut
+    out: list[ErrorRecord] = []
+    foreign: list[str] = []
+
+    def flush() -> None:
+        record = takobot_error_record(foreign)
+        if record is not None:
+            out.append(ErrorRecord(record.ts, record.provider, record.kind, redact_text(record.error)))
+        foreign.clear()
+
     for line in lines:
-        try:
-            rec = _error_line.decode(line)
-        except msgspec.DecodeError:
-            continue  # a torn last line or a foreign one: not worth failing the check
-        out.append(ErrorRecord(rec.ts, rec.provider, rec.kind, redact_text(rec.error)))  # masked when written; again to be sure
+        if line.startswith(b"{"):
+            try:
+                rec = _error_line.decode(line)
+            except msgspec.DecodeError:
+                pass  # a torn line: not worth failing the check
+            else:
+                flush()
+                out.append(ErrorRecord(rec.ts, rec.provider, rec.kind, redact_text(rec.error)))  # masked when written; again to be sure
+                continue
+        text = line.decode("utf-8", "replace")
+        if TAKOBOT_HEADER_RE.match(text):
+            flush()
+        foreign.append(text)
+    flush()
     return out
 
 
@@ -140,6 +173,16 @@ def _files(call: Call, ws: Workspace) -> dict[str, Any]:
     node = out["node_path"] = find_node(workspace=root, path=path)
     npm_near_node = Path(node).with_name("npm") if node else None
     out["npm_path"] = str(npm_near_node) if npm_near_node and os.access(npm_near_node, os.X_OK) else shutil.which("npm", path=path)
+    if out["tako_workspace"]:
+        try:
+            artifact = node_runtime.node_artifact(node_runtime.platform_key())
+        except node_runtime.RuntimeUnavailable as exc:
+            out["node_unavailable"] = str(exc)
+        else:
+            if why := node_runtime.refusal(root):
+                out["node_unavailable"] = f"takod installs a Node runtime only into a workspace you own: {why}"
+            else:
+                out["node_installable"] = f"Node {artifact.version} ({artifact.package})"
     log_path = error_log_path(root)
     out["error_log"] = str(log_path)
     try:
@@ -172,14 +215,17 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
     state, d = call.daemon.state, call.daemon
     env = state.env
     files = await anyio.to_thread.run_sync(_files, call, ws)
-    node_version = None
-    if files["node_path"] is not None:
+    node = files["node_path"]
+    node_version = node_version_from_files(node) if node is not None else None
+    # Diagnosing reads; it never runs a workspace's program (docs/security.md).
+    if node is not None and node_version is None and not in_workspace(node, ws.root):
         try:
-            node_version = await run_version(files["node_path"], env=env, timeout=5)
+            node_version = await run_version(node, env=env, timeout=5)
         except VersionProbeError:
             pass
     pi = ws.pi_binary
     client_names = set(p.env_names or [])
+    trust = await state.check_trust(ws)
     return DoctorFacts(
         now=time.time(),
         workspace=str(ws.root),
@@ -195,6 +241,8 @@ async def gather(call: Call, ws: Workspace, p: DoctorParams) -> DoctorFacts:
         proxies={k: mask_proxy(v) for k, v in env.items() if k.upper() in PROXY_VARS and v},
         client_proxy_names=sorted(n for n in client_names if n.upper() in PROXY_VARS),
         grants=[d.broker.info(g) for g in d.broker.grants.values()],
+        untrusted=trust.detail,
+        untrusted_hint=trust.hint,
         settings_path=str(ws.settings_file),
         settings_problem=ws.settings_problem,
         **files,
@@ -222,8 +270,16 @@ async def _fix(call: Call, ws: Workspace, facts: DoctorFacts, checks: list[Docto
     for check_id, path, mode in mode_fixes(facts.local, todo):
         await attempt(check_id, anyio.to_thread.run_sync, chmod_own, path, mode)
     state = call.daemon.state
-    if "pi-runtime" in todo and facts.npm_path:
-        await attempt("pi-runtime", doctor_fix.install_pi_runtime, ws.root, facts.pi_package, facts.npm_path,
+    if not (await state.check_trust(ws)).trusted:
+        todo -= set(WORKSPACE_REPAIRS)  # the checks say so too; checked again here, right before writing
+    npm_path = facts.npm_path
+    if "node" in todo:
+        await attempt("node", node_runtime.install_node, ws.root, state.env, lambda text: progress("node", text))
+        installed_npm = node_runtime.install_dir(ws.root) / "bin" / "npm"
+        if installed_npm.exists():
+            npm_path = str(installed_npm)  # the workspace pi is installed with the workspace Node
+    if "pi-runtime" in todo and npm_path:
+        await attempt("pi-runtime", doctor_fix.install_pi_runtime, ws.root, facts.pi_package, npm_path,
                       state.env, lambda text: progress("pi-runtime", text))
     if "pi-auth" in todo:
         await attempt("pi-auth", lambda: anyio.to_thread.run_sync(doctor_fix.ensure_workspace_auth, ws.root, state.env, state.home))
@@ -248,8 +304,12 @@ async def _reprobe_keyring(call: Call) -> None:
         await call.daemon.state.keys_changed()
 
 
-@registry.method("doctor", DoctorParams, timeout=doctor_fix.NPM_TIMEOUT_S + 120)
-@registry.method("doctor.run", DoctorParams, timeout=doctor_fix.NPM_TIMEOUT_S + 120)
+# --fix may download a Node (two tarballs), then npm-install pi.
+FIX_TIMEOUT_S = doctor_fix.NPM_TIMEOUT_S + 2 * node_runtime.DOWNLOAD_TIMEOUT_S + 120
+
+
+@registry.method("doctor", DoctorParams, timeout=FIX_TIMEOUT_S)
+@registry.method("doctor.run", DoctorParams, timeout=FIX_TIMEOUT_S)
 async def run(call: Call, p: DoctorParams) -> DoctorResult:
     """Every check; with ``fix``, the safe repairs and then every check again."""
     ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
+
 from takod.protocol import RpcError, invalid
 from takod.schema import (
     LoginAnswerParams,
@@ -16,9 +18,11 @@ from takod.schema import (
 )
 
 from ..api import registry
-from ..login import DEFAULT_TIMEOUT_S, LoginInfo, Session
+from ..credentials import pi_auth
+from ..credentials.files import FileProblem, write_target
+from ..login import DEFAULT_TIMEOUT_S, LoginInfo, Session, resolve_provider
 from ..rpc import Call
-from .core import workspace_of
+from .core import require_trusted, workspace_of
 
 
 @registry.method("login.start", LoginStartParams)
@@ -27,6 +31,8 @@ async def start(call: Call, p: LoginStartParams) -> LoginStartResult:
     if p.timeout is not None and not 0 < p.timeout <= 3600:
         raise invalid("invalid_params", "timeout must be in (0, 3600] seconds")
     ws = await call.daemon.state.workspace(workspace_of(call, p.workspace))
+    await require_trusted(call, ws, "log in")
+    await _check_auth_file(p.provider, Path(ws.root))
     try:
         session = call.daemon.logins.start(p.provider, Path(ws.root), call.daemon.state.env, p.timeout or DEFAULT_TIMEOUT_S)
     except ValueError as exc:
@@ -34,6 +40,22 @@ async def start(call: Call, p: LoginStartParams) -> LoginStartResult:
     except RuntimeError as exc:
         raise RpcError("shutting_down", str(exc)) from None
     return LoginStartResult(login_id=session.login_id, provider=session.provider)
+
+
+async def _check_auth_file(provider: str, workspace: Path) -> None:
+    """An OAuth login ends by writing the workspace pi ``auth.json``: refuse at
+    once, before the user goes through the browser, when a planted link there
+    could never be written (docs/security.md, "Writes")."""
+    try:
+        flow, _ = resolve_provider(provider)
+    except ValueError:
+        return  # answered as unknown_provider by Logins.start
+    if flow != "oauth":
+        return
+    try:
+        await anyio.to_thread.run_sync(write_target, pi_auth.workspace_auth_path(workspace), pi_auth.PI_AUTH_KIND)
+    except FileProblem as exc:
+        raise RpcError("unsafe_link", f"{exc}; nothing was started") from None
 
 
 def _no_login(call: Call, login_id: str | None) -> str:

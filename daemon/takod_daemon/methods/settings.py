@@ -13,7 +13,7 @@ from ..credentials.settings import SettingsError, set_field
 from ..redact import mask_secret
 from ..rpc import Call
 from ..state import Workspace
-from .core import workspace_of
+from .core import require_trusted, workspace_of
 
 
 def settings_result(ws: Workspace) -> SettingsResult:
@@ -44,6 +44,7 @@ async def settings_set(call: Call, p: SettingsSetParams) -> SettingsResult:
         raise invalid("unknown_setting", f"{p.field!r} is not a setting; settings are {', '.join(SETTINGS_FIELDS)}")
     state = call.daemon.state
     ws = await state.workspace(workspace_of(call, p.workspace))
+    await require_trusted(call, ws, "write settings")
     async with state.settings_lock:
         try:
             await anyio.to_thread.run_sync(set_field, ws.settings_file, p.field, p.value)

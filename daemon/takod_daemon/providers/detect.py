@@ -13,7 +13,9 @@ pi is a Node script (``#!/usr/bin/env node``), so whether it can run depends on
 the Node found first: the workspace's own (Takobot's nvm layout,
 ``.tako/nvm/versions/node/v*/bin/node``), else ``node`` on PATH. That Node's
 version is checked against the installed pi package's own ``engines.node``
-(``>=20.6.0`` for pi 0.73.1; Takobot hard-coded 22, wrongly).
+(``>=20.6.0`` for pi 0.73.1; Takobot hard-coded 22, wrongly). Node's version
+comes from its files (its ``node_version.h``, else its ``vX.Y.Z`` directory);
+nothing in a workspace is ever run to learn a version (docs/security.md).
 
 ``satisfies`` is a small npm-semver range check for the forms packages put in
 ``engines``.
@@ -235,6 +237,40 @@ def locate_cli(name: str, *, path: str | None, workspace: Path | None = None) ->
     return (found, "path") if found else None
 
 
+def in_workspace(path: str | os.PathLike[str], workspace: Path | None) -> bool:
+    """Whether ``path`` lies under ``workspace`` (as named, or resolved)."""
+    if workspace is None:
+        return False
+    for candidate in {Path(os.path.abspath(path)), Path(os.path.realpath(path))}:
+        for root in {Path(os.path.abspath(workspace)), Path(os.path.realpath(workspace))}:
+            if candidate == root or root in candidate.parents:
+                return True
+    return False
+
+
+_NODE_HEADER_RE = re.compile(rb"#define\s+NODE_(MAJOR|MINOR|PATCH)_VERSION\s+(\d+)")
+
+
+def node_version_from_files(node: str | os.PathLike[str]) -> str | None:
+    """Node's version without running it: ``<prefix>/include/node/node_version.h``
+    (shipped by official builds, nvm, Homebrew and Debian's nodejs), else an
+    nvm-style ``vX.Y.Z/bin/node`` directory name; None when neither says."""
+    real = Path(os.path.realpath(node))
+    header = real.parent.parent / "include" / "node" / "node_version.h"
+    try:
+        raw = read_bytes(header, max_bytes=64 * 1024)
+    except FileProblem:
+        raw = None
+    if raw is not None:
+        parts = dict(_NODE_HEADER_RE.findall(raw.data))
+        if {b"MAJOR", b"MINOR", b"PATCH"} <= parts.keys():
+            return ".".join(parts[k].decode() for k in (b"MAJOR", b"MINOR", b"PATCH"))
+    for binary in (Path(os.path.abspath(node)), real):
+        if binary.parent.name == "bin" and _VERSION_RE.fullmatch(binary.parent.parent.name):
+            return binary.parent.parent.name.removeprefix("v")
+    return None
+
+
 def find_node(*, workspace: Path | None, path: str | None) -> str | None:
     """The Node that will run pi: the newest workspace Node, else ``node`` on ``path``."""
     if workspace is not None:
@@ -443,18 +479,29 @@ class _NodeCheck(NamedTuple):
     version: str | None
     problem: str | None
     detail: str | None
+    ok: bool | None  # None: its version is not known without running it, so not checked
 
 
-async def _check_node(node: str | None, wanted: str, env: Mapping[str, str], timeout: float) -> _NodeCheck:
+async def _check_node(
+    node: str | None, wanted: str, env: Mapping[str, str], timeout: float, *, may_run: bool
+) -> _NodeCheck:
     if node is None:
-        return _NodeCheck(None, "node-missing", f"pi needs Node {wanted}; none in the workspace or on PATH")
+        return _NodeCheck(None, "node-missing", f"pi needs Node {wanted}; none in the workspace or on PATH", False)
+    version = node_version_from_files(node)
+    if version is None and not may_run:
+        return _NodeCheck(None, None, f"{node}'s version is not known from its files; not checked against {wanted}", None)
+    if version is None:
+        try:
+            version = await run_version(node, env=env, timeout=timeout)
+        except VersionProbeError as exc:
+            return _NodeCheck(None, "node-missing", f"pi needs Node {wanted}; {exc}", False)
     try:
-        version = await run_version(node, env=env, timeout=timeout)
-    except VersionProbeError as exc:
-        return _NodeCheck(None, "node-missing", f"pi needs Node {wanted}; {exc}")
-    if not satisfies(version, wanted):
-        return _NodeCheck(version, "node-incompatible", f"pi needs Node {wanted}; {node} is {version}")
-    return _NodeCheck(version, None, None)
+        compatible = satisfies(version, wanted)
+    except ValueError:
+        compatible = False
+    if not compatible:
+        return _NodeCheck(version, "node-incompatible", f"pi needs Node {wanted}; {node} is {version}", False)
+    return _NodeCheck(version, None, None, True)
 
 
 async def detect_pi(
@@ -467,9 +514,10 @@ async def detect_pi(
     """Find pi (workspace CLI first, then ``path``), the Node that will run it, and
     whether that Node satisfies the installed pi's ``engines.node``.
 
-    Node's version always comes from running ``node --version`` (Node is not a
-    provider, and it answers in milliseconds). pi itself runs only as ``mode``
-    says, with the chosen Node first on PATH, as takod will run it.
+    Node's version comes from its files; ``node --version`` runs only when they
+    do not say, never for a workspace's Node, and never in ``manifest`` mode.
+    pi itself runs only as ``mode`` says (never a workspace's pi in ``manifest``
+    mode), with the chosen Node first on PATH, as takod will run it.
     """
     located = locate_cli("pi", path=path, workspace=workspace)
     if located is None:
@@ -482,11 +530,12 @@ async def detect_pi(
     entries = (os.path.dirname(node) if node else "", _search_path(path))
     # The chosen Node first, as takod runs pi; no empty entry (that would mean the cwd).
     env = _env_with_path(os.pathsep.join(entry for entry in entries if entry))
-    node_check = await _check_node(node, wanted, env, timeout)
+    may_run = mode != "manifest" and not (node is not None and in_workspace(node, workspace))
+    node_check = await _check_node(node, wanted, env, timeout, may_run=may_run)
     version, problem, detail = _manifest_version(manifest), node_check.problem, node_check.detail
     if problem is None:  # a pi without a usable Node cannot answer --version either
         version, failure = await _version(binary, manifest, mode, env, timeout)
-        problem, detail = ("version-failed", failure) if failure else (None, range_note)
+        problem, detail = ("version-failed", failure) if failure else (None, detail or range_note)
     return BinaryInfo(
         name="pi",
         path=binary,
@@ -494,7 +543,7 @@ async def detect_pi(
         source=source,
         node_path=node,
         node_version=node_check.version,
-        node_ok=node_check.version is not None and node_check.problem is None,
+        node_ok=node_check.ok,
         problem=problem,
         detail=detail,
     )

@@ -5,6 +5,14 @@ made connectable as ``ConnectableHost()`` does (``0.0.0.0`` -> ``127.0.0.1``,
 ``::`` -> ``::1``). The probe reads only ``GET /api/version`` and
 ``GET /api/tags``: never generate, chat or show, so probing never makes Ollama
 load a model into memory.
+
+The chat model is a model that can chat: an embedding-only model
+(``nomic-embed-text``, ``mxbai-embed-large``, ``all-minilm``, ...) answers
+``/api/chat`` with an error. ``/api/tags`` lists each model's
+``capabilities`` on newer Ollama (``completion``, ``embedding``, ``tools``,
+``vision``, ``thinking``, ...; the same list ``/api/show`` gives); older
+versions leave it out, and then the model family decides (BERT-style encoders:
+``bert``, ``nomic-bert``, ...), else an ``embed`` in the name.
 """
 
 from __future__ import annotations
@@ -137,10 +145,12 @@ def connectable(endpoint: OllamaEndpoint) -> OllamaEndpoint:
 
 
 def resolve_endpoint(settings_host: str | None, env: Mapping[str, str]) -> tuple[OllamaEndpoint, HostSource]:
-    """The endpoint to connect to: ``settings.ollama_host``, else ``OLLAMA_HOST``,
-    else ``127.0.0.1:11434``; blank values count as unset."""
+    """The endpoint to connect to: ``settings.ollama_host``, else ``OLLAMA_BASE_URL``
+    (the Inference skill's client address), else ``OLLAMA_HOST``, else
+    ``127.0.0.1:11434``; blank values count as unset."""
     candidates: tuple[tuple[HostSource, str | None], ...] = (
         ("settings", settings_host),
+        ("env", env.get("OLLAMA_BASE_URL")),
         ("env", env.get("OLLAMA_HOST")),
     )
     for source, value in candidates:
@@ -212,21 +222,37 @@ def find_model(models: Sequence[OllamaModel], wanted: str) -> OllamaModel | None
     return next((m for m in models if _name_key(m.name) == key), None)
 
 
+# Families of encoder-only (embedding) models in Ollama's library.
+EMBEDDING_FAMILIES = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert", "jina-bert-v2", "xlm-roberta", "roberta", "new"})
+
+
+def embedding_only(model: OllamaModel) -> bool:
+    """Whether ``model`` can only embed, never chat (see the module docstring)."""
+    if model.capabilities is not None:
+        return "completion" not in model.capabilities and "embedding" in model.capabilities
+    families = {model.details.family, *(model.details.families or [])} - {""}
+    if families:
+        return families <= EMBEDDING_FAMILIES
+    return "embed" in model.name.lower()
+
+
 class ModelChoice(NamedTuple):
-    """The model takod would use; ``problem`` is ``model-not-pulled`` or None."""
+    """The model takod would use; ``problem`` is ``model-not-pulled``, ``embedding-model``,
+    ``no-chat-model`` or None; ``why`` says why this model when takod chose it."""
 
     model: str | None
     source: ModelSource | None
     problem: str | None
     detail: str | None
+    why: str | None = None
 
 
 def choose_model(
     models: Sequence[OllamaModel], *, settings_model: str | None, env_model: str | None
 ) -> ModelChoice:
-    """``settings.ollama_model``, else ``OLLAMA_MODEL``, else the first listed model.
+    """``settings.ollama_model``, else ``OLLAMA_MODEL``, else the first listed model that can chat.
 
-    A named model must be pulled; the chosen name is Ollama's own spelling of it.
+    A named model must be pulled and able to chat; the chosen name is Ollama's own spelling of it.
     """
     candidates: tuple[tuple[ModelSource, str | None], ...] = (
         ("settings", settings_model),
@@ -239,10 +265,22 @@ def choose_model(
                 name = wanted.strip()
                 fix = f"{name} is not pulled; run `ollama pull {name}`"
                 return ModelChoice(name, source, "model-not-pulled", fix)
+            if embedding_only(found):
+                fix = f"{found.name} is an embedding model and cannot chat; choose a chat model with `takod ollama model NAME`"
+                return ModelChoice(found.name, source, "embedding-model", fix)
             return ModelChoice(found.name, source, None, None)
     if not models:
         return ModelChoice(None, None, "model-not-pulled", "no model is pulled; run `ollama pull <model>`")
-    return ModelChoice(models[0].name, "first-listed", None, None)
+    embedders = [m.name for m in models if embedding_only(m)]
+    chat = next((m for m in models if not embedding_only(m)), None)
+    if chat is None:
+        fix = f"only embedding models are pulled ({', '.join(embedders)}); pull a chat model: `ollama pull llama3.2`"
+        return ModelChoice(None, None, "no-chat-model", fix)
+    why = "the first listed model"
+    skipped = [m.name for m in models[: models.index(chat)]]  # all embedding-only, by the choice above
+    if skipped:
+        why = f"the first listed model that can chat (skipped {', '.join(skipped)}: embedding only)"
+    return ModelChoice(chat.name, "first-listed", None, None, why)
 
 
 # --- the probe ----------------------------------------------------------------
@@ -262,6 +300,7 @@ class OllamaProbe(msgspec.Struct, frozen=True, kw_only=True):
     models: list[OllamaModel] = []
     model: str | None = None
     model_source: ModelSource | None = None
+    model_why: str | None = None  # why this model, when takod chose it
     problem: str | None = None
     detail: str | None = None
 
@@ -351,6 +390,7 @@ async def probe_ollama(
         models=models,
         model=choice.model,
         model_source=choice.source,
+        model_why=choice.why,
         problem=choice.problem,
         detail=choice.detail,
     )

@@ -12,27 +12,34 @@ before the JWT ``exp``, so neither ever needs to). Deadlines are wall-clock
 times re-checked at least every minute, so a suspend/resume or a clock jump is
 noticed; every file change rescans.
 
-One refresh, in order:
-1. Under pi's lock (briefly: legacy pi gives up after ~0.2 s), re-read the
-   primary store. If someone else already refreshed, adopt theirs: no request.
-2. The token request, outside the lock, shielded from cancellation together
-   with step 3: the provider rotates the refresh token as it answers, so a
-   rotated token must reach the files even if takod is stopping.
-3. Write the new tokens to every mirror: pi files under pi's lock (waiting out
-   a live holder: the old token is spent now), merging only that entry and only
-   where the entry still holds the old refresh token; Codex's file
-   compare-before-write (Codex has no lock).
+One refresh is one critical section, shielded from cancellation (the
+provider rotates the refresh token as it answers, so a rotated token must
+reach the files even if takod is stopping):
+1. Take the lock of every store holding the grant, the way its own tool
+   honours it (Codex's flocks first, then pi's directory locks in one global
+   order), found again under the locks so that a copy seeded meanwhile is
+   among them; pi's locks are kept fresh all along.
+2. Re-read the primary store. If someone else already refreshed, adopt
+   theirs: no request.
+3. The token request, its timeout well inside pi's lock wait.
+4. Write the new tokens to every mirror, still under the locks, merging only
+   that entry and only where it still holds the old refresh token.
+A tool that wakes meanwhile waits on its lock and then reads the new token.
 Transient failures retry with exponential backoff and jitter; permanent ones
 (``invalid_grant``, ``refresh_token_reused``, ...) mark the grant
 ``needs-login``, leave every file untouched and stop until a file changes.
+Whatever a token endpoint answers, :mod:`.budget` bounds the refreshes per
+grant (state ``backing-off`` with a reason code meanwhile).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,8 +55,17 @@ from takod.schema import GrantInfo
 from ..credentials import codex_auth, codex_link, pi_auth
 from ..credentials.files import FileProblem, atomic_write
 from ..credentials.pi_auth import OAuthEntry
-from ..credentials.pi_lock import LockError, pi_lock
-from .grants import REFRESHABLE_PI_PROVIDERS, RefreshPermanent, RefreshTransient, refresh_codex, refresh_pi_entry
+from ..credentials.codex_lock import codex_lock
+from ..credentials.pi_lock import HeldPiLock, LockError, LockLost, pi_lock, pi_locks
+from . import budget
+from .grants import (
+    LOCKED_REQUEST_TIMEOUT_S,
+    REFRESHABLE_PI_PROVIDERS,
+    RefreshPermanent,
+    RefreshTransient,
+    refresh_codex,
+    refresh_pi_entry,
+)
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -65,6 +81,9 @@ CLOCK_JUMP = 5.0  # wall minus monotonic moving this much in one sleep is a jump
 BACKOFF_MIN = 5.0
 BACKOFF_MAX = 600.0
 LOCK_TIMEOUT = 5.0  # checking before a request: nothing is lost by trying again later
+# Taking every store's lock for a refresh: a tool may hold its own for its whole
+# refresh (pi: up to its 30 s lock wait plus its request); nothing is spent yet.
+CRITICAL_LOCK_TIMEOUT = 35.0
 # Saving a rotated token: the old one is spent, so wait out any live holder. pi holds
 # its lock at most for one refresh (30 s timeout); a dead holder's goes stale after 30 s.
 PERSIST_LOCK_TIMEOUT = 40.0
@@ -72,8 +91,9 @@ PERSIST_LOCK_TIMEOUT = 40.0
 # a lock that is busy now is tried again at the next start.
 STARTUP_LOCK_TIMEOUT = 1.0
 REQUEST_BUDGET = 90.0  # token request + persisting, shielded from cancellation
+SPENT_KEPT = 64  # rotated-away pi tokens remembered with their successors
 
-GrantState = Literal["scheduled", "refreshing", "retrying", "needs-login"]
+GrantState = Literal["scheduled", "refreshing", "retrying", "backing-off", "needs-login"]
 
 
 class _JournalEntry(msgspec.Struct, array_like=True):
@@ -111,8 +131,13 @@ class Grant:
     last_refresh: float | None = None
     last_error: str | None = None
     guidance: str | None = None
+    hold: budget.Hold | None = None  # the request budget's wait, when it delays the next refresh
 
     def due_at(self, lead: float) -> float:
+        due = self._natural_due(lead)
+        return max(due, self.hold.until) if self.hold is not None else due
+
+    def _natural_due(self, lead: float) -> float:
         if self.state == "retrying" and self.retry_at is not None:
             return self.retry_at
         due = self.expires_at - lead
@@ -121,6 +146,15 @@ class Grant:
             # never refresh before half of a fresh token's life has passed.
             due = max(due, self.last_refresh + (self.expires_at - self.last_refresh) / 2)
         return due
+
+    def apply_budget(self, hold: budget.Hold | None, lead: float) -> None:
+        """Keep ``hold`` when it delays the refresh the expiry asks for (state
+        ``backing-off``); drop it otherwise."""
+        self.hold = hold if hold is not None and hold.until > self._natural_due(lead) else None
+        if self.hold is not None and self.state in ("scheduled", "backing-off"):
+            self.state = "backing-off"
+        elif self.hold is None and self.state == "backing-off":
+            self.state = "scheduled"
 
 
 def plan(grants: Iterable[Grant], lead: float, now: float) -> tuple[list[str], float | None]:
@@ -227,6 +261,12 @@ class RefreshBroker:
         self._inflight: dict[str, anyio.Event] = {}
         self._successor: dict[str, str] = {}  # old grant key -> key after its token rotated
         self._last_refresh: dict[str, float] = {}  # grant key -> when takod last refreshed it
+        # Mirror (its describe()) -> when takod refreshed the grant it held: the request
+        # budget follows the stores, not the token, which changes with every refresh.
+        self._history: dict[str, list[float]] = {}
+        # sha256 of a rotated-away pi refresh token -> (provider, the entry that replaced it):
+        # a store found holding a spent token gets its successor instead of a request.
+        self._spent: dict[str, tuple[str, OAuthEntry]] = {}
         self._wakeup = anyio.Event()
         self._http: httpx.AsyncClient | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -259,6 +299,9 @@ class RefreshBroker:
             if abs(drift) > CLOCK_JUMP:
                 log.info("wall clock jumped (suspend/resume?); re-evaluating refresh deadlines", drift_s=round(drift, 1))
                 shift_retries(self.grants.values(), drift)
+                # Another tool may have refreshed while we slept: look at the stores again
+                # before any deadline is acted on (each refresh re-reads under the locks too).
+                await self.rescan()
 
     def poke(self) -> None:
         self._wakeup.set()
@@ -284,6 +327,7 @@ class RefreshBroker:
                     # One of its files changed (a new login?): try again.
                     grant.state, grant.attempts, grant.retry_at, grant.guidance = "scheduled", 0, None, None
                 grant.mirrors, grant.expires_at, grant.signature = f.mirrors, f.expires_at, signature
+            grant.apply_budget(budget.hold(self._times(grant.mirrors), self.wall()), self.lead)
             grants[key] = grant
         self.grants = grants
         # Forget rotated-away lineages so months of refreshes do not pile up.
@@ -291,7 +335,17 @@ class RefreshBroker:
         recent = time.time() - REQUEST_BUDGET
         self._last_refresh = {k: v for k, v in self._last_refresh.items() if k in grants or v > recent}
         self._successor = {k: v for k, v in self._successor.items() if v in grants}
+        now = self.wall()
+        self._history = {m: kept for m, times in self._history.items() if (kept := budget.prune(times, now))}
         self.poke()
+
+    def _times(self, mirrors: Iterable[Mirror]) -> list[float]:
+        """When takod refreshed the grant held in any of ``mirrors`` (each refresh once)."""
+        return sorted({t for m in mirrors for t in self._history.get(m.describe(), ())})
+
+    def _note_request(self, mirrors: Iterable[Mirror], when: float) -> None:
+        for m in mirrors:
+            self._history.setdefault(m.describe(), []).append(when)
 
     def needs_login(self) -> set[tuple[str, str]]:
         """(file path, provider) of every mirror whose grant can no longer be refreshed."""
@@ -313,6 +367,7 @@ class RefreshBroker:
             last_error=grant.last_error,
             state=grant.state,
             guidance=grant.guidance,
+            wait_reason=grant.hold.reason if grant.hold is not None else None,
         )
 
     # refreshing ---------------------------------------------------------------
@@ -359,28 +414,38 @@ class RefreshBroker:
             log_.info("saved a refreshed token kept in the journal", mirrors=written)
             await self._adopt(grant, new_refresh)
             return
-        try:
-            adopted = await anyio.to_thread.run_sync(self._someone_else_refreshed, grant, force)
-        except (FileProblem, LockError) as exc:
-            self._retry(grant, f"cannot check {primary.path}: {exc}")
+        successor = self._successor_of(grant)
+        if successor is not None:
+            # A store still holds a token takod already spent (copied from an old file):
+            # give it the token that replaced it instead of sending the spent one.
+            written, failed = await anyio.to_thread.run_sync(
+                self._write_pi_mirrors, grant.mirrors, grant.refresh_token, successor, LOCK_TIMEOUT
+            )
+            if failed is not None:
+                self._retry(grant, f"cannot save the refreshed token: {failed}")
+                return
+            log_.info("a copy held an already spent token; gave it the current one", mirrors=written)
+            await self._adopt(grant, successor.refresh)
             return
-        if adopted:
-            log_.info("refresh not needed: the stored token is already fresh", reason=adopted[0])
-            await self._adopt(grant, adopted[1])
+        hold = budget.hold(self._times(grant.mirrors), self.wall())
+        if hold is not None:
+            grant.state, grant.hold = "backing-off", hold
+            log_.warning("refresh held back by the request budget", reason=hold.reason,
+                         next_attempt_in_s=round(hold.until - self.wall()))
             return
         assert self._http is not None
         try:
             # Shielded: once the request is sent the provider may rotate the token,
             # and the rotated token must be written even if we are being stopped.
-            with anyio.CancelScope(shield=True), anyio.fail_after(REQUEST_BUDGET):
-                written, new_refresh = await self._request_and_persist(grant)
+            with anyio.CancelScope(shield=True):
+                outcome = await self._critical_section(grant, force)
         except RefreshTransient as exc:
             self._retry(grant, exc.reason, exc.retry_after)
             log_.warning("refresh failed; will retry", error=exc.reason, attempts=grant.attempts)
             return
         except RefreshPermanent as exc:
             try:
-                adopted = await anyio.to_thread.run_sync(self._someone_else_refreshed, grant, True)
+                adopted = await anyio.to_thread.run_sync(self._someone_else_refreshed, grant, True, False)
             except (FileProblem, LockError) as check:
                 # Whether another process refreshed first cannot be told now: look again later.
                 self._retry(grant, f"refresh rejected ({exc.code}); cannot check {primary.path}: {check}")
@@ -406,6 +471,11 @@ class RefreshBroker:
             self._retry(grant, f"unexpected error ({type(exc).__name__}); see the daemon log")
             log_.exception("refresh failed unexpectedly; will retry")
             return
+        if outcome[0] == "adopted":
+            log_.info("refresh not needed: the stored token is already fresh", reason=outcome[1])
+            await self._adopt(grant, outcome[2])
+            return
+        _, written, new_refresh = outcome
         grant.state, grant.attempts, grant.retry_at = "scheduled", 0, None
         new_key = _key(grant.provider, new_refresh)
         grant.last_refresh, grant.last_error, grant.guidance = self._last_refresh.get(new_key, time.time()), None, None
@@ -415,6 +485,76 @@ class RefreshBroker:
         self.daemon.bus.publish("auth", {"kind": "refreshed", "grant": grant.key, "provider": grant.provider,
                                           "mirrors": written})
         await self._after_change()
+
+    async def _critical_section(self, grant: Grant, force: bool) -> tuple:
+        """Steps 1-4 of a refresh (module docstring), under every store's lock:
+        ("adopted", why, refresh token stored now) or ("refreshed", mirrors written,
+        refresh token now)."""
+        stack = ExitStack()
+        try:
+            files = self.daemon.state.pi_files()
+            mirrors, held = await anyio.to_thread.run_sync(self._lock_stores, grant, files, stack)
+            adopted = await anyio.to_thread.run_sync(self._someone_else_refreshed, grant, force, True)
+            if adopted:
+                return ("adopted", *adopted)
+            with anyio.fail_after(REQUEST_BUDGET):
+                written, new_refresh = await self._request_and_persist(grant, mirrors, held)
+            return ("refreshed", written, new_refresh)
+        finally:
+            await anyio.to_thread.run_sync(stack.close)
+
+    def _lock_stores(
+        self, grant: Grant, files: list[Path], stack: ExitStack
+    ) -> tuple[list[Mirror], dict[Path, HeldPiLock]]:
+        """Take the lock of every store holding ``grant``'s token (blocking: a worker
+        thread), entered on ``stack``; the stores and pi's held locks. The stores
+        are found again under the locks: a copy made before we held them (a seed)
+        is then locked and written too; none can be made after (the copier needs
+        its source's lock)."""
+        deadline = time.monotonic() + CRITICAL_LOCK_TIMEOUT
+        mirrors = list(grant.mirrors)
+        for _ in range(3):
+            mirrors = list(dict.fromkeys([*mirrors, *self._holding(grant, files)]))
+            locks = ExitStack()
+            try:
+                codex = next((m for m in mirrors if m.kind == "codex"), None)
+                if codex is not None:
+                    locks.enter_context(codex_lock(codex.path.parent, timeout=max(0.0, deadline - time.monotonic())))
+                pi_paths = [m.path for m in mirrors if m.kind == "pi"]
+                held = locks.enter_context(pi_locks(pi_paths, timeout=max(0.0, deadline - time.monotonic())))
+                more = [m for m in self._holding(grant, files) if m not in mirrors]
+            except BaseException:
+                locks.close()
+                raise
+            if not more:
+                stack.push(locks.pop_all())
+                return mirrors, held
+            locks.close()  # a new copy appeared before we held its lock: lock it too
+        raise LockError(grant.mirrors[0].path, "busy", "the stores holding this login keep changing")
+
+    def _holding(self, grant: Grant, files: list[Path]) -> list[Mirror]:
+        """Every store holding ``grant``'s refresh token now (blocking)."""
+        found = scan(files, self.env)
+        return next((f.mirrors for f in found if f.refresh == grant.refresh_token), [])
+
+    def _successor_of(self, grant: Grant) -> OAuthEntry | None:
+        """The entry that replaced ``grant``'s token, if takod spent it already."""
+        seen: set[str] = set()
+        token, found = grant.refresh_token, None
+        while (digest := hashlib.sha256(token.encode()).hexdigest()) in self._spent and digest not in seen:
+            seen.add(digest)
+            provider, found = self._spent[digest]
+            if provider != grant.provider:
+                return None
+            token = found.refresh
+        if found is None or any(m.kind != "pi" for m in grant.mirrors):
+            return None
+        return found
+
+    def _remember_spent(self, provider: str, old_refresh: str, new: OAuthEntry) -> None:
+        self._spent[hashlib.sha256(old_refresh.encode()).hexdigest()] = (provider, new)
+        while len(self._spent) > SPENT_KEPT:
+            del self._spent[next(iter(self._spent))]
 
     async def _adopt(self, grant: Grant, current_refresh: str | None) -> None:
         """Take what another process stored instead of refreshing; callers waiting
@@ -434,11 +574,12 @@ class RefreshBroker:
         grant.state, grant.last_error = "retrying", error
         grant.retry_at = self.wall() + max(backoff, retry_after or 0.0)
 
-    def _someone_else_refreshed(self, grant: Grant, force: bool) -> tuple[str, str | None] | None:
-        """Re-read the primary store (pi's under its lock): None if we should refresh,
-        else why not and the refresh token stored now (None when the login is gone)."""
+    def _someone_else_refreshed(self, grant: Grant, force: bool, locked: bool) -> tuple[str, str | None] | None:
+        """Re-read the primary store (pi's under its lock, taken briefly unless
+        ``locked``: the caller holds it): None if we should refresh, else why not
+        and the refresh token stored now (None when the login is gone)."""
         primary = grant.mirrors[0]
-        if primary.kind == "pi":
+        if primary.kind == "pi" and not locked:
             with pi_lock(primary.path, timeout=LOCK_TIMEOUT):
                 stored = self._stored(primary)
         else:
@@ -479,30 +620,37 @@ class RefreshBroker:
             return None
         return codex.refresh_token, codex.expires_at if codex.expires_at is not None else 0.0
 
-    async def _request_and_persist(self, grant: Grant) -> tuple[list[str], str]:
-        """Request new tokens and write them everywhere; returns (mirrors written, refresh token now)."""
+    async def _request_and_persist(
+        self, grant: Grant, started: list[Mirror], held: dict[Path, HeldPiLock]
+    ) -> tuple[list[str], str]:
+        """Request new tokens and write them to every store in ``started`` (locked by
+        the caller) and any found since; returns (mirrors written, refresh token now)."""
         assert self._http is not None
         now = time.time()
-        started = list(grant.mirrors)
-        codex_mirror = next((m for m in grant.mirrors if m.kind == "codex"), None)
+        codex_mirror = next((m for m in started if m.kind == "codex"), None)
         if codex_mirror is not None:
             codex = await anyio.to_thread.run_sync(codex_auth.read_auth, codex_mirror.path)
             if codex is None:
                 raise FileProblem(codex_mirror.path, "missing", "disappeared")
-            update = await refresh_codex(codex, self._http, self.env, now)
-            self._note_refreshed(grant, update.refresh_token or grant.refresh_token)
-            written = await anyio.to_thread.run_sync(self._persist_codex, grant, started, codex, update)
+            update = await refresh_codex(codex, self._http, self.env, now, timeout=LOCKED_REQUEST_TIMEOUT_S)
+            self._note_refreshed(grant, update.refresh_token or grant.refresh_token, started)
+            written = await anyio.to_thread.run_sync(self._persist_codex, grant, started, codex, update, held)
             return written, update.refresh_token or grant.refresh_token
-        entry = await anyio.to_thread.run_sync(self._read_entry, grant.mirrors[0])
-        new = await refresh_pi_entry(grant.provider, entry, self._http, self.env, int(now * 1000))
-        self._note_refreshed(grant, new.refresh)
-        return await anyio.to_thread.run_sync(self._persist_pi, grant, started, new), new.refresh
+        entry = await anyio.to_thread.run_sync(self._read_entry, started[0])
+        new = await refresh_pi_entry(grant.provider, entry, self._http, self.env, int(now * 1000),
+                                     timeout=LOCKED_REQUEST_TIMEOUT_S)
+        self._note_refreshed(grant, new.refresh, started)
+        if new.refresh != grant.refresh_token:
+            self._remember_spent(grant.provider, grant.refresh_token, new)
+        return await anyio.to_thread.run_sync(self._persist_pi, grant, started, new, held), new.refresh
 
-    def _note_refreshed(self, grant: Grant, new_refresh: str) -> None:
+    def _note_refreshed(self, grant: Grant, new_refresh: str, mirrors: list[Mirror]) -> None:
         """Remember the refresh before its tokens reach the files: a rescan that
         sees the first file written must not take the new token for a grant never
-        refreshed (one living less than the lead would be refreshed again at once)."""
+        refreshed (one living less than the lead would be refreshed again at once),
+        and the request budget counts it whatever the answer holds."""
         self._last_refresh[_key(grant.provider, new_refresh)] = time.time()
+        self._note_request(mirrors, self.wall())
 
     @staticmethod
     def _read_entry(mirror: Mirror) -> OAuthEntry:
@@ -518,12 +666,16 @@ class RefreshBroker:
         meanwhile may have missed a copy (read half-written) or found a new one."""
         return list(dict.fromkeys([*started, *grant.mirrors]))
 
-    def _persist_pi(self, grant: Grant, started: list[Mirror], new: OAuthEntry) -> list[str]:
+    def _persist_pi(
+        self, grant: Grant, started: list[Mirror], new: OAuthEntry, held: dict[Path, HeldPiLock]
+    ) -> list[str]:
         """Write ``new`` into every pi mirror still holding the old refresh token,
         journalled first so that a kill between two mirrors cannot leave one of
         them with a spent token for good."""
         record = self._journal(grant.provider, grant.refresh_token, new)
-        written, failed = self._write_pi_mirrors(self._all_mirrors(grant, started), grant.refresh_token, new)
+        written, failed = self._write_pi_mirrors(
+            self._all_mirrors(grant, started), grant.refresh_token, new, PERSIST_LOCK_TIMEOUT, held
+        )
         if record is not None and failed is None:
             record.unlink(missing_ok=True)
         if not written:
@@ -534,7 +686,8 @@ class RefreshBroker:
 
     @staticmethod
     def _write_pi_mirrors(
-        mirrors: list[Mirror], old_refresh: str, new: OAuthEntry, lock_timeout: float = PERSIST_LOCK_TIMEOUT
+        mirrors: list[Mirror], old_refresh: str, new: OAuthEntry, lock_timeout: float = PERSIST_LOCK_TIMEOUT,
+        held: dict[Path, HeldPiLock] | None = None,
     ) -> tuple[list[str], str | None]:
         """Put ``new`` in each pi mirror whose entry still holds ``old_refresh``:
         (mirrors written, why one could not be checked or written)."""
@@ -547,7 +700,7 @@ class RefreshBroker:
                 return None
 
             try:
-                if pi_auth.replace_entry(mirror.path, mirror.provider, choose, lock_timeout=lock_timeout) is not None:
+                if _replace(mirror, choose, held or {}, lock_timeout) is not None:
                     written.append(mirror.describe())
             except (FileProblem, LockError, OSError) as exc:
                 # Keep going: the other mirrors must get the rotated token regardless.
@@ -623,7 +776,8 @@ class RefreshBroker:
                 log.warning("completed a refresh a stopped takod left half written", mirror=mirror)
 
     def _persist_codex(
-        self, grant: Grant, started: list[Mirror], before: codex_auth.CodexAuth, update: codex_auth.TokenRefresh
+        self, grant: Grant, started: list[Mirror], before: codex_auth.CodexAuth, update: codex_auth.TokenRefresh,
+        held: dict[Path, HeldPiLock],
     ) -> list[str]:
         """Codex's file first (compare-before-write), then each pi copy that still
         holds the token just spent, mapped from the new tokens as the link maps them.
@@ -655,10 +809,29 @@ class RefreshBroker:
                 return codex_link.pi_entry_from_codex(codex, current, now_ms)
 
             try:
-                if pi_auth.replace_entry(other.path, other.provider, choose, lock_timeout=PERSIST_LOCK_TIMEOUT) is not None:
+                if _replace(other, choose, held, PERSIST_LOCK_TIMEOUT) is not None:
                     written.append(other.describe())
             except (FileProblem, LockError, OSError, ValueError) as exc:
                 log.error("could not write the refreshed token", mirror=other.describe(), error=str(exc))
         if not written:
             raise FileProblem(path, "unwritable", "no mirror accepted the refreshed token")
         return written
+
+
+def _replace(
+    mirror: Mirror, choose: Callable[[pi_auth.PiEntry | None], OAuthEntry | None],
+    held: dict[Path, HeldPiLock], lock_timeout: float,
+) -> OAuthEntry | None:
+    """``pi_auth.replace_entry`` for ``mirror``, under the lock the refresh holds
+    when it holds one (blocking). A held lock lost meanwhile (takod stopped for
+    longer than pi's stale time, say) is taken again: the token is spent, and the
+    write still only replaces the old refresh token."""
+    lock = held.get(mirror.path) or next(
+        (h for p, h in held.items() if os.path.realpath(p) == os.path.realpath(mirror.path)), None
+    )
+    if lock is not None:
+        try:
+            return pi_auth.replace_entry(mirror.path, mirror.provider, choose, held=lock)
+        except LockLost as exc:
+            log.warning("lost pi's lock during a refresh; taking it again to save the token", error=str(exc))
+    return pi_auth.replace_entry(mirror.path, mirror.provider, choose, lock_timeout=lock_timeout)

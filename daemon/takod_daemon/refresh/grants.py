@@ -60,6 +60,10 @@ from takod_daemon.refresh.endpoints import (
 )
 
 REQUEST_TIMEOUT_S = 30.0
+# A refresh holds the tools' locks across its request (docs/refresh.md): pi 1.x
+# waits 30 s for its lock and times its own refresh out after 15 s, so ours is
+# bounded the same, leaving a waiting pi time to read the result.
+LOCKED_REQUEST_TIMEOUT_S = 15.0
 # Token answers are a few KiB; the endpoint may not make takod hold more.
 MAX_ANSWER = 1024 * 1024
 # A token living longer than this is not an answer to take: its expiry might not

@@ -1,4 +1,5 @@
-"""Who is on the other end of a Unix socket (checked on every accept)."""
+"""Who is on the other end of a Unix socket: the daemon checks every client it
+accepts, and a client checks the daemon before it sends a byte."""
 
 from __future__ import annotations
 
