@@ -303,6 +303,8 @@ def cmd_auth(args: argparse.Namespace, out: Output) -> int:
 def _read_secret(name: str, value: str | None) -> str:
     """The key value: from the argument, else stdin ('-' or piped), else a hidden prompt."""
     if value not in (None, "-"):
+        if not value:  # refused by the daemon: no warning about a key that is not there
+            return ""
         print("takod: warning: a key on the command line is visible in `ps` and shell history; "
               "prefer `takod key set NAME` (prompt) or `... | takod key set NAME -`", file=sys.stderr)
         return value  # type: ignore[return-value]

@@ -45,7 +45,7 @@ def settings_file(home: Path) -> Path:
 @pytest.mark.parametrize(
     ("args", "code", "says", "never"),
     [
-        (["key", "set", "GROQ_API_KEY", ""], 2, "is empty", None),
+        (["key", "set", "GROQ_API_KEY", ""], 2, "is empty", "warning"),
         (["key", "set", "FOO_API_KEY", "x"], 2, "`takod key names` lists the", "did you mean"),
         (["key", "set", "GEMNI_API_KEY", "x"], 2, "did you mean GEMINI_API_KEY?", None),
         (["run", "--provider", "nonsense", "hi"], 2, "use one of pi, ollama, codex, claude, gemini", None),
