@@ -63,7 +63,10 @@ def cli_rows(r: dict[str, Any]) -> list[Row]:
     per = st["per_command"]
     return [row("cli_startup", "`takod status` process vs `python -c 'import msgspec'`",
                 f"{per['takod status']['p50']:.1f} ms", f"{per['import msgspec']['p50']:.1f} ms",
-                f"{st['ratio']:.2f}x", f"<= {st['target']}x", st["verdict"])]
+                f"{st['ratio']:.2f}x", f"<= {st['target']}x", st["verdict"]),
+            row("cli_startup", "`takod status --short` process vs `python -c pass`",
+                f"{per['takod status --short']['p50']:.1f} ms", f"{per['python -c pass']['p50']:.1f} ms",
+                f"{st['short_ratio']:.2f}x", f"<= {st['short_target']}x", st["short_verdict"])]
 
 
 def cold_rows(r: dict[str, Any]) -> list[Row]:

@@ -1,12 +1,15 @@
-"""How long `takod status` takes as a whole process, against `python -c "import msgspec"`.
+"""How long `takod status` takes as a whole process, against `python -c "import msgspec"`;
+and `takod status --short` (the shell-prompt line) against `python -c pass`.
 
     python bench/cli_startup.py [--n 30] [--takod PATH] [--python PATH] [--json]
 
 A warm takod daemon runs in a temporary HOME; `takod status` is run against
 it with TAKOD_NO_SPAWN=1, interleaved with the baseline (the least any
 msgspec-based CLI must pay) and with `python -c pass` (the interpreter's own
-floor, for context). Reports medians and the ratio takod/baseline (target
-<= 1.5), then the top costs of `python -X importtime -c "import takod.cli"`.
+floor). Reports medians and the ratios `takod status` / `import msgspec`
+(target <= 1.5) and `takod status --short` / `python -c pass` (target <= 3: a
+prompt or status bar runs it all the time), then the top costs of
+`python -X importtime -c "import takod.cli"`.
 
 By default both commands run from this interpreter's bin directory (the real
 console script and the real interpreter); ``--takod`` and ``--python`` name
@@ -22,6 +25,7 @@ commands share a temporary PYTHONPYCACHEPREFIX filled by the warm-up runs;
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -31,6 +35,7 @@ from typing import Any
 from common import clean_env, emit, interleave, machine, median, ratio, summary, takod_daemon, temp_home, verdict
 
 TARGET = 1.5
+TARGET_SHORT = 3.0
 IMPORT_RUNS = 5
 
 
@@ -39,35 +44,53 @@ def commands(takod: str | None, python: str | None) -> dict[str, list[str]]:
     python = python or sys.executable
     return {
         "takod status": [takod, "status"],
+        "takod status --short": [takod, "status", "--short"],
         "import msgspec": [python, "-c", "import msgspec"],
         "python -c pass": [python, "-c", "pass"],
     }
 
 
-def run_once(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+def run_once(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run, in ms. CPU time counts
+    only the process's own work, so it holds up better on a busy machine."""
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
-    return elapsed * 1000
+        sys.exit(f"{' '.join(argv)} failed ({proc.returncode}): {err.decode(errors='replace')}")
+    return elapsed * 1000, (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def startup(n: int, cmds: dict[str, list[str]], env: dict[str, str], cwd: Path) -> dict[str, Any]:
     for argv in cmds.values():  # warm the page cache and .pyc files
         run_once(argv, env, cwd)
     samples: dict[str, list[float]] = {name: [] for name in cmds}
+    cpu: dict[str, list[float]] = {name: [] for name in cmds}
     for _, name in interleave(n, list(cmds)):
-        samples[name].append(run_once(cmds[name], env, cwd))
-    per = {name: {**summary(s, (50, 90)), "argv": cmds[name]} for name, s in samples.items()}
+        wall_ms, cpu_ms = run_once(cmds[name], env, cwd)
+        samples[name].append(wall_ms)
+        cpu[name].append(cpu_ms)
+    per = {name: {**summary(s, (50, 90)), "cpu_p50": median(cpu[name]), "argv": cmds[name]}
+           for name, s in samples.items()}
     rounds = [ratio(a, b) for a, b in zip(samples["takod status"], samples["import msgspec"])]
     value = ratio(per["takod status"]["p50"], per["import msgspec"]["p50"])
+    short_rounds = [ratio(a, b) for a, b in zip(samples["takod status --short"], samples["python -c pass"])]
+    short = ratio(per["takod status --short"]["p50"], per["python -c pass"]["p50"])
     return {
         "per_command": per,
         "ratio": value,
         "ratio_rounds_median": median(rounds),
         "target": TARGET,
         "verdict": verdict(value, TARGET),
+        "short_ratio": short,
+        "short_ratio_rounds_median": median(short_rounds),
+        "short_target": TARGET_SHORT,
+        "short_verdict": verdict(short, TARGET_SHORT),
+        "short_cpu_ratio": ratio(per["takod status --short"]["cpu_p50"], per["python -c pass"]["cpu_p50"]),
     }
 
 
@@ -119,13 +142,18 @@ def render(report: dict[str, Any]) -> str:
         f"machine: {m['nproc']} CPU(s), {m['cpu']}, {m['implementation']} {m['python']}",
         "",
         f"whole-process start, {report['args']['n']} interleaved runs each, bytecode {report['args']['bytecode']} (ms)",
-        f"  {'command':<16}{'p50':>8}{'p90':>8}   argv",
+        f"  {'command':<22}{'p50':>8}{'p90':>8}{'cpu p50':>9}   argv",
     ]
     for name, s in st["per_command"].items():
-        lines.append(f"  {name:<16}{s['p50']:>8.1f}{s['p90']:>8.1f}   {' '.join(s['argv'])}")
+        lines.append(f"  {name:<22}{s['p50']:>8.1f}{s['p90']:>8.1f}{s['cpu_p50']:>9.1f}   {' '.join(s['argv'])}")
     lines.append(
         f"  ratio takod status / import msgspec: {st['ratio']:.2f} (target <= {st['target']}) {st['verdict']}"
         f"   median of per-round ratios {st['ratio_rounds_median']:.2f}"
+    )
+    lines.append(
+        f"  ratio takod status --short / python -c pass: {st['short_ratio']:.2f} (target <= {st['short_target']})"
+        f" {st['short_verdict']}   median of per-round ratios {st['short_ratio_rounds_median']:.2f}"
+        f"   CPU time ratio {st['short_cpu_ratio']:.2f}"
     )
     lines += [
         "",

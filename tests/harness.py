@@ -39,6 +39,17 @@ TOKEN_URL_VARS = (
 )
 
 
+# `python -m takod ARGS` that takes Ctrl-C even when the test runner ignores SIGINT (nohup, a CI
+# job): an ignored SIGINT is inherited, and Python then installs no KeyboardInterrupt handler.
+_SIGINT_DEFAULT = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "runpy.run_module('takod', run_name='__main__', alter_sys=True)")
+
+
+def takod_interruptible(*args: str) -> list[str]:
+    """argv for the takod CLI as a child that a test will send SIGINT (Ctrl-C)."""
+    return [sys.executable, "-c", _SIGINT_DEFAULT, *args]
+
+
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """A minimal environment rooted at ``home`` (no host credentials)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES)}

@@ -106,9 +106,16 @@ def _request_env() -> dict[str, str]:
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     env = _client_env()
-    with _client(args) as c:
-        st = c.call("status", {"env": env} if env else None)
-    if getattr(args, "short", False):  # `takod probe` shows the table
+    short = getattr(args, "short", False)  # `takod probe` shows the table
+    try:
+        with _client(args) as c:
+            st = c.call("status", {"env": env} if env else None)
+    except ConnectError:
+        if not short or out.json:
+            raise
+        print("tako:down")  # a prompt or status bar shows that, the reason goes to stderr
+        raise
+    if short:
         if out.json:
             out.emit_json({"selected": st["selected"]})
         else:
@@ -298,6 +305,8 @@ def cmd_auth(args: argparse.Namespace, out: Output) -> int:
 def _read_secret(name: str, value: str | None) -> str:
     """The key value: from the argument, else stdin ('-' or piped), else a hidden prompt."""
     if value not in (None, "-"):
+        if not value:  # refused by the daemon: no warning about a key that is not there
+            return ""
         print("takod: warning: a key on the command line is visible in `ps` and shell history; "
               "prefer `takod key set NAME` (prompt) or `... | takod key set NAME -`", file=sys.stderr)
         return value  # type: ignore[return-value]
@@ -739,8 +748,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     w.add_argument("--topic", action="append", choices=TOPICS, help="only this topic (repeatable)")
     # Commands with modules of their own (subprocess, threading, ...): imported only
     # when one of them runs, or for the full parser.
-    for module, command in (("cli_login", "login"), ("cli_service", "service"), ("cli_doctor", "doctor")):
-        if only is None or only == command:
+    for module, names in (("cli_login", ("login",)), ("cli_service", ("service",)), ("cli_doctor", ("doctor",)),
+                          ("cli_completion", ("completion", "man"))):
+        if only is None or only in names:
             importlib.import_module(f"{__package__}.{module}").register(add, common)
     add("version", cmd_version, "show the client's version and the running daemon's (never starts one)")
     s = add("serve", cmd_serve, "run the daemon in the foreground")

@@ -19,7 +19,7 @@ import msgspec
 _NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _SEPARATORS_RE = re.compile(r"[\s-]+")
 _MAX_SUGGESTIONS = 5
-_KEY_SUFFIX_RE = re.compile(r"_?(API_?)?(KEYS?|TOKEN)$")
+_KEY_SUFFIX_RE = re.compile(r"(_API_[A-Z]{2,5}|_?(API_?)?(KEYS?|TOKEN))$")  # _API_KEY, _APIKEY, _KEYS, _API_KYE...
 
 
 class KeyName(msgspec.Struct, frozen=True):
@@ -134,7 +134,7 @@ def _suggest(name: str) -> tuple[str, ...]:
     found += [e.name for e in CATALOGUE if _stem(e.name) == stem]  # XAI_KEY: XAI_API_KEY
     found += [
         close for close in difflib.get_close_matches(name, _BY_NAME, n=3, cutoff=0.8)
-        if difflib.SequenceMatcher(None, stem, _stem(close)).ratio() >= 0.6
+        if difflib.SequenceMatcher(None, stem, _stem(close)).ratio() >= 0.7
     ]
     return tuple(dict.fromkeys(found))[:_MAX_SUGGESTIONS]
 

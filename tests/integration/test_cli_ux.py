@@ -45,7 +45,7 @@ def settings_file(home: Path) -> Path:
 @pytest.mark.parametrize(
     ("args", "code", "says", "never"),
     [
-        (["key", "set", "GROQ_API_KEY", ""], 2, "is empty", None),
+        (["key", "set", "GROQ_API_KEY", ""], 2, "is empty", "warning"),
         (["key", "set", "FOO_API_KEY", "x"], 2, "`takod key names` lists the", "did you mean"),
         (["key", "set", "GEMNI_API_KEY", "x"], 2, "did you mean GEMINI_API_KEY?", None),
         (["run", "--provider", "nonsense", "hi"], 2, "use one of pi, ollama, codex, claude, gemini", None),
@@ -100,6 +100,13 @@ def test_status_short_is_one_word(env: dict[str, str]) -> None:
     result = run(env, "status", "--short")
     assert (result.returncode, result.stdout) == (0, "tako:none\n")
     assert json.loads(run(env, "status", "--short", "--json").stdout) == {"selected": None}
+
+
+def test_status_short_without_a_daemon_says_down(home: Path) -> None:
+    env = dict(clean_env(home), TAKOD_NO_SPAWN="1")
+    result = run(env, "status", "--short")
+    assert (result.returncode, result.stdout) == (3, "tako:down\n")
+    assert "takod is not running" in result.stderr
 
 
 def test_ollama_hints_never_say_start_what_is_not_installed(env: dict[str, str]) -> None:

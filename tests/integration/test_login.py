@@ -23,7 +23,7 @@ import pytest
 from takod.client import Client
 from tests.fakes.login_server import FakeLoginServer
 from tests.integration.test_refresh_broker import PiLockHolder
-from tests.harness import DaemonProcess, clean_env, wait_for
+from tests.harness import DaemonProcess, clean_env, takod_interruptible, wait_for
 
 UNKNOWN = {"custom-provider": {"type": "api_key", "key": "keep-me", "x": [1, 2]}, "zz-extra": {"note": "kept"}}
 
@@ -284,7 +284,7 @@ def test_cli_login_answered_from_another_terminal(home: Path, login_daemon: Daem
 
 
 def test_cli_ctrl_c_cancels_the_login(home: Path, login_daemon: DaemonProcess) -> None:
-    login = subprocess.Popen([sys.executable, "-m", "takod", "login", "codex", "--json"], env=login_daemon.env,
+    login = subprocess.Popen(takod_interruptible("login", "codex", "--json"), env=login_daemon.env,
                              cwd=home, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert login.stdout is not None

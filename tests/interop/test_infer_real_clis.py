@@ -44,7 +44,7 @@ import pytest
 
 from takod import Client, RemoteError
 from tests.fakes.model_servers import DEFAULT_REPLY, FakeAnthropic, FakeOpenAI, pieces
-from tests.harness import TOOLS_BIN, DaemonProcess, clean_env, require_tool, wait_for
+from tests.harness import TOOLS_BIN, DaemonProcess, clean_env, require_tool, takod_interruptible, wait_for
 from tests.procfs import alive
 
 pytestmark = pytest.mark.interop
@@ -549,7 +549,7 @@ def _read_stdout(proc: subprocess.Popen[bytes], want: bytes, timeout: float) -> 
 def test_ctrl_c_in_takod_run_stops_the_cli(rig: Rig) -> None:
     rig.openai.set_mode("stall-mid-stream")
     run = subprocess.Popen(
-        [sys.executable, "-m", "takod", "run", "Tell me a long story.", "--socket", str(rig.daemon.socket)],
+        takod_interruptible("run", "Tell me a long story.", "--socket", str(rig.daemon.socket)),
         env=rig.cli_env(), cwd=rig.workspace, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:

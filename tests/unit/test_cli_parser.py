@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from takod.cli import build_parser
 
@@ -49,6 +51,9 @@ def test_status_imports_no_other_command_module() -> None:
         "build_parser('status')\n"
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('takod') or m in ('subprocess', 'threading'))))\n"
     )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    client = Path(__file__).resolve().parents[2] / "client"  # this checkout's, not whatever is installed
+    env = {**os.environ, "PYTHONPATH": str(client)}
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env=env).stdout.split()
     assert "takod.cli" in loaded
-    assert not {"takod.cli_login", "takod.cli_service", "takod.cli_doctor", "subprocess"} & set(loaded)
+    assert not {"takod.cli_login", "takod.cli_service", "takod.cli_doctor", "takod.cli_completion", "subprocess"} & set(loaded)

@@ -109,6 +109,9 @@ def test_names_are_normalised(raw: str, expected: str) -> None:
         ("openrouter", "OPENROUTER_API_KEY"),  # a name stem too
         ("XAI_KEY", "XAI_API_KEY"),  # the same stem, another suffix
         ("OPENAI_API_KYE", "OPENAI_API_KEY"),
+        ("OPENAPI_API_KEY", "OPENAI_API_KEY"),
+        ("GROQ_API_KEYS", "GROQ_API_KEY"),
+        ("MISTRAL_API", "MISTRAL_API_KEY"),
     ],
 )
 def test_unknown_names_get_close_matches(raw: str, suggested: str) -> None:
@@ -119,7 +122,7 @@ def test_unknown_names_get_close_matches(raw: str, suggested: str) -> None:
     assert caught.value.code == "unknown_key_name"
 
 
-@pytest.mark.parametrize("raw", ["frobnicate", "FOO_API_KEY", "BAR_TOKEN", "API_KEY"])
+@pytest.mark.parametrize("raw", ["frobnicate", "FOO_API_KEY", "NOPE_API_KEY", "BAR_TOKEN", "API_KEY"])
 def test_an_unknown_name_with_no_match_points_at_the_list(raw: str) -> None:
     # FOO_API_KEY shares only the _API_KEY suffix with GOOGLE_API_KEY: no "did you mean".
     with pytest.raises(UnknownKeyName) as caught:
