@@ -16,7 +16,9 @@ W6), and would otherwise call pi not ready. pi ignores the extra field.
 
 An existing entry for the same pi provider is never replaced: pi prefers it
 over an environment variable anyway, so Takobot's pi never used the settings
-key for that provider.
+key for that provider. When the key leaves the store (``takod key clear``), the
+entry goes too, if it is still exactly the one takod wrote: a command left
+behind would fail while still counting as a credential.
 
 Blocking functions: run them in a worker thread.
 """
@@ -28,7 +30,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+import msgspec
+
 from .credentials import pi_auth
+from .credentials.files import atomic_write, decode_json, encode_json, read_bytes
+from .credentials.pi_lock import pi_lock
 
 # Key name -> the pi provider whose auth.json api_key entry stands for it: the
 # names pi's getEnvApiKey reads as that provider's one API key.
@@ -108,3 +114,25 @@ def bridge(workspace_auth: Path, name: str, command: str, seed_from: Sequence[Pa
 
     pi_auth.replace_entry(workspace_auth, provider, choose, lock_timeout=lock_timeout)
     return outcome[0]
+
+
+def unbridge(workspace_auth: Path, name: str, command: str, lock_timeout: float) -> bool:
+    """Remove ``name``'s provider entry from ``workspace_auth`` if it is still exactly
+    the one :func:`bridge` wrote with ``command``; True when removed. Every other
+    entry is kept byte for byte; a file that cannot be parsed is never rewritten."""
+    provider = BRIDGED.get(name)
+    if provider is None or read_bytes(workspace_auth) is None:
+        return False
+    with pi_lock(workspace_auth, timeout=lock_timeout) as held:
+        raw = read_bytes(workspace_auth)
+        if raw is None:
+            return False
+        doc = decode_json(raw, dict[str, msgspec.Raw])
+        current = pi_auth.parse_entries({provider: msgspec.json.decode(doc[provider])}).get(provider) if provider in doc else None
+        ours = isinstance(current, pi_auth.ApiKeyEntry) and current.key == command and current.extra == {"apiKey": command}
+        if not ours:
+            return False
+        del doc[provider]
+        held.ensure_held()
+        atomic_write(workspace_auth, encode_json(doc), 0o600)
+        return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -210,6 +211,28 @@ def test_a_key_set_with_takod_reaches_takobots_pi(home: Path, tako_workspace: Pa
             assert fake.last.headers["authorization"] == f"Bearer {OPENAI_KEY}"
             piped = _cli(d, ws, "key", "get", "OPENAI_API_KEY")  # into a pipe: what pi reads
             assert piped.returncode == 0 and piped.stdout == OPENAI_KEY + "\n"
+            leader, follower = pty.openpty()  # onto a terminal: refused, nothing printed
+            try:
+                on_tty = subprocess.run([sys.executable, "-m", "takod", "key", "get", "OPENAI_API_KEY"], cwd=ws,
+                                        env={**d.env, "TAKOD_NO_SPAWN": "1"}, stdout=follower, stderr=subprocess.PIPE,
+                                        text=True, timeout=60)
+                os.set_blocking(leader, False)
+                try:
+                    shown = os.read(leader, 65536)
+                except BlockingIOError:
+                    shown = b""
+            finally:
+                os.close(leader)
+                os.close(follower)
+            assert on_tty.returncode == 2 and "pipe" in on_tty.stderr and OPENAI_KEY.encode() not in shown
+
+            # Cleared: the entry goes with it (a failing command must not count as pi's credential).
+            auth = ws / ".tako" / "pi" / "agent" / "auth.json"
+            assert "openai" in json.loads(auth.read_text())
+            assert _cli(d, ws, "key", "clear", "OPENAI_API_KEY").returncode == 0
+            assert "openai" not in json.loads(auth.read_text())
+            gone = _cli(d, ws, "key", "get", "OPENAI_API_KEY")
+            assert gone.returncode != 0 and gone.stdout == "" and "takod key set OPENAI_API_KEY" in gone.stderr
         finally:
             d.stop()
         assert OPENAI_KEY not in d.log_text() + d.stderr_text()
