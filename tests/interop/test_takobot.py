@@ -209,6 +209,10 @@ def test_a_key_set_with_takod_reaches_takobots_pi(home: Path, tako_workspace: Pa
             after = takobot(ws, home, DISCOVER_AND_ASK, **_takobot_env())
             assert after["selected"] == "pi" and after["answer"] == ["pi", DEFAULT_REPLY], after
             assert fake.last.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+            # takod's own run goes the same way: pi, the lane model Takobot set, the key through the entry.
+            ran = _cli(d, ws, "run", "Say hi", "--provider", "pi", "--json")
+            assert ran.returncode == 0, ran.stderr
+            assert json.loads(ran.stdout)["text"] == DEFAULT_REPLY and json.loads(ran.stdout)["model"] == "openai/fake-model"
             piped = _cli(d, ws, "key", "get", "OPENAI_API_KEY")  # into a pipe: what pi reads
             assert piped.returncode == 0 and piped.stdout == OPENAI_KEY + "\n"
             leader, follower = pty.openpty()  # onto a terminal: refused, nothing printed
