@@ -498,6 +498,15 @@ def test_a_gemini_auth_cooldown_shows_in_status_and_ends_when_the_key_is_fixed(t
                 assert gemini["detail"]["cooldown"]["after"] == "auth"
                 assert gemini["detail"]["cooldown"]["until"] > time.time() + 60
 
+                # Editing gemini's settings (the fix: selectedType) ends the cooldown too ...
+                settings = {"security": {"auth": {"selectedType": "gemini-api-key"}}, "privacy": {"usageStatisticsEnabled": False}}
+                (home / ".gemini" / "settings.json").write_text(json.dumps(settings))
+                wait_for(lambda: "gemini" in _ready(c.call("status")), timeout=30)
+                with pytest.raises(RemoteError) as err:  # ... though here the key itself was wrong
+                    c.call("infer", {"prompt": "Say hello.", "provider": "gemini", "model": "gemini-2.5-flash"})
+                assert "gemini: auth" in err.value.message
+                assert "gemini" not in _ready(c.call("status"))
+
                 c.call("keys.set", {"name": "GEMINI_API_KEY", "value": GEMINI_RIGHT_KEY})  # the fix
                 assert "gemini" in _ready(c.call("status"))  # the cooldown was about the old key
                 result = c.call("infer", {"prompt": "Say hello.", "model": "gemini-2.5-flash"})
