@@ -17,8 +17,8 @@ W6), and would otherwise call pi not ready. pi ignores the extra field.
 An existing entry for the same pi provider is never replaced: pi prefers it
 over an environment variable anyway, so Takobot's pi never used the settings
 key for that provider. When the key leaves the store (``takod key clear``), the
-entry goes too, if it is still exactly the one takod wrote: a command left
-behind would fail while still counting as a credential.
+entry goes too, if it is still one takod wrote: a command left behind would
+fail while still counting as a credential.
 
 Blocking functions: run them in a worker thread.
 """
@@ -72,6 +72,18 @@ _NOT_READ_BY_PI = {
 Outcome = Literal["written", "present", "other-entry"]
 
 
+def is_ours(entry: pi_auth.PiEntry | None, name: str) -> bool:
+    """Whether ``entry`` is one :func:`bridge` wrote for ``name`` (with this or an
+    earlier takod's interpreter path, which a reinstall may have moved)."""
+    return (
+        isinstance(entry, pi_auth.ApiKeyEntry)
+        and entry.key is not None
+        and entry.key.startswith("!")
+        and entry.key.endswith(f" -m takod key get {name}")
+        and entry.extra == {"apiKey": entry.key}
+    )
+
+
 def key_command(name: str, *, python: str, env: Mapping[str, str]) -> str:
     """pi's ``!command`` value that prints the stored key ``name``.
 
@@ -105,21 +117,23 @@ def bridge(workspace_auth: Path, name: str, command: str, seed_from: Sequence[Pa
     outcome: list[Outcome] = []
 
     def choose(current: pi_auth.PiEntry | None) -> pi_auth.ApiKeyEntry | None:
-        if current is None:
-            outcome.append("written")
-            return pi_auth.ApiKeyEntry(key=command, extra={"apiKey": command})
-        ours = isinstance(current, pi_auth.ApiKeyEntry) and current.key == command
-        outcome.append("present" if ours else "other-entry")
-        return None
+        if isinstance(current, pi_auth.ApiKeyEntry) and current.key == command:
+            outcome.append("present")
+            return None
+        if current is not None and not is_ours(current, name):
+            outcome.append("other-entry")
+            return None
+        outcome.append("written")  # new, or ours from an older install
+        return pi_auth.ApiKeyEntry(key=command, extra={"apiKey": command})
 
     pi_auth.replace_entry(workspace_auth, provider, choose, lock_timeout=lock_timeout)
     return outcome[0]
 
 
-def unbridge(workspace_auth: Path, name: str, command: str, lock_timeout: float) -> bool:
-    """Remove ``name``'s provider entry from ``workspace_auth`` if it is still exactly
-    the one :func:`bridge` wrote with ``command``; True when removed. Every other
-    entry is kept byte for byte; a file that cannot be parsed is never rewritten."""
+def unbridge(workspace_auth: Path, name: str, lock_timeout: float) -> bool:
+    """Remove ``name``'s provider entry from ``workspace_auth`` if it is still one
+    :func:`bridge` wrote; True when removed. Every other entry is kept byte for
+    byte; a file that cannot be parsed is never rewritten."""
     provider = BRIDGED.get(name)
     if provider is None or read_bytes(workspace_auth) is None:
         return False
@@ -128,9 +142,8 @@ def unbridge(workspace_auth: Path, name: str, command: str, lock_timeout: float)
         if raw is None:
             return False
         doc = decode_json(raw, dict[str, msgspec.Raw])
-        current = pi_auth.parse_entries({provider: msgspec.json.decode(doc[provider])}).get(provider) if provider in doc else None
-        ours = isinstance(current, pi_auth.ApiKeyEntry) and current.key == command and current.extra == {"apiKey": command}
-        if not ours:
+        current = pi_auth.parse_entry(msgspec.json.decode(doc[provider])) if provider in doc else None
+        if not is_ours(current, name):
             return False
         del doc[provider]
         held.ensure_held()

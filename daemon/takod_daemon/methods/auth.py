@@ -188,10 +188,9 @@ async def key_clear(call: Call, p: KeyClearParams) -> KeyClearResult:
     state = call.daemon.state
     if removed and name in takobot_keys.BRIDGED:
         # Its workspace pi entries would now run a command that fails, yet count as a credential.
-        command = takobot_keys.key_command(name, python=sys.executable, env=state.env)
         for ws in list(state.workspaces.values()):
             try:
-                await anyio.to_thread.run_sync(takobot_keys.unbridge, ws.pi_auth_file, name, command, PI_LOCK_TIMEOUT)
+                await anyio.to_thread.run_sync(takobot_keys.unbridge, ws.pi_auth_file, name, PI_LOCK_TIMEOUT)
             except (FileProblem, LockError, OSError) as exc:
                 log.warning("could not remove the workspace pi entry of a cleared key", key=name,
                             path=str(ws.pi_auth_file), error=str(exc))
