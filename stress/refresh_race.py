@@ -331,7 +331,7 @@ def seed(env: Env) -> Trial:
     write_private(home_pi, {"anthropic": pi_entry(g, 60)})  # inside the refresh lead: takod refreshes
     arrived = env.server.arrivals
     wait_until(lambda: env.server.arrivals > arrived, WAIT)  # takod's request is at the server
-    time.sleep(random.uniform(0.0, 0.3))  # somewhere inside it
+    time.sleep(random.uniform(0.0, 1.0))  # somewhere inside it (answers take 0.3-1 s)
     with d.client(timeout=WAIT) as c:
         c.call("status", {"workspace": str(other)})  # loads (and seeds) the new workspace
     ws2_pi = other / ".tako" / "pi" / "agent" / "auth.json"

@@ -942,3 +942,54 @@ def test_a_pi_answer_with_an_unusable_lifetime_is_one_request_and_a_login_hint(w
     forced = call(d, "auth.refresh", {"provider": "anthropic"})["grants"]
     assert [x["state"] for x in forced] == ["needs-login"]
     assert srv.count() == 1
+
+
+# --- seeding and copies: no store keeps a token takod spent ------------------------------------
+
+
+def test_a_workspace_seeded_while_the_home_login_is_refreshed_gets_the_new_token(world: World) -> None:
+    srv = world.server
+    g = srv.add_grant("g", "anthropic", refresh_token=ANTHROPIC_CANARY, lifetime_s=3600)
+    write_in_place(world.home_pi, pi_dumps({"anthropic": pi_entry(g, expires_in=60)}))  # due
+    other = world.home / "ws2"
+    (other / ".tako").mkdir(parents=True)
+    (other / "tako.toml").write_text("")
+    other_pi = other / ".tako" / "pi" / "agent" / "auth.json"
+    gate = srv.hold_next("g")
+    d = world.start()
+    srv.wait_arrival("g")  # takod's refresh of the home login is at the server
+    loaded = threading.Thread(target=lambda: call(d, "status", {"workspace": str(other)}))
+    loaded.start()  # a new workspace without a pi file: seeded from the home one
+    # The seed waits for the home file's lock, which the refresh holds: no copy of the token being spent.
+    assert not other_pi.exists() or ANTHROPIC_CANARY not in other_pi.read_text()
+    gate.set()
+    loaded.join(WAIT * 2)
+    assert not loaded.is_alive()
+    current = srv.current_refresh("g")
+    for path in (world.home_pi, other_pi):
+        wait_for(lambda path=path: read_json(path)["anthropic"]["refresh"] == current, WAIT)
+    assert srv.count("g") == 1 and srv.count("g", outcome="rejected") == 0
+    assert all(x["state"] != "needs-login" for x in grants(d).values())
+
+
+def test_a_copy_holding_a_token_takod_already_spent_gets_its_successor_not_a_request(world: World) -> None:
+    srv = world.server
+    g = srv.add_grant("g", "anthropic", refresh_token=ANTHROPIC_CANARY, lifetime_s=3600)
+    old_file = pi_dumps({"anthropic": pi_entry(g, expires_in=60)})
+    write_in_place(world.home_pi, old_file)  # due: takod refreshes it at once
+    d = world.start()
+    wait_for(lambda: srv.count("g", outcome="ok") == 1, WAIT)
+    current = srv.current_refresh("g")
+    wait_for(lambda: read_json(world.home_pi)["anthropic"]["refresh"] == current, WAIT)
+
+    # Some tool copies the old home file into a new workspace (a backup restored, a copy made
+    # before the refresh): it holds the spent token.
+    other = world.home / "ws2"
+    (other / ".tako").mkdir(parents=True)
+    (other / "tako.toml").write_text("")
+    other_pi = other / ".tako" / "pi" / "agent" / "auth.json"
+    write_in_place(other_pi, old_file)
+    call(d, "status", {"workspace": str(other)})
+    wait_for(lambda: read_json(other_pi)["anthropic"]["refresh"] == current, WAIT)
+    assert srv.count("g") == 1  # the spent token was never sent again
+    assert all(x["state"] != "needs-login" for x in grants(d).values())
