@@ -14,6 +14,8 @@ Scenarios (``--scenario``, default all):
   uses it before each model call) asks for its key 0.1 s after SIGCONT.
 - ``start``: takod and a starting pi (``AuthStorage.create`` + ``getApiKey``)
   at once on an expired login.
+- ``start-pi-p``: the same with the real ``pi -p`` (its model API a loopback
+  fake Anthropic, named in the agent dir's ``models.json``).
 - ``codex``: takod keeps the Codex login while the real ``codex exec`` starts
   beside it, the token inside takod's lead but not yet in Codex's own 5-minute
   window (``--codex`` picks the binary: the pinned 0.160 or e.g. 0.169).
@@ -276,6 +278,40 @@ def start(env: Env) -> Trial:
     return Trial("start", reuses, requests, ok, live, needs, "" if ok else "; ".join(got["errors"])[:300])
 
 
+def start_pi_p(env: Env) -> Trial:
+    """``start`` with the real ``pi -p`` (its model API a loopback fake Anthropic)."""
+    from tests.fakes.model_servers import FakeAnthropic
+
+    fresh_home(env)
+    env.n += 1
+    name = f"pip{env.n}"
+    g = env.server.add_grant(name, "anthropic", lifetime_s=3600)
+    agent = env.ws / ".tako" / "pi" / "agent"
+    write_private(agent / "auth.json", {"anthropic": pi_entry(g, -60)})
+    with FakeAnthropic() as model:
+        (agent / "models.json").write_text(json.dumps({"providers": {"anthropic": {"baseUrl": model.base_url}}}))
+        argv = [str(TOOLS_BIN / "pi"), "--provider", "anthropic", "--model", "claude-sonnet-4-5", "--no-session",
+                "--no-tools", "--no-extensions", "--no-skills", "-p", "hi"]
+        tool_env = env.tool_env(PI_CODING_AGENT_DIR=str(agent), PI_OFFLINE="1")
+        offset = random.uniform(-0.5, 1.0)
+        if offset < 0:
+            pi = subprocess.Popen(argv, env=tool_env, cwd=env.ws, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+            time.sleep(-offset)
+            d = env.start_daemon()
+        else:
+            d = env.start_daemon()
+            time.sleep(offset)
+            pi = subprocess.Popen(argv, env=tool_env, cwd=env.ws, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        out, err = pi.communicate(timeout=WAIT * 2)
+        sent = [r.headers.get("authorization", "") or r.headers.get("x-api-key", "") for r in model.requests]
+    live, needs = settle(env, d, name, [(agent / "auth.json", lambda doc: doc["anthropic"]["refresh"])])
+    reuses, requests = counts(env, name)
+    ok = pi.returncode == 0 and any(env.server.grant(name).access in s for s in sent)
+    return Trial("start-pi-p", reuses, requests, ok, live, needs, "" if ok else (err or out)[-300:])
+
+
 def _codex(env: Env, expires_in: float, scenario: str) -> Trial:
     fresh_home(env)
     env.n += 1
@@ -342,7 +378,7 @@ def seed(env: Env) -> Trial:
 
 
 SCENARIOS: dict[str, Callable[[Env], Trial]] = {
-    "wake": wake, "start": start, "codex": codex, "codex-expired": codex_expired, "seed": seed,
+    "wake": wake, "start": start, "start-pi-p": start_pi_p, "codex": codex, "codex-expired": codex_expired, "seed": seed,
 }
 
 
