@@ -84,7 +84,7 @@ def test_every_takod_provider_is_a_valid_preference(path: Path, provider: str) -
 @pytest.mark.parametrize(
     ("doc", "expected"),
     [
-        ({"preferred_provider": "openrouter"}, InferenceSettings()),
+        ({"preferred_provider": "nonsense"}, InferenceSettings()),
         ({"preferred_provider": 3}, InferenceSettings()),
         ({"ollama_model": 5, "ollama_host": None}, InferenceSettings(ollama_model="5")),
         ({"api_keys": ["OPENAI_API_KEY"]}, InferenceSettings()),
