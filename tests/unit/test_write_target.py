@@ -154,3 +154,31 @@ def test_a_log_that_is_a_fifo_is_a_clear_problem_not_a_hang_or_a_traceback(tmp_p
 def test_check_dirs_leaves_a_file_in_the_way_to_the_write_itself(tmp_path: Path) -> None:
     (tmp_path / ".tako").write_text("not a directory")
     check_dirs(tmp_path, tmp_path / ".tako" / "pi" / "agent" / "auth.json")
+
+
+def test_a_link_in_tako_never_points_at_the_workspaces_own_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ws = tmp_path / "repo"
+    # A repository file that mimics a pi auth.json, 0600 as a clone is under umask 077.
+    mimic = private(ws / "fixtures" / "auth.json", json.dumps(PI_DOC))
+    at = link(ws / ".tako/pi/agent/auth.json", "../../../fixtures/auth.json")
+    with pytest.raises(FileProblem) as caught:
+        atomic_write(at, b"{}\n", kind=PI_AUTH_KIND)
+    assert "may track" in caught.value.detail and json.loads(mimic.read_text()) == PI_DOC
+    # Inside .tako, or outside the workspace (another workspace's file), is fine.
+    inside = private(ws / ".tako/shared/auth.json", json.dumps(PI_DOC))
+    other = private(tmp_path / "other-ws/.tako/pi/agent/auth.json", json.dumps(PI_DOC))
+    for target in (inside, other):
+        at.unlink()
+        at.symlink_to(target)
+        atomic_write(at, b"{}\n", kind=PI_AUTH_KIND)
+        assert target.read_text() == "{}\n"
+
+
+def test_the_home_directory_as_a_workspace_may_link_to_the_home_pi_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    home_auth = private(home / ".pi/agent/auth.json", json.dumps(PI_DOC))
+    at = link(home / ".tako/pi/agent/auth.json", home_auth)
+    atomic_write(at, b"{}\n", kind=PI_AUTH_KIND)
+    assert home_auth.read_text() == "{}\n"

@@ -151,7 +151,7 @@ def write_target(path: Path, kind: FileKind | None) -> Path:
             "is a symlink to a file that does not exist, and takod never creates a link's target: "
             f"remove the link, or point it at your own {kind.label}",
         ) from None
-    problem = _link_target_problem(target, kind)
+    problem = _repository_file_problem(path, target) or _link_target_problem(target, kind)
     if problem is not None:
         raise FileProblem(
             path, "unsafe_link",
@@ -159,6 +159,23 @@ def write_target(path: Path, kind: FileKind | None) -> Path:
             f"{kind.label}: remove the link",
         )
     return target
+
+
+def _repository_file_problem(link: Path, target: Path) -> str | None:
+    """A link under a workspace's ``.tako`` may point outside the workspace (your
+    home pi file, another workspace's) or elsewhere in ``.tako``, never at the
+    workspace's own files: those a repository may track, and a cloned one is
+    0600 under umask 077. The home directory as a workspace is no repository."""
+    parts = Path(os.path.abspath(link)).parts
+    if ".tako" not in parts[:-1]:
+        return None
+    cut = len(parts) - 1 - parts[::-1].index(".tako")
+    root = Path(os.path.realpath(Path(*parts[:cut])))
+    if root == Path(os.path.realpath(os.path.expanduser("~"))):
+        return None
+    if target.is_relative_to(root) and not target.is_relative_to(root / ".tako"):
+        return f"is a file of the workspace {root} itself (one a repository may track)"
+    return None
 
 
 def _link_target_problem(target: Path, kind: FileKind) -> str | None:
