@@ -83,7 +83,14 @@ takobot_venv="$tools/takobot"
 if [ "$("$takobot_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("takobot"))' 2>/dev/null)" = "${takobot_pin#*==}" ]; then
   say "takobot: ${takobot_pin#*==} already installed ($takobot_venv)"
 else
-  py=$(command -v python3.12 || command -v python3.11 || command -v python3)
+  # The first interpreter that really runs and is new enough (a pyenv shim may exist and refuse to run).
+  py=""
+  for candidate in python3.12 python3.11 python3; do
+    if "$candidate" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+      py=$(command -v "$candidate"); break
+    fi
+  done
+  [ -n "$py" ] || py=python3
   say "installing $takobot_pin into $takobot_venv"
   if ! { "$py" -m venv --clear "$takobot_venv" && "$takobot_venv/bin/python" -m pip install -q "$takobot_pin"; }; then
     say "takobot: FAILED to install $takobot_pin"
