@@ -177,6 +177,10 @@ def test_a_workspace_with_another_users_tako_dir_is_read_and_reported_only(
     assert not [c for c in doctor["checks"] if c["fixable"] and c["id"] in ("pi-runtime", "pi-auth", "provider:pi")]
     assert {f["id"] for f in doctor["fixes"]} <= {"probe"}  # nothing repaired in the workspace
     refused(d, "models.list", {"provider": "ollama"})
+    # The user's own key store still works, but the workspace's pi file gets no entry for it.
+    stored = call(d, "keys.set", {"name": "ANTHROPIC_API_KEY", "value": "sk-ant-api03-trustTESTkey0123456789abcdef"})
+    assert stored["pi_entry"] is None
+    assert call(d, "keys.clear", {"name": "ANTHROPIC_API_KEY"})["removed"]
     cli = run_cli(d, "status", cwd=ws)
     assert "untrusted-workspace" in cli.stdout + cli.stderr
 

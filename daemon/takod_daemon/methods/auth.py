@@ -140,6 +140,8 @@ async def _pi_entry(call: Call, ws: Workspace, name: str) -> tuple[str | None, s
     and what happened or why not."""
     if not is_tako_workspace(ws.root):
         return None, "not a Tako workspace"
+    if not ws.trust.trusted:  # nothing is written into a workspace that is not the user's own
+        return None, f"untrusted workspace: {ws.trust.detail}"
     if name not in takobot_keys.BRIDGED:
         return None, takobot_keys.takobot_would_lose(name) or "not read by pi"
     state = call.daemon.state
@@ -192,7 +194,7 @@ async def key_clear(call: Call, p: KeyClearParams) -> KeyClearResult:
     state = call.daemon.state
     if removed and name in takobot_keys.BRIDGED:
         # Its workspace pi entries would now run a command that fails, yet count as a credential.
-        for ws in list(state.workspaces.values()):
+        for ws in [w for w in state.workspaces.values() if w.trust.trusted]:
             try:
                 await anyio.to_thread.run_sync(takobot_keys.unbridge, ws.pi_auth_file, name, PI_LOCK_TIMEOUT)
             except (FileProblem, LockError, OSError) as exc:
