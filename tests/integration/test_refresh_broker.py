@@ -923,6 +923,9 @@ def test_an_answer_that_is_due_again_at_once_costs_one_request_not_a_loop(world:
     assert srv.count() == 1
     shown = run_cli(d, "auth")
     assert "refreshed_recently" in shown.stdout, shown.stdout
+    codex_status = wait_for(lambda: next(
+        (p for p in call(d, "status")["providers"] if p["name"] == "codex" and p["detail"].get("warnings")), None), WAIT)
+    assert any(w.startswith("refresh-backing-off: refreshed_recently") for w in codex_status["detail"]["warnings"])
     assert OPENAI_CANARY not in shown.stdout + d.log_text()
 
 
