@@ -532,7 +532,8 @@ class RefreshBroker:
         is then locked and written too; none can be made after (the copier needs
         its source's lock)."""
         deadline = time.monotonic() + CRITICAL_LOCK_TIMEOUT
-        mirrors = list(grant.mirrors)
+        # A store deleted since the last scan (a removed workspace) has no lock to take.
+        mirrors = [m for m in grant.mirrors if m.path.exists()]
         for _ in range(3):
             mirrors = list(dict.fromkeys([*mirrors, *self._holding(grant, files)]))
             locks = ExitStack()
