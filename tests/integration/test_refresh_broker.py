@@ -996,3 +996,4 @@ def test_a_copy_holding_a_token_takod_already_spent_gets_its_successor_not_a_req
     wait_for(lambda: read_json(other_pi)["anthropic"]["refresh"] == current, WAIT)
     assert srv.count("g") == 1  # the spent token was never sent again
     assert all(x["state"] != "needs-login" for x in grants(d).values())
+
