@@ -618,6 +618,8 @@ class StateManager:
                 warnings.setdefault(provider, []).append(
                     f"env-shadowed: {var} in the environment is used instead of the {provider} login"
                 )
+        for provider, texts in self.daemon.broker.held_back().items():
+            warnings.setdefault(provider, []).extend(texts)
         if ws.settings_problem:
             for name in ("pi", "ollama", "codex", "claude", "gemini"):
                 warnings.setdefault(name, []).append(f"settings unusable, using the last good ones: {ws.settings_problem}")

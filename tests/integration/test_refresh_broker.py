@@ -948,6 +948,9 @@ def test_an_answer_that_is_due_again_at_once_costs_one_request_not_a_loop(world:
     assert srv.count() == 1
     shown = run_cli(d, "auth")
     assert "refreshed_recently" in shown.stdout, shown.stdout
+    codex_status = wait_for(lambda: next(
+        (p for p in call(d, "status")["providers"] if p["name"] == "codex" and p["detail"].get("warnings")), None), WAIT)
+    assert any(w.startswith("refresh-backing-off: refreshed_recently") for w in codex_status["detail"]["warnings"])
     assert OPENAI_CANARY not in shown.stdout + d.log_text()
 
 
@@ -1018,3 +1021,4 @@ def test_a_copy_holding_a_token_takod_already_spent_gets_its_successor_not_a_req
     wait_for(lambda: read_json(other_pi)["anthropic"]["refresh"] == current, WAIT)
     assert srv.count("g") == 1  # the spent token was never sent again
     assert all(x["state"] != "needs-login" for x in grants(d).values())
+

@@ -330,3 +330,30 @@ def test_a_rotated_token_goes_to_every_copy_known_when_the_request_went_out(tmp_
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(home.read_text())["groq"] == {"type": "api_key", "key": "k"}
     assert json.loads(elsewhere.read_text())["anthropic"]["refresh"] == "another-login"  # not this grant
+
+
+def test_the_locks_cover_every_copy_found_under_them_and_skip_a_deleted_one(tmp_path: Path) -> None:
+    from contextlib import ExitStack
+
+    g = SERVER.add_grant("lock-set", "anthropic")
+    ws = write(tmp_path / "ws/auth.json", {"anthropic": g.pi_entry()})
+    home = write(tmp_path / "home/auth.json", {"anthropic": g.pi_entry()})
+    gone = write(tmp_path / "gone/auth.json", {"anthropic": g.pi_entry()})
+    b = bare_broker(pi_files=[ws, home, gone])
+    anyio.run(b.rescan)
+    [held] = [x for x in b.grants.values() if x.refresh_token == g.refresh]
+    assert len(held.mirrors) == 3
+    for path in (gone, gone.with_suffix(".json.lock")):
+        path.unlink(missing_ok=True)
+    gone.parent.rmdir()  # a workspace removed since the last scan: no lock to take there
+    seeded = write(tmp_path / "seeded/auth.json", {"anthropic": g.pi_entry()})  # a copy made since
+    stack = ExitStack()
+    try:
+        mirrors, locks = b._lock_stores(held, [ws, home, gone, seeded], stack)
+        assert sorted(str(m.path) for m in mirrors) == sorted(str(p) for p in (ws, home, seeded))
+        assert set(locks) == {ws, home, seeded}
+        for path in (ws, home, seeded):
+            assert Path(str(path) + ".lock").is_dir()  # pi's directory lock, held
+    finally:
+        stack.close()
+    assert not any(Path(str(p) + ".lock").exists() for p in (ws, home, seeded))

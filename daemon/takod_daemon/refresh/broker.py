@@ -358,6 +358,20 @@ class RefreshBroker:
             for m in g.mirrors
         }
 
+    def held_back(self) -> dict[str, list[str]]:
+        """Per provider name (``pi``, ``codex``): a warning for each grant whose next
+        refresh the request budget delays, with the reason code and the time."""
+        out: dict[str, list[str]] = {}
+        for g in self.grants.values():
+            if g.hold is None:
+                continue
+            when = datetime.fromtimestamp(g.due_at(self.lead), timezone.utc).strftime("%H:%M:%S UTC")
+            text = (f"refresh-backing-off: {g.hold.reason}: takod limits token requests per login; "
+                    f"next {g.provider} refresh attempt at {when}")
+            for name in dict.fromkeys("codex" if m.kind == "codex" else "pi" for m in g.mirrors):
+                out.setdefault(name, []).append(text)
+        return out
+
     def info(self, grant: Grant) -> GrantInfo:
         return GrantInfo(
             id=grant.key,
@@ -518,7 +532,8 @@ class RefreshBroker:
         is then locked and written too; none can be made after (the copier needs
         its source's lock)."""
         deadline = time.monotonic() + CRITICAL_LOCK_TIMEOUT
-        mirrors = list(grant.mirrors)
+        # A store deleted since the last scan (a removed workspace) has no lock to take.
+        mirrors = [m for m in grant.mirrors if m.path.exists()]
         for _ in range(3):
             mirrors = list(dict.fromkeys([*mirrors, *self._holding(grant, files)]))
             locks = ExitStack()
