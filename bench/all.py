@@ -1,6 +1,6 @@
 """Every takod benchmark with short defaults, and one summary table.
 
-    python bench/all.py [--only rpc,cli,cold,events,relay,idle] [--json]
+    python bench/all.py [--only rpc,cli,cold,events,relay,idle,workspaces] [--json]
 
 Each benchmark runs as its own process (``--json``), one after another, with
 arguments short enough for the whole set to take about five minutes here
@@ -30,6 +30,7 @@ SHORT: dict[str, tuple[str, list[str]]] = {
     "events": ("file_events.py", ["--n", "40"]),
     "relay": ("relay.py", ["--rounds", "4", "--delays", "0.002"]),
     "idle": ("idle.py", ["--duration", "20", "--settle", "5"]),
+    "workspaces": ("workspaces.py", ["--n", "300", "--idle", "5"]),
 }
 
 Row = dict[str, Any]
@@ -115,8 +116,23 @@ def idle_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def workspaces_rows(r: dict[str, Any]) -> list[Row]:
+    res, n = r["result"], r["args"]["n"]
+    base, load = res["phases"]["one workspace"]["prober_ms"], res["phases"]["new workspaces"]["prober_ms"]
+    mem = res["memory"]
+    return [
+        row("workspaces", f"other client's `status` p99 while {n} new workspaces are named", f"{load['p99']:.2f} ms",
+            f"one workspace {base['p99']:.2f} ms", f"{res['p99_ratio']:.2f}x", f"< {res['target_p99_ms']:g} ms",
+            res["verdict"]),
+        row("workspaces", "per-load time, last tenth / first tenth", "", "", f"{res['load_growth']:.2f}x", "-", "info"),
+        row("workspaces", "RSS after idle eviction", f"{mem['after eviction']['rss_kib'] / 1024:.1f} MiB",
+            f"start {mem['start']['rss_kib'] / 1024:.1f} MiB", f"{res['rss_after_eviction_ratio']:.2f}x", "-", "info"),
+    ]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "rpc": rpc_rows, "cli": cli_rows, "cold": cold_rows, "events": events_rows, "relay": relay_rows, "idle": idle_rows,
+    "workspaces": workspaces_rows,
 }
 
 

@@ -51,18 +51,26 @@ def daemons_for(socket: Path) -> list[int]:
     return found
 
 
-def inotify_watches(pid: int) -> int:
-    """Watches held by every inotify descriptor of ``pid`` (/proc/PID/fdinfo)."""
-    count = 0
+def inotify_watched_inodes(pid: int) -> list[int]:
+    """The inode of every directory (or file) watched by an inotify descriptor of ``pid`` (/proc/PID/fdinfo)."""
+    inodes = []
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
                 continue
             with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                count += sum(1 for line in f if line.startswith("inotify wd:"))
+                for line in f:
+                    if line.startswith("inotify wd:"):
+                        fields = dict(part.split(":", 1) for part in line.split()[1:] if ":" in part)
+                        inodes.append(int(fields["ino"], 16))
         except OSError:
             continue  # closed meanwhile
-    return count
+    return inodes
+
+
+def inotify_watches(pid: int) -> int:
+    """Watches held by every inotify descriptor of ``pid``."""
+    return len(inotify_watched_inodes(pid))
 
 
 def open_fds(pid: int) -> int:

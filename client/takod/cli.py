@@ -19,7 +19,7 @@ import msgspec
 
 from . import __version__
 from .cli_format import FILE_FIX, event_line, file_problems, provider_rows, settings_rows, short_status
-from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError
+from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError, UntrustedSocket
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
 from .schema import API_PROVIDERS, INFERENCE_ENV_VARS, SETTINGS_FIELDS, TOPICS, UNTRUSTED_WORKSPACE
 
@@ -191,6 +191,8 @@ def cmd_stop(args: argparse.Namespace, out: Output) -> int:
     try:
         client.connect()
         pid = client.call("shutdown")["pid"]
+    except UntrustedSocket:
+        raise  # not "not running": something that is not ours listens there
     except ConnectError:
         if out.json:
             out.emit_json({"stopped": False, "running": False})
@@ -249,6 +251,8 @@ def _print_grants(grants: list[dict[str, Any]], out: Output) -> None:
             when = out.bad(f"login needed: {g.get('guidance') or g.get('last_error')}")
         else:
             when = f"{_expires(g['expires_at'])}, next refresh {_in(g['refresh_at'])}"
+            if g.get("wait_reason"):
+                when += f" ({g['wait_reason']}: takod limits token requests per login)"
             if g.get("last_error"):
                 when += out.bad(f" (last error: {g['last_error']})")
         print(f"  {g['provider']:<16} {g['state']:<11} {when}")
@@ -315,11 +319,29 @@ def _read_secret(name: str, value: str | None) -> str:
     return getpass.getpass(f"{name}: ").strip()
 
 
+def _key_get(args: argparse.Namespace, out: Output) -> int:
+    """Print a stored key, only into a pipe: the ``!command`` pi runs for an auth.json entry."""
+    if sys.stdout.isatty():
+        out.error("refused", "`takod key get` prints a key only into a pipe (pi's `!command` key entries run it); "
+                  "to see which keys are stored: `takod key list`")
+        return EXIT_USAGE
+    with _client(args) as c:
+        result = c.call("keys.get", {"name": args.name})
+    sys.stdout.write(result["value"] + "\n")
+    return EXIT_OK
+
+
 def cmd_key(args: argparse.Namespace, out: Output) -> int:
+    if args.key_command == "get":
+        return _key_get(args, out)
     with _client(args) as c:
         if args.key_command == "set":
             result = c.call("keys.set", {"name": args.name, "value": _read_secret(args.name, args.value)})
             text = f"stored {result['name']} ({result['masked']}) in {result['backend']}"
+            if result.get("pi_entry_outcome") == "written":
+                text += f"; the workspace pi (Takobot's) reads it through {result['pi_entry']}"
+            elif result.get("pi_entry_outcome") == "other-entry":
+                text += f"; {result['pi_entry']} already has its own {result['name']} provider entry, which pi uses first"
         elif args.key_command == "clear":
             result = c.call("keys.clear", {"name": args.name})
             text = f"removed {result['name']}" if result["removed"] else f"no stored key {result['name']}"
@@ -331,9 +353,13 @@ def cmd_key(args: argparse.Namespace, out: Output) -> int:
                     print(f"{n['name']:<{width}}  {n['description']}")
                 return EXIT_OK
         elif args.key_command == "migrate":
-            result = c.call("keys.migrate")
+            result = c.call("keys.migrate", {"to_file": True} if args.to_file else None)
             text = (f"migrated {', '.join(result['migrated']) or 'nothing'}"
                     + (f"; failed: {', '.join(result['failed'])}" if result["failed"] else ""))
+            if result.get("pi_entries"):
+                text += f"\nTakobot's pi reads {', '.join(result['pi_entries'])} from takod through its auth.json"
+            for name, why in (result.get("kept") or {}).items():
+                text += f"\n{name}: {why}"
         else:
             result = c.call("keys.list")
             if not out.json:
@@ -670,7 +696,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
              "the OAuth logins takod keeps fresh; `takod auth refresh [PROVIDER]` refreshes now")
     au.add_argument("action", nargs="?", choices=["refresh"], help="refresh OAuth logins now")
     au.add_argument("provider", nargs="?", help="only this provider (codex, claude, copilot, or a pi provider id)")
-    key = add("key", cmd_key, "store API keys in the OS keyring: set, clear, list, migrate")
+    key = add("key", cmd_key, "store API keys in the OS keyring: set, get, clear, list, migrate")
     key_sub = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
     ks = key_sub.add_parser("set", parents=[common], help="store a key (value from the prompt, stdin with -, or the argument)")
     ks.add_argument("name", help="env var name, e.g. OPENAI_API_KEY")
@@ -679,7 +705,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     kc.add_argument("name")
     key_sub.add_parser("list", parents=[common], help="list stored keys (masked)")
     key_sub.add_parser("names", parents=[common], help="list every key name `key set` accepts")
-    key_sub.add_parser("migrate", parents=[common], help="move plaintext api_keys from the workspace settings into the key store")
+    km = key_sub.add_parser("migrate", parents=[common], help="move plaintext api_keys from the workspace settings into the "
+                            "key store (Takobot's pi then reads them through `takod key get`)")
+    km.add_argument("--to-file", action="store_true",
+                    help="with no OS keyring: move them to takod's 0600 key file anyway (refused otherwise)")
+    kg = key_sub.add_parser("get", parents=[common], help="print a stored key into a pipe (for pi's `!command` key entries)")
+    kg.add_argument("name")
     pr = add("prefer", cmd_prefer, "prefer a provider when it is ready (or `auto`: priority order)")
     pr.add_argument("provider", choices=["auto", "pi", "ollama", "codex", "claude", "gemini"])
     ol = add("ollama", cmd_ollama, "set the Ollama host or model for this workspace")

@@ -192,7 +192,7 @@ class Systemd:
 
     def advice(self) -> list[Problem]:
         runtime = self.env.get("XDG_RUNTIME_DIR", "")
-        problem = check_private_dir(Path(runtime)) if os.path.isabs(runtime) else None
+        problem = check_private_dir(Path(runtime), "XDG_RUNTIME_DIR") if os.path.isabs(runtime) else None
         return environment_problems(self.env, self.uid, self.user, problem, _linger(self.user))
 
     def logs_hint(self) -> str:

@@ -94,6 +94,14 @@ def _spawn_allowed() -> bool:
     return os.environ.get("TAKOD_NO_SPAWN", "") in ("", "0")
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: os.fsdecode of bytes that are not UTF-8
+        return False
+    return True
+
+
 class Client:
     """One connection to takod. Not thread-safe; use one per thread."""
 
@@ -113,6 +121,11 @@ class Client:
         self.spawn = _spawn_allowed() if spawn is None else spawn
         self.timeout = timeout
         self.workspace = str(workspace) if workspace else None
+        if self.workspace and not _is_utf8(self.workspace):
+            # Said before connecting: such a path cannot even be encoded into a request
+            # (every other bad path is the daemon's to refuse, as invalid_params).
+            raise TakodError(f"workspace is not valid UTF-8: {ascii(self.workspace)}; use a workspace whose path "
+                             "is UTF-8 (set TAKO_WORKSPACE, or run from another directory)")
         self.name = name
         self.started_daemon = False
         self._sock: socket.socket | None = None

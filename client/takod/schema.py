@@ -234,6 +234,11 @@ class SettingsResult(Result):
 class KeySetParams(Params):
     name: str
     value: str
+    workspace: str | None = None  # a Tako workspace whose pi auth.json gets the key's entry
+
+
+class KeyGetParams(Params):
+    name: str
 
 
 class KeyClearParams(Params):
@@ -260,12 +265,22 @@ class KeyNamesResult(Result):
 
 class KeyMigrateParams(Params):
     workspace: str | None = None
+    to_file: bool = False  # without an OS keyring: move the keys to takod's 0600 key file anyway
 
 
 class KeyInfoResult(Result):
     name: str
     backend: str
     masked: str
+    # The workspace pi auth.json whose entry reads this key from the store (for
+    # Takobot's pi), and what happened there: written, present, other-entry.
+    pi_entry: str | None = None
+    pi_entry_outcome: str | None = None
+
+
+class KeyGetResult(Result):
+    name: str
+    value: str  # the key itself: only ever printed into a pipe by `takod key get`
 
 
 class KeyListResult(Result):
@@ -283,6 +298,10 @@ class KeyMigrateResult(Result):
     failed: list[str]
     removed_from_settings: list[str]
     store: KeyStoreInfo | None
+    # Left in the settings file, and why: what Takobot would lose were they moved.
+    kept: dict[str, str] = msgspec.field(default_factory=dict)
+    # Migrated keys the workspace pi auth.json now reads from the store (Takobot's pi).
+    pi_entries: list[str] = msgspec.field(default_factory=list)
 
 
 # infer / embed / models.list / health ---------------------------------------

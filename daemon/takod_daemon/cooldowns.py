@@ -2,10 +2,10 @@
 
 A rate limit or an auth failure puts a provider on a cooldown so the next
 prompts skip it. A cooldown is about the credentials the provider had when it
-failed: it ends at its time, or as soon as anything those credentials come from
-changed (a credential file, a stored key, the workspace settings, a re-probe),
-since the fix may be exactly that. The state manager counts those changes per
-provider (``generation``); a cooldown remembers the count it began at.
+failed: it ends at its time, or as soon as they change (what a credential file
+says, a key set or cleared, the settings' keys, or ``takod probe``), since the
+fix may be exactly that. The state manager counts those changes per provider
+(``generation``); a cooldown remembers the count it began at.
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ import anyio
 import structlog
 
 from takod import __version__
-from takod.paths import find_workspace, lock_path
+from takod.paths import find_workspace, home, lock_path
 from takod.protocol import PROTOCOL_VERSION, RpcError
+from takod.schema import workspace_problem
 
 from .api import registry
 from .connection import READ_SIZE, Connection
@@ -38,6 +39,18 @@ from .server import bind_socket, serve
 from .state import StateManager
 
 log = structlog.get_logger("takod.daemon")
+
+
+def _default_workspace() -> Path:
+    """:func:`find_workspace`, unless the protocol could never name it (a path
+    that is not UTF-8, say): then the home directory, with a warning, so one odd
+    directory name does not keep the daemon from serving every other workspace."""
+    found = find_workspace()
+    problem = workspace_problem(str(found))
+    if problem is None:
+        return found
+    log.warning("default workspace unusable; using the home directory", problem=problem, path=ascii(str(found)))
+    return home()
 
 ACTIVATED_LOCK_WAIT = 10.0
 
@@ -74,7 +87,7 @@ class Daemon:
         self.protocol = PROTOCOL_VERSION
         self._stop = anyio.Event()
         self.stop_reason = ""
-        self.default_workspace = find_workspace()
+        self.default_workspace = _default_workspace()
         self.keys = KeyStore(state_dir)
         self.state = StateManager(self)
         self.broker = RefreshBroker(self, self.state.env, refresh_lead)

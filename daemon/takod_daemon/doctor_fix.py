@@ -28,7 +28,7 @@ from anyio.streams.text import TextReceiveStream
 from takod.doctor_local import chmod_own
 
 from .credentials import pi_auth
-from .credentials.files import atomic_write, read_bytes, write_target
+from .credentials.files import FileProblem, atomic_write, check_dirs, read_bytes, write_target
 from .credentials.pi_lock import pi_lock
 from .inference.subprocess_run import prepend_path, stop_group
 from .providers.detect import read_manifest, workspace_pi_path
@@ -56,6 +56,7 @@ def runtime_dir(workspace: Path) -> Path:
 def ensure_workspace_auth(workspace: Path, env: Mapping[str, str], home: Path) -> str:
     """Create the workspace pi ``auth.json`` if it is missing; make it 0600."""
     target = pi_auth.workspace_auth_path(workspace)
+    check_dirs(workspace, target)
     seeded = pi_auth.seed_workspace_auth(target, pi_auth.home_auth_paths(env, home), lock_timeout=LOCK_TIMEOUT_S)
     if seeded.outcome == "seeded":
         return f"seeded {target} from {seeded.source}"
@@ -79,6 +80,10 @@ async def install_pi_runtime(
     cache = workspace / ".tako" / "npm-cache"
     tmp = workspace / ".tako" / "tmp"
     for directory in (prefix, cache, tmp):
+        try:
+            check_dirs(workspace, directory / "x")  # npm must install here, not where a planted link points
+        except FileProblem as exc:
+            raise RuntimeError(f"not installing into {directory}: it {exc.detail}") from None
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     child_env = prepend_path(env, os.path.dirname(npm))  # the node that goes with this npm
     child_env.update(

@@ -88,12 +88,14 @@ CATALOGUE: tuple[KeyName, ...] = (
     _k("XIAOMI_TOKEN_PLAN_CN_API_KEY", "xiaomi-token-plan-cn", "Xiaomi token-plan API key, CN region."),
     _k("XIAOMI_TOKEN_PLAN_AMS_API_KEY", "xiaomi-token-plan-ams", "Xiaomi token-plan API key, AMS region."),
     _k("XIAOMI_TOKEN_PLAN_SGP_API_KEY", "xiaomi-token-plan-sgp", "Xiaomi token-plan API key, SGP region."),
-    # Takobot's configurable names that pi's getEnvApiKey does not read.
-    _k("VENICE_API_KEY", "venice", "Venice API key (Takobot-configurable)."),
-    _k("GOOGLE_API_KEY", "google", "Google API key; Gemini CLI uses it for Vertex, Takobot after GEMINI_API_KEY."),
-    _k("ALI_BAILIAN_API_KEY", "ali-bailian", "Alibaba Cloud Bailian API key (Takobot-configurable)."),
-    _k("MIDDLEWARE_API_KEY", "middleware", "Middleware API key (Takobot-configurable)."),
-    _k("CLAUDE_API_KEY", "anthropic", "Anthropic API key under Takobot's alias, read after ANTHROPIC_API_KEY."),
+    # Takobot's configurable names that pi's getEnvApiKey does not read: they make no provider
+    # ready by themselves (docs/readiness.md), only through a pi auth.json key or !command naming them.
+    _k("VENICE_API_KEY", "venice", "Venice API key (Takobot-configurable; pi does not read it)."),
+    _k("GOOGLE_API_KEY", "google", "Google API key; Gemini CLI uses it for Vertex (pi does not read it)."),
+    _k("ALI_BAILIAN_API_KEY", "ali-bailian", "Alibaba Cloud Bailian API key (Takobot-configurable; pi does not read it)."),
+    _k("MIDDLEWARE_API_KEY", "middleware", "Middleware API key (Takobot-configurable; pi does not read it)."),
+    _k("CLAUDE_API_KEY", "anthropic",
+       "Takobot's alias for an Anthropic key; neither pi nor Claude Code reads it: prefer ANTHROPIC_API_KEY."),
 )
 
 _BY_NAME: dict[str, KeyName] = {entry.name: entry for entry in CATALOGUE}

@@ -656,6 +656,8 @@ class KeyStore:
             await anyio.to_thread.run_sync(self._files.write_keys, keys)
         except OSError as exc:
             raise _io_error(self._files.keys_path, exc) from None
+        except FileProblem as exc:  # a link planted where the file goes: never written through
+            raise KeyStoreError("keystore_io", str(exc)) from None
 
     async def _read_index(self) -> set[str]:
         index = await anyio.to_thread.run_sync(self._files.read_index)
@@ -684,6 +686,8 @@ class KeyStore:
             await anyio.to_thread.run_sync(self._files.write_index, names)
         except OSError as exc:
             raise _io_error(self._files.index_path, exc) from None
+        except FileProblem as exc:
+            raise KeyStoreError("keystore_io", str(exc)) from None
 
 
 def _io_error(path: Path, exc: OSError) -> KeyStoreError:

@@ -26,7 +26,7 @@ import structlog
 from takod.paths import is_marked_workspace
 
 from .credentials import codex_auth, codex_link, pi_auth
-from .credentials.files import FileProblem
+from .credentials.files import FileProblem, check_dirs
 from .credentials.codex_lock import codex_lock
 from .credentials.pi_lock import LockError, pi_locks
 
@@ -54,6 +54,11 @@ def sync_workspace(root: Path, env: Mapping[str, str], home: Path) -> list[str]:
     done: list[str] = []
     target = pi_auth.workspace_auth_path(root)
     try:
+        check_dirs(root, target)
+    except (FileProblem, OSError) as exc:  # OSError: a directory we may not even look into
+        log.warning("not seeding or linking the workspace pi auth file", path=str(target), error=str(exc))
+        return []
+    try:
         seeded = pi_auth.seed_workspace_auth(target, pi_auth.home_auth_paths(env, home), lock_timeout=LOCK_TIMEOUT)
         if seeded.outcome == "seeded":
             done.append(f"seeded {target} from {seeded.source}")
@@ -67,9 +72,9 @@ def source_is_trusted(pi_file: Path) -> bool:
     """Whether tokens read from ``pi_file`` may be copied into another store:
     the file (a link's target) is ours and nobody else can write it.
 
-    The file-level floor of the rule "only from trusted stores"; the workspace
-    trust predicate (ownership of the workspace and every directory down to
-    the file) is checked before a workspace is synced at all.
+    The file-level floor of the rule "only from trusted stores"; whether a
+    workspace is synced at all is the workspace trust rule's decision
+    (docs/security.md, "Workspaces").
     """
     try:
         st = os.stat(pi_file)

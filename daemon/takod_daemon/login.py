@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .daemon import Daemon
 
 log = structlog.get_logger("takod.login")
+LOGIN_LOCK_TIMEOUT_S = 40.0  # beyond a refresh holding the lock (docs/refresh.md)
 
 Kind = Literal["open_url", "device_code", "paste", "secret", "done", "failed"]
 DEFAULT_TIMEOUT_S = 900.0  # Takobot's pi login timeout
@@ -493,7 +494,11 @@ class LoginManager:
     async def _store(self, session: Session, provider: str, entry: OAuthEntry) -> str:
         path = pi_auth.workspace_auth_path(session.workspace)
         try:
-            await anyio.to_thread.run_sync(lambda: pi_auth.replace_entry(path, provider, lambda _current: entry))
+            # A refresh may hold pi's lock across its token request (up to ~15 s): wait it out,
+            # the new login's tokens are not to be dropped for a busy lock.
+            await anyio.to_thread.run_sync(
+                lambda: pi_auth.replace_entry(path, provider, lambda _current: entry, lock_timeout=LOGIN_LOCK_TIMEOUT_S)
+            )
         except FileProblem as exc:
             raise LoginFailed("auth_file_unreadable", f"not overwriting {path}: {exc}; fix or move it, then log in again") from None
         except LockError as exc:

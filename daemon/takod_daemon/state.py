@@ -84,8 +84,33 @@ for _name, (_var, _kind, _url) in API_BACKENDS.items():
 SHADOWING_ENV = {"claude": "ANTHROPIC_API_KEY", "codex": "CODEX_API_KEY"}
 
 
+def _return_memory() -> None:
+    """Hand the heap the let-go workspaces used back to the OS (glibc keeps freed memory
+    otherwise); elsewhere a no-op. Runs in a worker thread: ctypes releases the GIL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _problem_text(exc: FileProblem) -> str:
     return f"{exc.path}: {exc.detail}"
+
+
+def _file_stamps(paths: list[Path]) -> tuple[tuple[int, int, int] | None, ...]:
+    """(mtime_ns, size, inode) of each path, None where missing: what tells a real
+    change from a watch's re-arm, which reports files that did not change."""
+    out: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
 
 
 def _key_users(name: str) -> list[str]:
@@ -133,7 +158,6 @@ class Workspace:
     fingerprint: bytes = b""
     last_used: float = 0.0  # time.monotonic() when a client last named it (eviction.py)
     probe_scope: anyio.CancelScope | None = None  # its Ollama loop's, cancelled when it is let go
-    routes: list[tuple[Path, str, Callable[[], Awaitable[None]]]] | None = None  # its files -> facts (_rewatch)
 
     @property
     def settings_file(self) -> Path:
@@ -166,8 +190,12 @@ class StateManager:
         self._user_routes: dict[Path, dict[str, Callable[[], Awaitable[None]]]] | None = None
         # Counts of re-reads of what each provider's credentials come from ("*": all of them).
         self._generations: dict[str, int] = {"*": 0}
+        self._stamps: dict[str, tuple[tuple[int, int, int] | None, ...]] = {}  # user source -> its files' stat
         self.cooldowns = Cooldowns(self.generation)
         self._cooldown_changed = anyio.Event()
+        # Per workspace, kept here rather than on it: its reloads refer to it, and a cycle
+        # would keep a let-go workspace in memory until the cyclic collector came by.
+        self._ws_routes: dict[Path, list[tuple[Path, str, Callable[[], Awaitable[None]]]]] = {}
 
     # lifetime ---------------------------------------------------------------
 
@@ -195,6 +223,7 @@ class StateManager:
     async def reload(self) -> None:
         """Re-read every fact (SIGHUP, or a client's ``providers.probe``)."""
         await self.daemon.keys.open()  # a keyring that came back is picked up
+        self._credentials_changed()  # a re-check on request ends every cooldown
         await self._read_stored_keys()
         await self._load_user()
         for ws in list(self.workspaces.values()):
@@ -272,6 +301,7 @@ class StateManager:
         if not gone:
             return False
         for path in gone:
+            self._ws_routes.pop(path, None)
             scope = self.workspaces.pop(path).probe_scope
             if scope is not None:
                 scope.cancel()
@@ -287,6 +317,7 @@ class StateManager:
             await anyio.sleep(self.bounds.idle_s / 2)
             if self._evict():
                 await self.daemon.broker.rescan()  # their pi files are no longer ours to refresh
+                await anyio.to_thread.run_sync(_return_memory)
 
     async def _load_workspace(self, ws: Workspace) -> None:
         await self._sync_links(ws)  # checks trust first
@@ -322,9 +353,13 @@ class StateManager:
 
     async def _read_settings(self, ws: Workspace) -> None:
         try:
+            before = ws.settings
             ws.settings = await anyio.to_thread.run_sync(load_settings, ws.settings_file)
             ws.settings_problem = None
-            self._credentials_read()  # its api_keys may be any provider's
+            if ws.settings.api_keys != before.api_keys:
+                self._credentials_changed()  # its api_keys may be any provider's
+            if (ws.settings.ollama_host, ws.settings.ollama_model) != (before.ollama_host, before.ollama_model):
+                self._credentials_changed("ollama")
         except FileProblem as exc:
             ws.settings_problem = _problem_text(exc)
             log.warning("settings file unusable; keeping the last good settings", problem=ws.settings_problem)
@@ -336,9 +371,10 @@ class StateManager:
     async def _read_ws_pi(self, ws: Workspace) -> None:
         try:
             auth = await anyio.to_thread.run_sync(pi_auth.read_auth, ws.pi_auth_file)
-            ws.pi_creds = pi_auth.summarize(auth, self.env) if auth is not None else []
+            before, ws.pi_creds = ws.pi_creds, pi_auth.summarize(auth, self.env) if auth is not None else []
             ws.pi_problem = None
-            self._credentials_read("pi")
+            if ws.pi_creds != before:
+                self._credentials_changed("pi")
         except FileProblem as exc:
             ws.pi_problem = _problem_text(exc)
             log.warning("pi auth file unusable; keeping the last good view", problem=ws.pi_problem)
@@ -369,8 +405,23 @@ class StateManager:
             log.warning("credential file unusable; keeping the last good view", source=name, problem=_problem_text(exc))
             return
         self.user.problems.pop(name, None)
+        # A changed file counts even when the summary does not show it (gemini's selectedType).
+        stamp = await anyio.to_thread.run_sync(_file_stamps, self._credential_files(name))
+        if self.user.credentials.get(name) != creds or self._stamps.get(name) != stamp:
+            self._credentials_changed("pi" if name == "pi-home" else name)
         self.user.credentials[name] = creds
-        self._credentials_read("pi" if name == "pi-home" else name)
+        self._stamps[name] = stamp
+
+    def _credential_files(self, name: str) -> list[Path]:
+        """The files a user credential source is read from (as watched)."""
+        if name == "codex":
+            home = codex_auth.codex_home(self.env)
+            return [codex_auth.auth_path(home), codex_auth.config_path(home)]
+        if name == "claude":
+            return [claude_auth.credentials_path(self.env), claude_auth.global_state_path(self.env)]
+        if name == "gemini":
+            return [gemini_auth.oauth_creds_path(self.env), gemini_auth.settings_path(self.env)]
+        return pi_auth.home_auth_paths(self.env, self.home)
 
     def _read_home_pi(self) -> list[CredentialSummary]:
         found: list[CredentialSummary] = []
@@ -400,9 +451,10 @@ class StateManager:
         except Exception as exc:  # the store reports its own trouble in its status
             log.warning("could not list stored keys", error=type(exc).__name__)
             return
-        self.user.stored_keys = {info.name: info for info in infos}
+        before, self.user.stored_keys = self.user.stored_keys, {info.name: info for info in infos}
         self.user.key_store_reason = keys.status.reason
-        self._credentials_read()
+        if self.user.stored_keys != before:
+            self._credentials_changed()
 
     async def settings_changed(self, ws: Workspace) -> None:
         """Re-read ``ws``'s settings now (after our own write) and re-evaluate."""
@@ -427,16 +479,17 @@ class StateManager:
     async def keys_changed(self) -> None:
         """Called after ``keys.set`` / ``keys.clear``."""
         async with self._lock:
+            self._credentials_changed()  # even a same-looking value (masks show only its ends) is a new key
             await self._read_stored_keys()
             self._evaluate_all_locked(auth=True)
 
     # cooldowns --------------------------------------------------------------
 
     def generation(self, provider: str) -> int:
-        """How often what ``provider``'s credentials come from has been re-read."""
+        """How often what ``provider``'s credentials come from has changed."""
         return self._generations["*"] + self._generations.get(provider, 0)
 
-    def _credentials_read(self, provider: str = "*") -> None:
+    def _credentials_changed(self, provider: str = "*") -> None:
         self._generations[provider] = self._generations.get(provider, 0) + 1
 
     async def cool(self, provider: str, until: float, after: str) -> None:
@@ -676,10 +729,10 @@ class StateManager:
         if self._user_routes is None:
             self._user_routes = self._build_user_routes()
         routes = {path: dict(facts) for path, facts in self._user_routes.items()}
-        for ws in self.workspaces.values():
-            if ws.routes is None:
-                ws.routes = self._workspace_routes(ws)
-            for path, fact, reload in ws.routes:
+        for root, ws in self.workspaces.items():
+            if root not in self._ws_routes:
+                self._ws_routes[root] = self._workspace_routes(ws)
+            for path, fact, reload in self._ws_routes[root]:
                 routes.setdefault(path, {})[fact] = reload
         self._routes = routes
         self.watcher.set_paths(routes)

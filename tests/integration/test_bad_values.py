@@ -6,6 +6,9 @@ sent it is served as before, even after a `hello` that carried one."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,29 @@ def test_settings_with_control_characters_are_refused_and_the_file_kept(
         assert reply[2] is not None and reply[2][0] == 1 and reply[2][1].startswith("invalid_value: "), reply
         assert path.read_bytes() == before
         assert json.loads(before)["ollama_model"] == "llama3"
+
+
+def test_a_default_workspace_the_protocol_cannot_name_falls_back_to_home(home: Path) -> None:
+    from tests.harness import clean_env
+
+    odd = os.fsdecode(b"/tmp/takod-not-utf8-\xff\xfe")
+    daemon = DaemonProcess(home, clean_env(home, TAKO_WORKSPACE=odd)).start()
+    try:
+        with RawConn(daemon.socket) as conn:
+            status = conn.call(1, "status")
+            assert status[2] is None and status[3]["workspace"] == str(home)
+        assert "default workspace unusable" in daemon.log_text()
+    finally:
+        daemon.stop()
+
+
+def test_the_cli_in_a_directory_the_protocol_cannot_name_says_so(home: Path, tmp_path: Path) -> None:
+    from tests.harness import clean_env
+
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/not-utf8-\xff"))
+    odd.mkdir()
+    (odd / "tako.toml").write_text("")
+    done = subprocess.run([sys.executable, "-m", "takod", "status"], cwd=odd, capture_output=True, text=True,
+                          env=clean_env(home, TAKOD_NO_SPAWN="1"), timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "not valid UTF-8" in done.stderr and "TAKO_WORKSPACE" in done.stderr

@@ -394,10 +394,14 @@ def test_ollama_without_a_model_uses_env_then_the_first_listed(fake_ollama: Fake
     assert fake_ollama.paths()[-2:] == ["/api/tags", "/api/chat"]
     run_ollama(fake_ollama, ask(), env={"OLLAMA_MODEL": "llama3.2"})
     assert fake_ollama.requests[-1].body["model"] == "llama3.2:latest"
-    # An embedding model named for chat is refused with the reason, never sent a chat.
-    embed = run_ollama(fake_ollama, ask(), env={"OLLAMA_MODEL": "nomic-embed-text"})
-    assert embed.failure is not None and embed.failure.kind == "model"
-    assert "embedding model" in embed.failure.message and fake_ollama.paths()[-1] == "/api/tags"
+    chats = len([r for r in fake_ollama.requests if r.path == "/api/chat"])
+    named = run_ollama(fake_ollama, ask(), env={"OLLAMA_MODEL": "nomic-embed-text"})  # named, but it only embeds
+    assert named.failure is not None and named.failure.kind == "model" and "embedding model" in named.failure.message
+    assert len([r for r in fake_ollama.requests if r.path == "/api/chat"]) == chats  # never asked to chat
+    embedder_first = [tag_entry("nomic-embed-text:latest", family="nomic-bert"), tag_entry("llama3.2:latest")]
+    with FakeOllama(models=embedder_first) as fake:
+        run_ollama(fake, ask())
+        assert fake.requests[-1].body["model"] == "llama3.2:latest"  # the first listed that can chat
 
 
 def test_ollama_missing_model(fake_ollama: FakeOllama) -> None:

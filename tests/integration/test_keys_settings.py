@@ -69,7 +69,8 @@ def test_keys_without_a_keyring_go_to_a_private_file_and_say_so(home: Path, stop
             assert str(keys_json) in listed["store"]["hint"]
 
             stored = c.call("keys.set", {"name": "anthropic_api_key", "value": STORED_ANTHROPIC_KEY})
-            assert stored == {"name": "ANTHROPIC_API_KEY", "backend": "file", "masked": "sk-ant-...cdef"}
+            assert stored == {"name": "ANTHROPIC_API_KEY", "backend": "file", "masked": "sk-ant-...cdef",
+                              "pi_entry": None, "pi_entry_outcome": None}  # not a Tako workspace: no pi entry
         # The store changed: status and auth events go out.
         payload = next_event(sub, "status", lambda p: providers(p)["claude"]["ready"])
         assert providers(payload)["pi"]["ready"]
@@ -89,7 +90,8 @@ def test_keys_without_a_keyring_go_to_a_private_file_and_say_so(home: Path, stop
         with d.client() as c:
             listed = c.call("keys.list")
             inv = c.call("auth.inventory")
-        assert listed["keys"] == [{"name": "ANTHROPIC_API_KEY", "backend": "file", "masked": "sk-ant-...cdef"}]
+        assert listed["keys"] == [{"name": "ANTHROPIC_API_KEY", "backend": "file", "masked": "sk-ant-...cdef",
+                                   "pi_entry": None, "pi_entry_outcome": None}]
         assert inv["key_store"]["secure"] is False
         assert {(x["provider"], x["source"]) for x in inv["credentials"]} >= {
             ("claude", "file:ANTHROPIC_API_KEY"), ("pi", "file:ANTHROPIC_API_KEY")}
@@ -117,7 +119,8 @@ def test_key_set_reads_the_value_from_stdin(home: Path, stop_later: list[DaemonP
     stop_later.append(d)
     out = run_cli(d, "key", "set", "ANTHROPIC_API_KEY", "-", "--json", input=STORED_ANTHROPIC_KEY + "\n")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"name": "ANTHROPIC_API_KEY", "backend": "file", "masked": "sk-ant-...cdef"}
+    assert json.loads(out.stdout) == {"name": "ANTHROPIC_API_KEY", "backend": "file", "masked": "sk-ant-...cdef",
+                                      "pi_entry": None, "pi_entry_outcome": None}
     assert "warning" not in out.stderr  # nothing was on the command line
     human = run_cli(d, "key", "set", "ANTHROPIC_API_KEY", "-", input=STORED_ANTHROPIC_KEY)
     assert human.returncode == 0 and "sk-ant-...cdef" in human.stdout
@@ -214,7 +217,13 @@ def test_key_migrate_moves_plaintext_keys_and_removes_exactly_those(
         shown = c.call("settings.get")
     assert shown["api_keys"] == {"GROQ_API_KEY": "gsk_...ghij", "OPENAI_API_KEY": "sk-proj-...cdef"}
 
-    out = run_cli(d, "key", "migrate", "--json")
+    # No keyring here: moving plaintext keys to another plaintext file is refused, not done silently.
+    refused = run_cli(d, "key", "migrate", "--json")
+    assert refused.returncode == 1 and json.loads(refused.stdout)["error"]["code"] == "no_secure_store"
+    assert "--to-file" in refused.stdout and str(path) in refused.stdout
+    assert path.read_bytes() == takobot_dumps(doc)
+
+    out = run_cli(d, "key", "migrate", "--to-file", "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["migrated"] == ["GROQ_API_KEY", "OPENAI_API_KEY"]
@@ -234,7 +243,7 @@ def test_key_migrate_moves_plaintext_keys_and_removes_exactly_those(
     assert cred_sources(st, "codex") == "file:OPENAI_API_KEY"
     assert providers(st)["codex"]["ready"]
 
-    again = run_cli(d, "key", "migrate", "--json")
+    again = run_cli(d, "key", "migrate", "--json")  # nothing left to move: nothing refused
     assert json.loads(again.stdout)["migrated"] == []
     assert_no_canaries(d, shown, out.stdout, st, again.stdout)
 

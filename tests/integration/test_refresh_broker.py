@@ -911,3 +911,110 @@ def test_kill_9_mid_refresh_leaves_whole_files_and_a_restart_recovers(world: Wor
     states = {g["provider"]: g["state"] for g in grants(d2).values()}
     assert states == {"anthropic": "scheduled", "openai-codex": "scheduled"}
     assert_no_secrets(world)
+
+
+# --- the request budget: whatever the endpoint answers ---------------------------------------
+
+
+def _odd_codex_answer(kind: str, sent: Grant) -> bytes:
+    now = int(time.time())
+    claims = {"https://api.openai.com/auth": {"chatgpt_account_id": sent.account_id}, "iat": now}
+    if kind == "opaque access token":
+        access = "opaque-access-token-without-any-expiry"
+    elif kind == "exp in the past":
+        access = make_jwt({**claims, "exp": now - 3600})
+    else:  # "the same token again": the tokens just sent, already due
+        access = sent.access
+    refresh = sent.refresh if kind == "the same token again" else "rt_odd_answer_" + kind.replace(" ", "_")
+    return json.dumps({"access_token": access, "refresh_token": refresh, "id_token": sent.id_token}).encode()
+
+
+@pytest.mark.parametrize("kind", ["opaque access token", "exp in the past", "the same token again"])
+def test_an_answer_that_is_due_again_at_once_costs_one_request_not_a_loop(world: World, kind: str) -> None:
+    from tests.fakes.http_base import Canned
+
+    srv = world.server
+    oai = srv.add_grant("oai", "openai", refresh_token=OPENAI_CANARY, lifetime_s=60)  # due: inside the lead
+    write_in_place(world.codex, json.dumps(oai.codex_auth(), indent=2).encode())
+    srv.answer_with(Canned(_odd_codex_answer(kind, oai)), path="/openai/oauth/token")
+    d = world.start()
+    wait_for(lambda: srv.count() >= 1, WAIT)
+    info = wait_for(lambda: next((g for g in grants(d).values() if g["state"] == "backing-off"), None), WAIT)
+    assert info["wait_reason"] == "refreshed_recently"
+    assert info["refresh_at"] >= time.time() + 200  # five minutes after the refresh, not now
+    # Even a forced refresh keeps to the budget: it says why and when, and sends nothing.
+    forced = call(d, "auth.refresh", {"provider": "codex"})["grants"]
+    assert [(g["state"], g["wait_reason"]) for g in forced] == [("backing-off", "refreshed_recently")]
+    assert srv.count() == 1
+    shown = run_cli(d, "auth")
+    assert "refreshed_recently" in shown.stdout, shown.stdout
+    assert OPENAI_CANARY not in shown.stdout + d.log_text()
+
+
+@pytest.mark.parametrize("lifetime", [0, 1e308])
+def test_a_pi_answer_with_an_unusable_lifetime_is_one_request_and_a_login_hint(world: World, lifetime: float) -> None:
+    from tests.fakes.http_base import Canned
+
+    srv = world.server
+    g = srv.add_grant("g", "anthropic", refresh_token=ANTHROPIC_CANARY, lifetime_s=3600)
+    write_in_place(world.ws_pi, pi_dumps({"anthropic": pi_entry(g, expires_in=60)}))
+    body = json.dumps({"access_token": "sk-ant-oat01-odd", "refresh_token": "sk-ant-ort01-odd", "expires_in": lifetime})
+    srv.answer_with(Canned(body.encode()), path="/anthropic/v1/oauth/token")
+    d = world.start()
+    info = wait_for(lambda: (x := grant_of(d, "anthropic", ANTHROPIC_CANARY)) and x["state"] == "needs-login" and x,
+                    WAIT)
+    assert info["last_error"] == "malformed_response"
+    forced = call(d, "auth.refresh", {"provider": "anthropic"})["grants"]
+    assert [x["state"] for x in forced] == ["needs-login"]
+    assert srv.count() == 1
+
+
+# --- seeding and copies: no store keeps a token takod spent ------------------------------------
+
+
+def test_a_workspace_seeded_while_the_home_login_is_refreshed_gets_the_new_token(world: World) -> None:
+    srv = world.server
+    g = srv.add_grant("g", "anthropic", refresh_token=ANTHROPIC_CANARY, lifetime_s=3600)
+    write_in_place(world.home_pi, pi_dumps({"anthropic": pi_entry(g, expires_in=60)}))  # due
+    other = world.home / "ws2"
+    (other / ".tako").mkdir(parents=True)
+    (other / "tako.toml").write_text("")
+    other_pi = other / ".tako" / "pi" / "agent" / "auth.json"
+    gate = srv.hold_next("g")
+    d = world.start()
+    srv.wait_arrival("g")  # takod's refresh of the home login is at the server
+    loaded = threading.Thread(target=lambda: call(d, "status", {"workspace": str(other)}))
+    loaded.start()  # a new workspace without a pi file: seeded from the home one
+    # The seed waits for the home file's lock, which the refresh holds: no copy of the token being spent.
+    assert not other_pi.exists() or ANTHROPIC_CANARY not in other_pi.read_text()
+    gate.set()
+    loaded.join(WAIT * 2)
+    assert not loaded.is_alive()
+    current = srv.current_refresh("g")
+    for path in (world.home_pi, other_pi):
+        wait_for(lambda path=path: read_json(path)["anthropic"]["refresh"] == current, WAIT)
+    assert srv.count("g") == 1 and srv.count("g", outcome="rejected") == 0
+    assert all(x["state"] != "needs-login" for x in grants(d).values())
+
+
+def test_a_copy_holding_a_token_takod_already_spent_gets_its_successor_not_a_request(world: World) -> None:
+    srv = world.server
+    g = srv.add_grant("g", "anthropic", refresh_token=ANTHROPIC_CANARY, lifetime_s=3600)
+    old_file = pi_dumps({"anthropic": pi_entry(g, expires_in=60)})
+    write_in_place(world.home_pi, old_file)  # due: takod refreshes it at once
+    d = world.start()
+    wait_for(lambda: srv.count("g", outcome="ok") == 1, WAIT)
+    current = srv.current_refresh("g")
+    wait_for(lambda: read_json(world.home_pi)["anthropic"]["refresh"] == current, WAIT)
+
+    # Some tool copies the old home file into a new workspace (a backup restored, a copy made
+    # before the refresh): it holds the spent token.
+    other = world.home / "ws2"
+    (other / ".tako").mkdir(parents=True)
+    (other / "tako.toml").write_text("")
+    other_pi = other / ".tako" / "pi" / "agent" / "auth.json"
+    write_in_place(other_pi, old_file)
+    call(d, "status", {"workspace": str(other)})
+    wait_for(lambda: read_json(other_pi)["anthropic"]["refresh"] == current, WAIT)
+    assert srv.count("g") == 1  # the spent token was never sent again
+    assert all(x["state"] != "needs-login" for x in grants(d).values())

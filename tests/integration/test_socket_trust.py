@@ -202,3 +202,12 @@ def test_a_runtime_dir_of_another_user_is_never_used(two_users: tuple[User, User
                        env=victim.env(XDG_RUNTIME_DIR=str(theirs), TAKOD_NO_SPAWN="1"))
     socket = json.loads(paths.stdout)["socket"]
     assert not socket.startswith(str(theirs)) and socket.startswith(str(victim.home))
+
+
+def test_stop_does_not_call_a_squatted_socket_not_running(squatted) -> None:
+    victim, attacker, squat, listener = squatted
+    result = victim.run(victim.takod("stop"), env=fallback_env(victim))
+    out = (result.stdout + result.stderr).decode()
+    assert result.returncode == 3, out
+    assert "not running" not in out and f"uid {attacker.uid}" in out
+    assert listener.connections() == []

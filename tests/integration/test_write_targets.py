@@ -135,9 +135,11 @@ def test_the_daemon_log_is_never_written_through_a_link(home: Path, how: str) ->
     else:
         os.link(outside, state / "daemon.log")
     daemon = DaemonProcess(home)
-    with pytest.raises(RuntimeError) as caught:
-        daemon.start()
-    daemon.stop()
+    try:
+        with pytest.raises(RuntimeError) as caught:
+            daemon.start()
+    finally:
+        daemon.stop()  # only if the test fails: the daemon started
     assert "daemon.log" in str(caught.value) and "remove" in str(caught.value)
     assert outside.read_text() == "my notes\n"
 
@@ -243,5 +245,84 @@ def test_an_oauth_login_is_refused_before_it_starts_when_its_file_is_a_planted_l
             assert caught.value.code == "unsafe_link" and "remove the link" in str(caught.value)
             assert c.call("login.status")["logins"] == []  # nothing was started
         assert (workspace / "package.json").read_text() == PACKAGE
+    finally:
+        daemon.stop()
+
+
+def test_a_symlinked_directory_in_the_workspace_never_places_new_credential_files(home: Path, workspace: Path) -> None:
+    codex_login(home)
+    home_pi(home)
+    (workspace / ".tako" / "pi").mkdir(parents=True)
+    (workspace / ".tako" / "pi" / "agent").symlink_to("../..")  # auth.json would land in the repository root
+    (workspace / "docs").mkdir()
+    (workspace / ".tako" / "state").symlink_to("../docs")
+    daemon = DaemonProcess(home).start()
+    try:
+        load(daemon, workspace)
+        assert not (workspace / "auth.json").exists()
+        with daemon.client() as c:
+            with pytest.raises(RemoteError) as caught:
+                c.call("settings.set", {"field": "ollama_model", "value": "llama3", "workspace": str(workspace)})
+            assert "symlink" in str(caught.value) and "remove the link" in str(caught.value)
+            with pytest.raises(RemoteError) as caught:
+                c.call("login.start", {"provider": "anthropic", "workspace": str(workspace)})
+            assert caught.value.code == "unsafe_link"
+        assert list((workspace / "docs").iterdir()) == []
+        leaked = [p for p in workspace.rglob("*") if p.is_file() and CODEX_REFRESH in p.read_text(errors="replace")]
+        assert leaked == []
+    finally:
+        daemon.stop()
+
+
+def test_keys_never_go_through_a_link_in_the_state_dir(home: Path) -> None:
+    outside = write(home / "elsewhere" / "keys.json", '{"keys": {}}\n')  # private and ours: still never followed
+    state = home / "state"
+    state.mkdir(mode=0o700)
+    (state / "keys.json").symlink_to(outside)
+    daemon = DaemonProcess(home).start()
+    try:
+        with daemon.client() as c:
+            with pytest.raises(RemoteError) as caught:
+                c.call("keys.set", {"name": "ANTHROPIC_API_KEY", "value": "sk-ant-CANARY-state-link-77"})
+            assert caught.value.code == "keystore_io" and "remove the link" in str(caught.value)
+        assert outside.read_text() == '{"keys": {}}\n'
+        assert "sk-ant-CANARY-state-link-77" not in daemon.log_text()
+    finally:
+        daemon.stop()
+
+
+def test_a_symlinked_refresh_journal_never_receives_rotated_tokens(home: Path) -> None:
+    from tests.integration.test_refresh_broker import ANTHROPIC_CANARY, ObservedOAuthServer, World, pi_dumps, pi_entry, read_json, run_cli, write_in_place
+
+    elsewhere = home / "elsewhere"
+    elsewhere.mkdir()
+    (home / "state").mkdir(mode=0o700)
+    (home / "state" / "refresh-journal").symlink_to(elsewhere)
+    with ObservedOAuthServer() as server:
+        world = World(home, server)
+        try:
+            grant = server.add_grant("g", "anthropic", refresh_token=ANTHROPIC_CANARY, lifetime_s=8 * 3600)
+            write_in_place(world.ws_pi, pi_dumps({"anthropic": pi_entry(grant)}))
+            d = world.start()
+            out = run_cli(d, "auth", "refresh", "claude", "--json")
+            assert out.returncode == 0, out.stderr
+            # The refresh still lands in pi's file (the journal is a safety net, not a gate) ...
+            assert read_json(world.ws_pi)["anthropic"]["refresh"] == server.current_refresh("g")
+            # ... and nothing went where the planted link points.
+            assert list(elsewhere.iterdir()) == []
+            assert "could not journal a refreshed token" in d.log_text()
+        finally:
+            world.close()
+
+
+def test_a_file_where_the_tako_directory_should_be_is_a_warning_not_a_failure(home: Path, workspace: Path) -> None:
+    home_pi(home)
+    (workspace / ".tako").write_text("not a directory\n")
+    daemon = DaemonProcess(home).start()
+    try:
+        status = load(daemon, workspace)
+        assert status["workspace"] == str(workspace)
+        assert (workspace / ".tako").read_text() == "not a directory\n"
+        assert "Traceback" not in daemon.log_text()
     finally:
         daemon.stop()

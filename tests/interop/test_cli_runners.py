@@ -341,6 +341,31 @@ def _gemini_reply(rec: Any) -> str:
     return DEFAULT_REPLY
 
 
+def test_gemini_set_to_a_google_login_it_lacks_uses_the_api_key_readiness_counted(tmp_path: Path) -> None:
+    """~/.gemini/settings.json selects oauth-personal, but there is no login: gemini
+    would exit 41 asking to sign in. A GEMINI_API_KEY is there (takod calls gemini
+    ready by it): the run uses it, and the user's settings file is left as it was."""
+    binary = TOOLS_BIN / "gemini"
+    require_tool(binary, "the real gemini CLI")
+    marker = uuid.uuid4().hex
+    home = tmp_path / "home"
+    (home / ".gemini").mkdir(parents=True)
+    settings = json.dumps({"security": {"auth": {"selectedType": "oauth-personal"}}, "privacy": {"usageStatisticsEnabled": False}})
+    (home / ".gemini" / "settings.json").write_text(settings)
+    with FakeGemini(api_key=KEYS["gemini"]) as fake:
+        env = base_env(home, marker) | {"GOOGLE_GEMINI_BASE_URL": fake.base_url, "GEMINI_API_KEY": KEYS["gemini"]}
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp")
+        req = InferRequest(messages=[Message("user", "Say hello.")], model="gemini-2.5-flash", timeout=120)
+        result = run(lambda: gemini_cli.run(req, ctx, Collector()))
+        sent_key = fake.last.headers.get("x-goog-api-key")
+    assert result.text == DEFAULT_REPLY and sent_key == KEYS["gemini"]
+    assert (home / ".gemini" / "settings.json").read_text() == settings
+    assert not (home / ".gemini" / "oauth_creds.json").exists()
+    assert_no_orphans(marker)
+
+
 def test_gemini_with_only_an_api_key_answers_and_names_the_routed_model(tmp_path: Path) -> None:
     """Only GEMINI_API_KEY (and a base URL): no auth method in gemini's settings,
     which alone makes gemini exit 41 "Invalid auth method selected". No model

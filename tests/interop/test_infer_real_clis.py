@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 
 from takod import Client, RemoteError
-from tests.fakes.model_servers import DEFAULT_REPLY, FakeAnthropic, FakeOpenAI, pieces
+from tests.fakes.model_servers import DEFAULT_REPLY, FakeAnthropic, FakeGemini, FakeOpenAI, pieces
 from tests.harness import TOOLS_BIN, DaemonProcess, clean_env, require_tool, takod_interruptible, wait_for
 from tests.procfs import alive
 
@@ -460,6 +460,62 @@ def test_a_stored_key_reaches_the_cli_and_an_unreadable_key_file_stops_no_prompt
             result = c.call("infer", {"prompt": "Say hello.", "provider": "pi"}, timeout=ANSWER_WAIT)
         assert result["provider"] == "pi" and result["text"] == DEFAULT_REPLY
         assert keys_file.read_text() == '{"keys": {"ANTHROPIC_API_KEY": '  # left as it was found
+
+
+GEMINI_RIGHT_KEY = "AIzaCANARYrightGEMINI0123456789abcdefgh"
+GEMINI_WRONG_KEY = "AIzaCANARYwrongGEMINI0123456789abcdefgh"
+
+
+def test_a_gemini_auth_cooldown_shows_in_status_and_ends_when_the_key_is_fixed(tmp_path: Path) -> None:
+    """The real gemini CLI with a wrong GEMINI_API_KEY: the auth failure puts it on a
+    5-minute cooldown, which status shows (not `ready`); storing the right key ends it
+    at once, and the next prompt reaches the API with that key."""
+    require_tool(TOOLS_BIN / "gemini", "the real gemini CLI")
+    home = tmp_path / "h"
+    (home / ".gemini").mkdir(parents=True)
+    (home / ".gemini" / "settings.json").write_text(json.dumps({"privacy": {"usageStatisticsEnabled": False}}))
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gemini").symlink_to(TOOLS_BIN / "gemini")
+    with FakeGemini(api_key=GEMINI_RIGHT_KEY) as fake:
+        env = clean_env(
+            home, TAKO_WORKSPACE=str(workspace), PATH=f"{bin_dir}:/usr/bin:/bin", OLLAMA_HOST="127.0.0.1:9",
+            GEMINI_API_KEY=GEMINI_WRONG_KEY, GOOGLE_GEMINI_BASE_URL=fake.base_url,
+            NO_PROXY=LOOPBACK, no_proxy=LOOPBACK,
+            HTTP_PROXY=DEAD_PROXY, HTTPS_PROXY=DEAD_PROXY, http_proxy=DEAD_PROXY, https_proxy=DEAD_PROXY,
+        )
+        daemon = DaemonProcess(home, env).start()
+        try:
+            with daemon.client(timeout=ANSWER_WAIT) as c:
+                wait_for(lambda: "gemini" in _ready(c.call("status")), timeout=30)
+                with pytest.raises(RemoteError) as err:
+                    c.call("infer", {"prompt": "Say hello.", "provider": "gemini", "model": "gemini-2.5-flash"})
+                assert "gemini: auth" in err.value.message
+                gemini = next(p for p in c.call("status")["providers"] if p["name"] == "gemini")
+                assert (gemini["ready"], gemini["reason"]) == (False, "cooling-down")
+                assert gemini["detail"]["cooldown"]["after"] == "auth"
+                assert gemini["detail"]["cooldown"]["until"] > time.time() + 60
+
+                # Editing gemini's settings (the issue's fix: selectedType) ends the cooldown too ...
+                settings = {"security": {"auth": {"selectedType": "gemini-api-key"}}, "privacy": {"usageStatisticsEnabled": False}}
+                (home / ".gemini" / "settings.json").write_text(json.dumps(settings))
+                wait_for(lambda: "gemini" in _ready(c.call("status")), timeout=30)
+                with pytest.raises(RemoteError) as err:  # ... though here the key itself was wrong
+                    c.call("infer", {"prompt": "Say hello.", "provider": "gemini", "model": "gemini-2.5-flash"})
+                assert "gemini: auth" in err.value.message
+                assert "gemini" not in _ready(c.call("status"))
+
+                c.call("keys.set", {"name": "GEMINI_API_KEY", "value": GEMINI_RIGHT_KEY})  # the fix
+                assert "gemini" in _ready(c.call("status"))  # the cooldown was about the old key
+                result = c.call("infer", {"prompt": "Say hello.", "model": "gemini-2.5-flash"})
+            assert result["provider"] == "gemini" and result["text"] == DEFAULT_REPLY
+            assert fake.last.headers.get("x-goog-api-key") == GEMINI_RIGHT_KEY
+        finally:
+            daemon.stop()
+        text = daemon.log_text() + daemon.stderr_text()
+        assert GEMINI_RIGHT_KEY not in text and GEMINI_WRONG_KEY not in text
 
 
 # --- stopping -------------------------------------------------------------------------------

@@ -699,15 +699,36 @@ def test_gemini_names_the_routed_model_not_its_classifier() -> None:
     assert gemini_cli.answering_model(GeminiStats()) is None
 
 
-def test_gemini_api_key_auth_is_supplied_only_when_nothing_else_decides() -> None:
+def test_gemini_api_key_auth_is_supplied_only_where_gemini_would_not_use_the_key() -> None:
     key = {"GEMINI_API_KEY": "k"}
-    assert gemini_cli.needs_api_key_auth(key | {"GOOGLE_GEMINI_BASE_URL": "http://127.0.0.1:1"}, False)
-    assert gemini_cli.needs_api_key_auth(key, False)
-    assert not gemini_cli.needs_api_key_auth({}, False)
-    assert not gemini_cli.needs_api_key_auth(key, True)  # a system-defaults file is in charge
-    assert not gemini_cli.needs_api_key_auth(key | {"GEMINI_CLI_SYSTEM_DEFAULTS_PATH": "/x"}, False)
-    assert not gemini_cli.needs_api_key_auth(key | {"GOOGLE_GENAI_USE_GCA": "true"}, False)
-    assert not gemini_cli.needs_api_key_auth(key | {"GOOGLE_GENAI_USE_VERTEXAI": "true"}, False)
+    nothing = gemini_cli.AuthFacts(selected=None, selected_usable=False, system_files=frozenset())
+    defaults, settings = gemini_cli.SYSTEM_DEFAULTS_ENV, gemini_cli.SYSTEM_SETTINGS_ENV
+    scope = gemini_cli.api_key_auth_scope
+    # Nothing selected: the environment decides ("gateway" with a base URL, which gemini rejects): below the user.
+    assert scope(key | {"GOOGLE_GEMINI_BASE_URL": "http://127.0.0.1:1"}, nothing) == defaults
+    assert scope(key, nothing) == defaults
+    assert scope({}, nothing) is None
+    assert scope(key | {"GOOGLE_GENAI_USE_GCA": "true"}, nothing) is None  # asked for in so many words
+    assert scope(key | {"GOOGLE_GENAI_USE_VERTEXAI": "TRUE"}, nothing) is None
+    assert scope(key, nothing._replace(system_files=frozenset({defaults}))) is None  # a system file is in charge
+    # A selection that works is the user's; one that cannot work is overridden from above.
+    assert scope(key, nothing._replace(selected="oauth-personal", selected_usable=True)) is None
+    assert scope(key, nothing._replace(selected="gemini-api-key")) is None
+    assert scope(key, nothing._replace(selected="oauth-personal")) == settings
+    assert scope(key, nothing._replace(selected="oauth-personal", system_files=frozenset({settings}))) is None
+
+
+def test_gemini_auth_facts(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "GEMINI_API_KEY": "k"}
+    assert gemini_cli.auth_facts(env)[:2] == (None, False)
+    (tmp_path / ".gemini").mkdir()
+    (tmp_path / ".gemini" / "settings.json").write_text('{"security": {"auth": {"selectedType": "oauth-personal"}}}')
+    assert gemini_cli.auth_facts(env)[:2] == ("oauth-personal", False)  # no login: the key is not its credential
+    creds = {"access_token": "ya29.x", "refresh_token": "1//r", "expiry_date": 4_102_444_800_000}
+    (tmp_path / ".gemini" / "oauth_creds.json").write_text(json.dumps(creds))
+    assert gemini_cli.auth_facts(env)[:2] == ("oauth-personal", True)
+    (tmp_path / ".gemini" / "settings.json").write_text('{"security": ')  # gemini fails on it too
+    assert gemini_cli.auth_facts(env)[:2] == (None, False)
 
 
 def test_gemini_deltas_and_the_model_that_answered() -> None:

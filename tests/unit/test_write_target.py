@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from takod_daemon.credentials.codex_auth import CODEX_AUTH_KIND
-from takod_daemon.credentials.files import FileProblem, atomic_write, open_private_append, write_target
+from takod_daemon.credentials.files import FileProblem, atomic_write, check_dirs, open_private_append, write_target
 from takod_daemon.credentials.pi_auth import PI_AUTH_KIND
 from takod_daemon.credentials.settings import SETTINGS_KIND
 
@@ -126,3 +126,31 @@ def test_logs_never_append_through_a_symlink_or_a_hard_link(tmp_path: Path) -> N
     fd = open_private_append(tmp_path / "state/fresh.log")
     os.close(fd)
     assert stat.S_IMODE((tmp_path / "state/fresh.log").stat().st_mode) == 0o600
+
+
+def test_check_dirs_refuses_a_symlinked_directory_below_the_workspace(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".tako" / "pi").mkdir(parents=True)
+    target = ws / ".tako" / "pi" / "agent" / "auth.json"
+    check_dirs(ws, target)  # not made yet: fine
+    (ws / ".tako" / "pi" / "agent").symlink_to("../..")
+    with pytest.raises(FileProblem) as caught:
+        check_dirs(ws, target)
+    assert caught.value.reason == "unsafe_link" and ".tako/pi/agent" in caught.value.detail
+    linked_root = tmp_path / "alias"
+    linked_root.symlink_to(tmp_path / "real")
+    (tmp_path / "real" / ".tako").mkdir(parents=True)
+    check_dirs(linked_root, linked_root / ".tako" / "state" / "x.json")  # the root itself may be a link
+
+
+def test_a_log_that_is_a_fifo_is_a_clear_problem_not_a_hang_or_a_traceback(tmp_path: Path) -> None:
+    fifo = tmp_path / "daemon.log"
+    os.mkfifo(fifo)
+    with pytest.raises(FileProblem) as caught:
+        open_private_append(fifo)  # O_NONBLOCK: no reader is ENXIO at once, never a wait
+    assert caught.value.reason == "unwritable" and "remove it" in caught.value.detail
+
+
+def test_check_dirs_leaves_a_file_in_the_way_to_the_write_itself(tmp_path: Path) -> None:
+    (tmp_path / ".tako").write_text("not a directory")
+    check_dirs(tmp_path, tmp_path / ".tako" / "pi" / "agent" / "auth.json")

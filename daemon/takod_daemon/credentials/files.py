@@ -192,6 +192,26 @@ def _link_target_problem(target: Path, kind: FileKind) -> str | None:
     return None if kind.looks_like(doc) else f"is not a {kind.label}"
 
 
+def check_dirs(root: Path, path: Path) -> None:
+    """Raise :class:`FileProblem` (``unsafe_link``) when a directory between
+    ``root`` (a workspace) and ``path`` is a symlink: ``.tako/pi -> ..`` in a
+    repository would otherwise put a new ``auth.json`` wherever it points
+    (its own tree, one ``git add`` from published). Directories not made yet
+    are fine: takod makes them, as real directories."""
+    directory = root
+    for part in path.relative_to(root).parts[:-1]:
+        directory = directory / part
+        try:
+            if stat.S_ISLNK(os.lstat(directory).st_mode):
+                raise FileProblem(
+                    path, "unsafe_link",
+                    f"is under {directory}, a symlink; takod writes in a workspace only through real directories: "
+                    "remove the link",
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing below exists (or a file is in the way): the write itself will say so
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, kind: FileKind | None = None) -> None:
     """Replace ``path`` with ``data`` atomically, keeping it private.
 
@@ -273,7 +293,8 @@ def open_private_append(path: Path) -> int:
     except OSError as exc:
         if os.path.islink(path):
             raise FileProblem(path, "unsafe_link", "is a symlink; takod writes logs only in place: remove the link") from None
-        raise
+        # e.g. a FIFO with no reader (ENXIO), or no permission: a clear reason, not a traceback
+        raise FileProblem(path, "unwritable", f"cannot be opened for writing ({exc.strerror or exc}): remove it") from None
     st = os.fstat(fd)
     problem = None
     if not stat.S_ISREG(st.st_mode):

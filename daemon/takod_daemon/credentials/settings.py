@@ -21,10 +21,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from takod.schema import API_PROVIDERS, PROVIDERS
 from takod_daemon.credentials.files import FileKind, atomic_write, decode_json, read_bytes
 from takod_daemon.credentials.summary import SecretStruct
 
-PROVIDER_PREFERENCES = ("auto", "pi", "ollama", "codex", "claude", "gemini")
+# Takobot itself knows only auto and pi, and reads any other value as auto (research §2).
+PROVIDER_PREFERENCES = ("auto", *PROVIDERS, *API_PROVIDERS)
 
 # Takobot's PI_KEY_ENV_VARS plus CLAUDE_API_KEY, sorted (research §2.2).
 CONFIGURABLE_API_KEY_VARS = (

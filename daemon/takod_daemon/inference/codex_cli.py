@@ -234,7 +234,8 @@ def configured_model(env: Mapping[str, str]) -> str | None:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
     profiles = doc.get("profiles")
-    profile = profiles.get(doc.get("profile")) if isinstance(profiles, dict) and isinstance(doc.get("profile"), str) else None
+    name = doc.get("profile")
+    profile = profiles.get(name) if isinstance(profiles, dict) and isinstance(name, str) else None
     for table in (profile, doc):
         if isinstance(table, dict) and isinstance(table.get("model"), str) and table["model"].strip():
             return table["model"].strip()

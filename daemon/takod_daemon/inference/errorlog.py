@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from ..credentials.files import FileProblem, open_private_append
+from ..credentials.files import FileProblem, check_dirs, open_private_append
 from ..redact import redact_value
 
 log = structlog.get_logger("takod.errorlog")
@@ -34,6 +34,11 @@ def append(workspace: Path, record: dict[str, Any], max_bytes: int = MAX_BYTES) 
     path = error_log_path(workspace)
     line = msgspec.json.encode({"ts": time.time(), **redact_value(record)}) + b"\n"
     with _lock:
+        try:
+            check_dirs(workspace, path)
+        except FileProblem as exc:
+            log.warning("not writing the workspace error log", path=str(path), error=exc.detail)
+            return
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             if os.lstat(path).st_size + len(line) > max_bytes:

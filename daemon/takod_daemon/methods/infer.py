@@ -144,7 +144,9 @@ async def _make_sink(call: Call, p: InferParams) -> Sink:
 
 
 # Ollama reasons that come from its last probe, and may no longer hold.
-_PROBED_REASONS = frozenset({"unreachable", "bad-response", "no-models", "no-chat-model", "model-not-pulled", "embedding-model"})
+_PROBED_REASONS = frozenset(
+    {"unreachable", "bad-response", "no-models", "no-chat-model", "model-not-pulled", "embedding-model"}
+)
 
 
 async def _plan(

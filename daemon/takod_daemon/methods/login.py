@@ -19,7 +19,7 @@ from takod.schema import (
 
 from ..api import registry
 from ..credentials import pi_auth
-from ..credentials.files import FileProblem, write_target
+from ..credentials.files import FileProblem, check_dirs, write_target
 from ..login import DEFAULT_TIMEOUT_S, LoginInfo, Session, resolve_provider
 from ..rpc import Call
 from .core import require_trusted, workspace_of
@@ -52,8 +52,14 @@ async def _check_auth_file(provider: str, workspace: Path) -> None:
         return  # answered as unknown_provider by Logins.start
     if flow != "oauth":
         return
+    path = pi_auth.workspace_auth_path(workspace)
+
+    def check() -> None:
+        check_dirs(workspace, path)
+        write_target(path, pi_auth.PI_AUTH_KIND)
+
     try:
-        await anyio.to_thread.run_sync(write_target, pi_auth.workspace_auth_path(workspace), pi_auth.PI_AUTH_KIND)
+        await anyio.to_thread.run_sync(check)
     except FileProblem as exc:
         raise RpcError("unsafe_link", f"{exc}; nothing was started") from None
 

@@ -8,7 +8,7 @@ from takod.protocol import RpcError, invalid
 from takod.schema import SETTINGS_FIELDS, SettingsGetParams, SettingsResult, SettingsSetParams
 
 from ..api import registry
-from ..credentials.files import FileProblem
+from ..credentials.files import FileProblem, check_dirs
 from ..credentials.settings import SettingsError, set_field
 from ..redact import mask_secret
 from ..rpc import Call
@@ -46,8 +46,12 @@ async def settings_set(call: Call, p: SettingsSetParams) -> SettingsResult:
     ws = await state.workspace(workspace_of(call, p.workspace))
     await require_trusted(call, ws, "write settings")
     async with state.settings_lock:
+        def write() -> None:
+            check_dirs(ws.root, ws.settings_file)
+            set_field(ws.settings_file, p.field, p.value)
+
         try:
-            await anyio.to_thread.run_sync(set_field, ws.settings_file, p.field, p.value)
+            await anyio.to_thread.run_sync(write)
         except SettingsError as exc:
             raise invalid("invalid_value", str(exc)) from None
         except FileProblem as exc:

@@ -53,7 +53,7 @@ import structlog
 from takod.schema import GrantInfo
 
 from ..credentials import codex_auth, codex_link, pi_auth
-from ..credentials.files import FileProblem, atomic_write
+from ..credentials.files import FileProblem, atomic_write, check_dirs
 from ..credentials.pi_auth import OAuthEntry
 from ..credentials.codex_lock import codex_lock
 from ..credentials.pi_lock import HeldPiLock, LockError, LockLost, pi_lock, pi_locks
@@ -324,8 +324,10 @@ class RefreshBroker:
                 # Update the known grant in place: a refresh in flight holds this very
                 # object and records its outcome (retrying, needs-login) on it.
                 if grant.state == "needs-login" and grant.signature != signature:
-                    # One of its files changed (a new login?): try again.
+                    # One of its files changed (a new login?): try again, with a fresh budget.
                     grant.state, grant.attempts, grant.retry_at, grant.guidance = "scheduled", 0, None, None
+                    for m in grant.mirrors:
+                        self._history.pop(m.describe(), None)
                 grant.mirrors, grant.expires_at, grant.signature = f.mirrors, f.expires_at, signature
             grant.apply_budget(budget.hold(self._times(grant.mirrors), self.wall()), self.lead)
             grants[key] = grant
@@ -429,7 +431,8 @@ class RefreshBroker:
             return
         hold = budget.hold(self._times(grant.mirrors), self.wall())
         if hold is not None:
-            grant.state, grant.hold = "backing-off", hold
+            # A login already known dead stays reported as such (with its guidance).
+            grant.state, grant.hold = ("needs-login" if grant.guidance else "backing-off"), hold
             log_.warning("refresh held back by the request budget", reason=hold.reason,
                          next_attempt_in_s=round(hold.until - self.wall()))
             return
@@ -444,6 +447,9 @@ class RefreshBroker:
             log_.warning("refresh failed; will retry", error=exc.reason, attempts=grant.attempts)
             return
         except RefreshPermanent as exc:
+            # The endpoint answered: count it (a 200 with an unusable token may have rotated
+            # the refresh token), so neither the scheduler nor a client can repeat it at will.
+            self._note_request(grant.mirrors, self.wall())
             try:
                 adopted = await anyio.to_thread.run_sync(self._someone_else_refreshed, grant, True, False)
             except (FileProblem, LockError) as check:
@@ -722,9 +728,10 @@ class RefreshBroker:
             return None
         try:
             path.parent.mkdir(mode=0o700, exist_ok=True)
+            check_dirs(path.parent.parent, path)  # a symlinked journal dir would put new tokens elsewhere
             old = hashlib.sha256(old_refresh.encode()).hexdigest()
             atomic_write(path, msgspec.json.encode(_JournalEntry(provider, old, new)))
-        except OSError as exc:
+        except (OSError, FileProblem) as exc:  # FileProblem: a link planted in the state dir
             log.warning("could not journal a refreshed token", error=str(exc))
             return None
         return path
