@@ -790,13 +790,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def prompt_args(words: list[str]) -> argparse.Namespace | None:
+    """``takod status --short`` parsed without argparse: a shell prompt or status bar
+    runs it all the time, and building even one command's parser (argparse's gettext
+    lookups) costs more CPU than the status call itself (docs/performance.md §9).
+    tests/unit/test_cli_parser.py checks it equals what the parser makes."""
+    if words != ["status", "--short"]:
+        return None
+    return argparse.Namespace(command="status", json=False, socket=None, short=True, func=cmd_status)
+
+
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    parser = build_parser(words[0] if words and not words[0].startswith("-") else None)
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
+    args = prompt_args(words)
+    if args is None:
+        parser = build_parser(words[0] if words and not words[0].startswith("-") else None)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
     out = Output(args.json)
     try:
         return args.func(args, out)

@@ -240,7 +240,10 @@ def pi_provider(facts: Facts) -> ProviderStatus:
         if cred.usable:
             if cred.unverified:
                 detail["unverified"] = True
-            return _status("pi", "ready", None, detail)
+            status = _status("pi", "ready", None, detail)
+            if detail.get("problems"):  # ready through another credential; the broken file still needs a fix
+                status.hint = READY_DESPITE_PROBLEM_HINT
+            return status
         if cred.kind == "oauth":
             return _status("pi", "installed", "needs-login", detail)
     locked = _locked("pi", "installed", facts, detail)

@@ -77,7 +77,7 @@ def session(daemon: DaemonProcess) -> Iterator["Session"]:
 def test_pynvim_session_requests_and_errors(daemon: DaemonProcess, session: "Session") -> None:
     status = session.request("status")
     assert status["daemon"]["pid"] == daemon.pid
-    assert [p["name"] for p in status["providers"]] == list(PROVIDERS)
+    assert [p["name"] for p in status["providers"]][:5] == list(PROVIDERS)  # then the API backends
     assert session.request("ping") == "pong"
     # bin method names work for requests too (pynvim itself sends its own that way)
     assert session.request(b"ping") == "pong"

@@ -57,3 +57,12 @@ def test_status_imports_no_other_command_module() -> None:
                             env=env).stdout.split()
     assert "takod.cli" in loaded
     assert not {"takod.cli_login", "takod.cli_service", "takod.cli_doctor", "takod.cli_completion", "subprocess"} & set(loaded)
+
+
+def test_the_prompt_fast_path_parses_as_the_parser_does() -> None:
+    from takod.cli import prompt_args
+
+    words = ["status", "--short"]
+    assert vars(prompt_args(words)) == vars(build_parser("status").parse_args(words)) == vars(build_parser().parse_args(words))
+    for other in (["status"], ["status", "--short", "--json"], ["--short", "status"], ["status", "--short", "x"]):
+        assert prompt_args(other) is None  # everything else goes through argparse
