@@ -9,6 +9,7 @@ from takod_daemon.credentials.summary import CredentialSummary
 from takod_daemon.doctor import run_checks
 from takod_daemon.providers.detect import BinaryInfo, in_workspace, node_version_from_files
 from takod_daemon.readiness import Facts, evaluate
+from takod_daemon.resolve.pi import PiCredential, PiPlan
 from takod_daemon.trust import REASON, Untrusted, WorkspaceTrust
 from tests.unit.test_doctor_checks import facts as doctor_facts
 from tests.unit.test_doctor_checks import status as doctor_status
@@ -20,7 +21,10 @@ THEIRS = WorkspaceTrust(root="/tmp/x", problem=Untrusted("/tmp/x/.tako", "is own
 def ready_facts(untrusted: WorkspaceTrust | None) -> Facts:
     key = CredentialSummary("anthropic", source="env:ANTHROPIC_API_KEY", kind="api_key", masked="sk-...abcd")
     binaries = {n: BinaryInfo(name=n, path=f"/bin/{n}", version="1.0.0", source="path") for n in ("pi", "claude")}
-    return Facts(now=NOW, binaries=binaries, credentials={"pi": [key], "claude": [key]}, untrusted=untrusted)
+    agent = Path("/tmp/x/.tako/pi/agent")
+    pi_plan = PiPlan(agent, agent / "auth.json", PiCredential("anthropic", "env:ANTHROPIC_API_KEY", "env", "sk-...abcd"))
+    return Facts(now=NOW, binaries=binaries, credentials={"pi": [key], "claude": [key]}, untrusted=untrusted,
+                 pi_plan=pi_plan)
 
 
 def test_the_same_facts_are_ready_in_ones_own_workspace() -> None:
