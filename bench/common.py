@@ -127,10 +127,11 @@ def verdict(value: float, target: float) -> str:
 
 @contextmanager
 def temp_home() -> Iterator[Path]:
-    """A short temporary HOME (socket paths must stay under ~100 bytes)."""
+    """A short temporary HOME (socket paths must stay under ~100 bytes), private: the
+    baselines' sockets live in it, and the client talks only through a 0700 directory."""
     with tempfile.TemporaryDirectory(prefix="takodb") as tmp:
         home = Path(tmp) / "h"
-        home.mkdir()
+        home.mkdir(mode=0o700)
         yield home
 
 

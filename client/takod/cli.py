@@ -624,6 +624,8 @@ def cmd_version(args: argparse.Namespace, out: Output) -> int:
         client.connect()
         info = client.call("hello", {"client": f"takod-cli/{__version__}"})
         daemon = {"version": info["version"], "protocol": info["protocol"], "pid": info.get("pid")}
+    except UntrustedSocket:
+        raise  # not "not running": something that is not ours listens there
     except ConnectError:
         pass
     finally:

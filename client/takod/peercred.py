@@ -4,7 +4,6 @@ accepts, and a client checks the daemon before it sends a byte."""
 from __future__ import annotations
 
 import socket
-import struct
 import sys
 from dataclasses import dataclass
 
@@ -15,20 +14,25 @@ class Peer:
     pid: int | None
 
 
+def _int(raw: bytes, at: int, signed: bool = False) -> int:
+    """The native 32-bit int at byte ``at`` (int.from_bytes: no struct import at CLI start)."""
+    return int.from_bytes(raw[at:at + 4], sys.byteorder, signed=signed)
+
+
 def peer_of(sock: socket.socket) -> Peer:
-    """The connecting process's uid (and pid where the OS says)."""
+    """The process's uid at the other end (and its pid where the OS says): the
+    connecting client's for the daemon, the listening daemon's for a client."""
     if sys.platform.startswith("linux"):
-        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        return Peer(uid, pid)
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)  # struct ucred: pid, uid, gid
+        return Peer(_int(raw, 4), _int(raw, 0, signed=True))
     if sys.platform == "darwin":
         # struct xucred: cr_version (must be 0), cr_uid, cr_ngroups, cr_groups[16]
         raw = sock.getsockopt(0, socket.LOCAL_PEERCRED, 4 * 19)  # SOL_LOCAL = 0
-        version, uid = struct.unpack_from("=II", raw)
-        if version != 0:
+        if _int(raw, 0) != 0:
             raise OSError("unexpected xucred version")
         try:
-            pid = struct.unpack("i", sock.getsockopt(0, 0x002, 4))[0]  # LOCAL_PEERPID
+            pid: int | None = _int(sock.getsockopt(0, 0x002, 4), 0, signed=True)  # LOCAL_PEERPID
         except OSError:
             pid = None
-        return Peer(uid, pid)
+        return Peer(_int(raw, 4), pid)
     raise OSError(f"peer credentials are not supported on {sys.platform}")

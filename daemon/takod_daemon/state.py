@@ -258,7 +258,7 @@ class StateManager:
             await loading.wait()
         ws = self.workspaces.get(path)
         if ws is not None:
-            self._by_name[str(root)] = ws
+            self._remember_spelling(str(root), ws)
             ws.last_used = time.monotonic()
             return ws
         done = self._loading[path] = anyio.Event()
@@ -278,18 +278,31 @@ class StateManager:
         finally:
             del self._loading[path]
             done.set()
-        self._by_name[str(root)] = ws
+        self._remember_spelling(str(root), ws)
         await self.daemon.broker.rescan()  # its pi file may hold grants to keep fresh
         log.info("workspace loaded", workspace=str(path), selected=ws.selected)
         return ws
 
     # bounds -------------------------------------------------------------------
 
+    def _pinned_names(self) -> list[str]:
+        """The default workspace, and each an open connection said hello with, as spelt."""
+        names = [str(self.daemon.default_workspace)]
+        return names + [conn.workspace for conn in self.daemon.connections if conn.workspace]
+
     def _pinned(self) -> set[Path]:
         """Workspaces never let go: the default one, and each an open connection said hello with."""
-        names = [str(self.daemon.default_workspace)]
-        names += [conn.workspace for conn in self.daemon.connections if conn.workspace]
-        return {ws.root for name in names if (ws := self._by_name.get(name)) is not None}
+        return {ws.root for name in self._pinned_names() if (ws := self._by_name.get(name)) is not None}
+
+    def _remember_spelling(self, name: str, ws: Workspace) -> None:
+        """Remember ``name`` as a spelling of ``ws`` for the warm path (:meth:`loaded`). A
+        client can spell one root endlessly many ways (``/a/./b``, ``/a//b``): beyond a
+        bound, forget every spelling but the roots' own and the pinned ones."""
+        if len(self._by_name) >= 4 * self.bounds.max_workspaces + 64:
+            keep = {n: w for n in self._pinned_names() if (w := self._by_name.get(n)) is not None}
+            log.debug("workspace spellings forgotten", count=len(self._by_name))
+            self._by_name = {**{str(w.root): w for w in self.workspaces.values()}, **keep}
+        self._by_name[name] = ws
 
     def _evict(self, keep: Path | None = None, rewatch: bool = True) -> bool:
         """Let go of the idle workspaces and those beyond the cap (eviction.py), never

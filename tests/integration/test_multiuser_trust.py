@@ -53,8 +53,12 @@ def recorder(path: Path, marks: Path, name: str, output: str) -> None:
 
 
 def victim_env(victim: User, **extra: str) -> dict[str, str]:
+    run = victim.home / "run"
+    if not run.exists():  # a named socket's directory must exist: the client never makes one
+        run.mkdir(mode=0o700)
+        os.chown(run, victim.uid, victim.gid)
     return victim.env(
-        TAKOD_SOCKET=str(victim.home / "run" / "rpc.sock"),
+        TAKOD_SOCKET=str(run / "rpc.sock"),
         TAKOD_STATE_DIR=str(victim.home / "state"),
         **extra,
     )

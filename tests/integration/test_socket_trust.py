@@ -204,9 +204,10 @@ def test_a_runtime_dir_of_another_user_is_never_used(two_users: tuple[User, User
     assert not socket.startswith(str(theirs)) and socket.startswith(str(victim.home))
 
 
-def test_stop_does_not_call_a_squatted_socket_not_running(squatted) -> None:
+@pytest.mark.parametrize("command", ["stop", "version"])
+def test_stop_and_version_do_not_call_a_squatted_socket_not_running(squatted, command: str) -> None:
     victim, attacker, squat, listener = squatted
-    result = victim.run(victim.takod("stop"), env=fallback_env(victim))
+    result = victim.run(victim.takod(command), env=fallback_env(victim))
     out = (result.stdout + result.stderr).decode()
     assert result.returncode == 3, out
     assert "not running" not in out and f"uid {attacker.uid}" in out

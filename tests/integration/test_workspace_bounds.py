@@ -151,3 +151,18 @@ def test_a_connection_that_said_hello_with_a_workspace_keeps_it(home: Path) -> N
         assert str(mine) not in gone and gone
     finally:
         daemon.stop()
+
+
+def test_spelling_one_workspace_many_ways_is_bounded_and_answers_stay_right(home: Path) -> None:
+    daemon = start(home, TAKOD_MAX_WORKSPACES="2")  # remembers at most 4 * 2 + 64 spellings
+    try:
+        with daemon.client() as c:
+            for i in range(1, 201):
+                spelt = str(home) + "/." * i  # one root, 200 spellings
+                assert c.call("status", {"workspace": spelt})["workspace"] == str(home)
+            assert c.call("status")["workspace"] == str(home)
+        forgotten = events(daemon, "workspace spellings forgotten")
+        assert forgotten and all(r["count"] <= 4 * 2 + 64 for r in forgotten)
+        assert loads_of(daemon, home) == 1  # spellings were forgotten, the workspace never was
+    finally:
+        daemon.stop()

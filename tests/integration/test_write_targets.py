@@ -215,6 +215,7 @@ def test_an_autostarting_client_never_writes_the_daemons_stderr_through_a_link(h
 
     outside = write(home / "notes.txt", "my notes\n", 0o644)
     env = clean_env(home)
+    Path(env["TAKOD_SOCKET"]).parent.mkdir(mode=0o700)  # a named socket's directory must exist to autostart
     state = Path(env["TAKOD_STATE_DIR"])
     state.mkdir(mode=0o700)
     if how == "symlink":
