@@ -70,7 +70,8 @@ def test_keys_go_into_the_real_secret_service(
     try:
         out = run_cli(d, "key", "set", "OPENAI_API_KEY", "-", "--json", input=OPENAI_KEY + "\n")
         assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout) == {"name": "OPENAI_API_KEY", "backend": "keyring", "masked": "sk-proj-...cdef"}
+        assert json.loads(out.stdout) == {"name": "OPENAI_API_KEY", "backend": "keyring", "masked": "sk-proj-...cdef",
+                                          "pi_entry": None, "pi_entry_outcome": None}  # no Tako workspace here
         payload = next_event(sub, "status", lambda p: providers(p)["codex"]["ready"])
     finally:
         sub.close()
@@ -88,7 +89,8 @@ def test_keys_go_into_the_real_secret_service(
     with d.client() as c:
         listed = c.call("keys.list")
         inv = c.call("auth.inventory")
-    assert listed["keys"] == [{"name": "OPENAI_API_KEY", "backend": "keyring", "masked": "sk-proj-...cdef"}]
+    assert [{k: v for k, v in key.items() if not k.startswith("pi_entry")} for key in listed["keys"]] == [
+        {"name": "OPENAI_API_KEY", "backend": "keyring", "masked": "sk-proj-...cdef"}]
     assert inv["key_store"]["secure"] is True
     human = run_cli(d, "key", "list")
     assert human.returncode == 0 and "insecure" not in human.stdout
@@ -119,7 +121,8 @@ def test_keyring_keys_survive_a_restart_and_a_lost_index(
     with second.client() as c:
         keys = c.call("keys.list")["keys"]
         st = c.call("status")
-    assert keys == [{"name": "ANTHROPIC_API_KEY", "backend": "keyring", "masked": "sk-ant-...cdef"}]
+    assert [{k: v for k, v in key.items() if not k.startswith("pi_entry")} for key in keys] == [
+        {"name": "ANTHROPIC_API_KEY", "backend": "keyring", "masked": "sk-ant-...cdef"}]
     claude = providers(st)["claude"]
     assert claude["ready"] and claude["detail"]["credential"]["source"] == "keyring:ANTHROPIC_API_KEY"
     assert not (second.state_dir / "keys.json").exists()

@@ -491,6 +491,12 @@ def _has_content(raw: RawFile | None) -> bool:
 
 
 def _ensure_parent(path: Path) -> None:
+    """Make the directories missing above ``path``, each private (0700): mkdir's
+    ``parents`` would give the upper ones the umask's mode (a 0755 ``.tako``)."""
+    missing = []
     parent = path.parent
-    if not parent.is_dir():
-        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    while not parent.is_dir():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
