@@ -354,7 +354,7 @@ class RefreshBroker:
         in Codex's refresh window (budget.codex_first_move): noticed once per grant."""
         if not any(m.kind == "codex" for m in grant.mirrors):
             return None  # pi re-reads under its lock before refreshing: no race to avoid
-        if grant.codex_noticed is None and grant.state != "retrying" and budget.in_codex_window(grant.expires_at, now):
+        if grant.codex_noticed is None and budget.in_codex_window(grant.expires_at, now):
             grant.codex_noticed = now
         return budget.codex_first_move(grant.codex_noticed, now) if grant.codex_noticed is not None else None
 
