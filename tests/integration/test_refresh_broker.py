@@ -1027,7 +1027,8 @@ def test_a_copy_holding_a_token_takod_already_spent_gets_its_successor_not_a_req
 
 def _expired_codex_login(world: World, name: str, refresh_token: str | None = None) -> tuple[Grant, bytes]:
     """A Codex login whose access token expired a minute ago, written to Codex's file."""
-    g = world.server.add_grant(name, "openai", lifetime_s=3600, **({"refresh_token": refresh_token} if refresh_token else {}))
+    g = world.server.add_grant(name, "openai", lifetime_s=3600,
+                               **({"refresh_token": refresh_token} if refresh_token else {}))
     now = int(time.time())
     doc = g.codex_auth()
     doc["tokens"]["access_token"] = make_jwt({"https://api.openai.com/auth": {"chatgpt_account_id": g.account_id},

@@ -74,7 +74,8 @@ def test_the_later_hold_wins() -> None:
 
 
 def _codex_grant(expires_at: float, *, pi_only: bool = False) -> Grant:
-    mirror = Mirror("pi", Path("/x/auth.json"), "openai-codex") if pi_only else Mirror("codex", Path("/c/auth.json"), "openai-codex")
+    mirror = (Mirror("pi", Path("/x/auth.json"), "openai-codex") if pi_only
+              else Mirror("codex", Path("/c/auth.json"), "openai-codex"))
     return Grant("k", "openai-codex", "rt_secret", [mirror], expires_at, ())
 
 
