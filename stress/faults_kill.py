@@ -105,7 +105,8 @@ def make_home(base: Path, server: FakeOAuthServer, n: int) -> Home:
     (root / "ws" / ".tako").mkdir(parents=True)
     (root / "ws" / "tako.toml").write_text("")
     anth = server.add_grant(f"anth{n}", "anthropic", lifetime_s=3600)
-    oai = server.add_grant(f"oai{n}", "openai", lifetime_s=300)  # JWT exp in 5 min: due (lead 10 min)
+    # JWT exp in 7.5 min: due (lead 10 min), outside Codex's own 5-min window (which waits for Codex first)
+    oai = server.add_grant(f"oai{n}", "openai", lifetime_s=450)
     entry = anth.pi_entry()
     entry["expires"] = int((time.time() + 60) * 1000)  # due
     home = Home(root, server, anth.name, oai.name, {anth.name: anth.refresh, oai.name: oai.refresh})

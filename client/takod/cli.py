@@ -251,7 +251,9 @@ def _print_grants(grants: list[dict[str, Any]], out: Output) -> None:
             when = out.bad(f"login needed: {g.get('guidance') or g.get('last_error')}")
         else:
             when = f"{_expires(g['expires_at'])}, next refresh {_in(g['refresh_at'])}"
-            if g.get("wait_reason"):
+            if g.get("wait_reason") == "waiting_for_codex":
+                when += f" ({g['wait_reason']}: expired while takod was not watching; codex refreshes it when it starts)"
+            elif g.get("wait_reason"):
                 when += f" ({g['wait_reason']}: takod limits token requests per login)"
             if g.get("last_error"):
                 when += out.bad(f" (last error: {g['last_error']})")

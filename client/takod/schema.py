@@ -180,7 +180,8 @@ class GrantInfo(Result):
     state: str  # scheduled | refreshing | retrying | backing-off | needs-login
     guidance: str | None  # what to do when a login is needed
     # backing-off: why the next refresh (refresh_at) waits: refreshed_recently,
-    # refresh_budget_spent (the per-grant request budget, docs/refresh.md)
+    # refresh_budget_spent (the per-grant request budget), waiting_for_codex (an
+    # expired Codex login left to Codex for a grace period; docs/refresh.md)
     wait_reason: str | None = None
 
 

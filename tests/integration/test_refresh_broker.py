@@ -934,7 +934,8 @@ def test_an_answer_that_is_due_again_at_once_costs_one_request_not_a_loop(world:
     from tests.fakes.http_base import Canned
 
     srv = world.server
-    oai = srv.add_grant("oai", "openai", refresh_token=OPENAI_CANARY, lifetime_s=60)  # due: inside the lead
+    # Due (inside the 600 s lead), not yet inside Codex's own 300 s window (that waits for Codex first).
+    oai = srv.add_grant("oai", "openai", refresh_token=OPENAI_CANARY, lifetime_s=450)
     write_in_place(world.codex, json.dumps(oai.codex_auth(), indent=2).encode())
     srv.answer_with(Canned(_odd_codex_answer(kind, oai)), path="/openai/oauth/token")
     d = world.start()
@@ -1022,3 +1023,53 @@ def test_a_copy_holding_a_token_takod_already_spent_gets_its_successor_not_a_req
     assert srv.count("g") == 1  # the spent token was never sent again
     assert all(x["state"] != "needs-login" for x in grants(d).values())
 
+
+
+def _expired_codex_login(world: World, name: str, refresh_token: str | None = None) -> tuple[Grant, bytes]:
+    """A Codex login whose access token expired a minute ago, written to Codex's file."""
+    g = world.server.add_grant(name, "openai", lifetime_s=3600,
+                               **({"refresh_token": refresh_token} if refresh_token else {}))
+    now = int(time.time())
+    doc = g.codex_auth()
+    doc["tokens"]["access_token"] = make_jwt({"https://api.openai.com/auth": {"chatgpt_account_id": g.account_id},
+                                              "iat": now - 3600, "exp": now - 60})
+    data = json.dumps(doc, indent=2).encode()
+    write_in_place(world.codex, data)
+    return g, data
+
+
+def test_an_expired_codex_login_is_left_to_a_starting_codex_which_refreshes_it_itself(world: World) -> None:
+    """Codex posts its refresh token before taking any lock: a takod refreshing the same
+    expired login at the same moment spends it twice (docs/refresh.md). takod waits."""
+    srv = world.server
+    ours, _ = _expired_codex_login(world, "oai", OPENAI_CANARY)
+    started = time.time()
+    d = world.start()
+    info = grant_of(d, "openai-codex", OPENAI_CANARY)
+    assert info is not None
+    assert (info["state"], info["wait_reason"]) == ("backing-off", "waiting_for_codex")
+    assert info["refresh_at"] >= started + 30  # the grace, not now
+    shown = run_cli(d, "auth")
+    assert "waiting_for_codex" in shown.stdout and "codex refreshes it" in shown.stdout, shown.stdout
+    codex_status = next(p for p in call(d, "status")["providers"] if p["name"] == "codex")
+    assert any(w.startswith("refresh-backing-off: waiting_for_codex") for w in codex_status["detail"]["warnings"])
+
+    # Codex starts, refreshes its own login and writes its file: takod adopts it, sending nothing.
+    theirs = srv.add_grant("theirs", "openai", lifetime_s=3 * 86400, account_id=ours.account_id)
+    write_in_place(world.codex, json.dumps(theirs.codex_auth(), indent=2).encode())
+    adopted = wait_for(lambda: grant_of(d, "openai-codex", theirs.refresh), WAIT)
+    assert adopted["state"] == "scheduled" and adopted["wait_reason"] is None
+    assert grant_of(d, "openai-codex", OPENAI_CANARY) is None
+    assert srv.count() == 0
+    assert OPENAI_CANARY not in shown.stdout + d.log_text()
+
+
+def test_the_user_can_still_refresh_an_expired_codex_login_at_once(world: World) -> None:
+    srv = world.server
+    _expired_codex_login(world, "oai", OPENAI_CANARY)
+    d = world.start()
+    assert grant_of(d, "openai-codex", OPENAI_CANARY)["wait_reason"] == "waiting_for_codex"
+    [info] = call(d, "auth.refresh", {"provider": "codex"})["grants"]
+    assert info["state"] == "scheduled" and info["wait_reason"] is None
+    assert srv.count("oai") == 1
+    assert json.loads(world.codex.read_bytes())["tokens"]["refresh_token"] == srv.current_refresh("oai")

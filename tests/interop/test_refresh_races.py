@@ -3,7 +3,9 @@ node) and the real codex against the reuse-detecting loopback token server
 (0.3-1 s per answer). stress/refresh_race.py runs the same scenarios by the
 fifty; here each must come out clean every time: no refresh token presented
 twice, every store on the live token, no grant needs-login, and in the wake
-race pi gets a working key.
+race pi gets a working key. ``codex-expired`` (a Codex login already expired
+when takod and ``codex exec`` start together) is clean only because takod
+leaves Codex the first move on such a login (docs/refresh.md).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
             e.stop_daemons()
 
 
-@pytest.mark.parametrize("scenario", ["wake", "start", "codex", "seed"])
+@pytest.mark.parametrize("scenario", ["wake", "start", "codex", "codex-expired", "seed"])
 def test_no_refresh_token_is_ever_spent_twice(env: Env, scenario: str) -> None:
     for _ in range(TRIALS):
         trial = SCENARIOS[scenario](env)

@@ -154,6 +154,28 @@ async def test_the_loop_keeps_a_retry_wait_across_a_jump_back(monkeypatch: pytes
     assert calls[-1] == "a" and set(calls[:-1]) == {"rescan"}  # each jump re-reads the stores
 
 
+@pytest.mark.anyio
+async def test_a_codex_login_found_expired_after_a_stop_is_left_to_codex_before_any_request() -> None:
+    """SIGSTOP (or a suspend the clocks did not show) leaves the login far past takod's
+    lead and inside Codex's own window when the loop runs again: a codex resuming or
+    starting with takod refreshes it itself, so takod waits the grace, sending nothing
+    (the broker has no HTTP client here: a request would fail the test)."""
+    from takod_daemon.refresh import budget
+
+    g = Grant("c", "openai-codex", "rt_secret", [Mirror("codex", Path("/c/auth.json"), "openai-codex")],
+              T0 - 60, ())
+    b = RefreshBroker(SimpleNamespace(state=SimpleNamespace(pi_files=lambda: [])), {}, LEAD)  # type: ignore[arg-type]
+    b.wall = Wall(T0)
+    b.grants = {g.key: g}
+
+    async def after_change() -> None:  # pragma: no cover - reached only if the grace were skipped
+        raise AssertionError("refreshed or adopted without waiting for Codex")
+    b._after_change = after_change  # type: ignore[method-assign]
+    await b.refresh("c", force=False)
+    assert (g.state, g.hold) == ("backing-off", budget.Hold(T0 + budget.CODEX_GRACE_S, budget.WAITING_FOR_CODEX))
+    assert b.info(g).wait_reason == "waiting_for_codex" and b.info(g).refresh_at == T0 + budget.CODEX_GRACE_S
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

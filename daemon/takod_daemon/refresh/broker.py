@@ -132,6 +132,7 @@ class Grant:
     last_error: str | None = None
     guidance: str | None = None
     hold: budget.Hold | None = None  # the request budget's wait, when it delays the next refresh
+    codex_noticed: float | None = None  # when takod first found this Codex login inside Codex's own window
 
     def due_at(self, lead: float) -> float:
         due = self._natural_due(lead)
@@ -329,7 +330,9 @@ class RefreshBroker:
                     for m in grant.mirrors:
                         self._history.pop(m.describe(), None)
                 grant.mirrors, grant.expires_at, grant.signature = f.mirrors, f.expires_at, signature
-            grant.apply_budget(budget.hold(self._times(grant.mirrors), self.wall()), self.lead)
+            now = self.wall()
+            grant.apply_budget(budget.later(budget.hold(self._times(grant.mirrors), now), self._codex_wait(grant, now)),
+                               self.lead)
             grants[key] = grant
         self.grants = grants
         # Forget rotated-away lineages so months of refreshes do not pile up.
@@ -344,6 +347,16 @@ class RefreshBroker:
     def _times(self, mirrors: Iterable[Mirror]) -> list[float]:
         """When takod refreshed the grant held in any of ``mirrors`` (each refresh once)."""
         return sorted({t for m in mirrors for t in self._history.get(m.describe(), ())})
+
+    @staticmethod
+    def _codex_wait(grant: Grant, now: float) -> budget.Hold | None:
+        """Codex's first move on a login of its own that takod first finds already
+        in Codex's refresh window (budget.codex_first_move): noticed once per grant."""
+        if not any(m.kind == "codex" for m in grant.mirrors):
+            return None  # pi re-reads under its lock before refreshing: no race to avoid
+        if grant.codex_noticed is None and budget.in_codex_window(grant.expires_at, now):
+            grant.codex_noticed = now
+        return budget.codex_first_move(grant.codex_noticed, now) if grant.codex_noticed is not None else None
 
     def _note_request(self, mirrors: Iterable[Mirror], when: float) -> None:
         for m in mirrors:
@@ -366,8 +379,12 @@ class RefreshBroker:
             if g.hold is None:
                 continue
             when = datetime.fromtimestamp(g.due_at(self.lead), timezone.utc).strftime("%H:%M:%S UTC")
-            text = (f"refresh-backing-off: {g.hold.reason}: takod limits token requests per login; "
-                    f"next {g.provider} refresh attempt at {when}")
+            if g.hold.reason == budget.WAITING_FOR_CODEX:
+                text = (f"refresh-backing-off: {g.hold.reason}: the Codex login expired while takod was not "
+                        f"watching; a starting codex refreshes it itself; takod refreshes it at {when} if not")
+            else:
+                text = (f"refresh-backing-off: {g.hold.reason}: takod limits token requests per login; "
+                        f"next {g.provider} refresh attempt at {when}")
             for name in dict.fromkeys("codex" if m.kind == "codex" else "pi" for m in g.mirrors):
                 out.setdefault(name, []).append(text)
         return out
@@ -443,12 +460,19 @@ class RefreshBroker:
             log_.info("a copy held an already spent token; gave it the current one", mirrors=written)
             await self._adopt(grant, successor.refresh)
             return
-        hold = budget.hold(self._times(grant.mirrors), self.wall())
+        now = self.wall()
+        hold = budget.hold(self._times(grant.mirrors), now)
+        if not force:  # `takod auth refresh` is the user's call: it does not wait for Codex
+            hold = budget.later(hold, self._codex_wait(grant, now))
         if hold is not None:
             # A login already known dead stays reported as such (with its guidance).
             grant.state, grant.hold = ("needs-login" if grant.guidance else "backing-off"), hold
-            log_.warning("refresh held back by the request budget", reason=hold.reason,
-                         next_attempt_in_s=round(hold.until - self.wall()))
+            if hold.reason == budget.WAITING_FOR_CODEX:
+                log_.info("Codex login already expired: leaving the first move to a starting codex",
+                          next_attempt_in_s=round(hold.until - now))
+            else:
+                log_.warning("refresh held back by the request budget", reason=hold.reason,
+                             next_attempt_in_s=round(hold.until - now))
             return
         assert self._http is not None
         try:

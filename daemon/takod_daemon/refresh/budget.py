@@ -14,6 +14,16 @@ So, per grant, whatever the answer:
 Pure functions of the refresh times (wall-clock epoch seconds); the broker
 keeps the times and reports a hold as the grant's state ``backing-off`` with
 the reason code and the time of the next attempt.
+
+One more hold is about not racing Codex rather than the endpoint: Codex reads
+its ``auth.json`` and sends its token request *before* it takes any lock, so a
+Codex starting while takod refreshes the same login spends the same refresh
+token (docs/refresh.md). In steady state takod refreshes long before Codex's own
+window (5 minutes before ``exp``) and Codex never refreshes. A Codex login that
+takod first finds already inside that window (expired while takod was not
+running, suspended or stopped) is one a starting Codex refreshes itself: takod
+gives Codex the first move for ``CODEX_GRACE_S`` and adopts what it writes; only
+a login still unrefreshed after that is refreshed by takod.
 """
 
 from __future__ import annotations
@@ -29,6 +39,16 @@ MIN_GAP_S = 300.0
 # Reason codes (stable; shown by `takod auth` and in auth.inventory).
 REFRESHED_RECENTLY = "refreshed_recently"
 BUDGET_SPENT = "refresh_budget_spent"
+WAITING_FOR_CODEX = "waiting_for_codex"
+
+# Codex refreshes its own login when it runs and the access token expires within
+# this (codex-rs auth: 5 minutes before the JWT exp).
+CODEX_WINDOW_S = 300.0
+# How long takod leaves an expired Codex login to a Codex that may be starting:
+# well above what a starting `codex exec` takes to send its request and write its
+# file on a loaded machine (docs/reliability.md Part 4), well below any harm (nobody
+# but Codex uses the login, and Codex refreshes it itself).
+CODEX_GRACE_S = 45.0
 
 
 class Hold(msgspec.Struct, frozen=True):
@@ -61,3 +81,19 @@ def hold(times: Iterable[float], now: float) -> Hold | None:
 def prune(times: Iterable[float], now: float) -> list[float]:
     """The times still worth keeping (inside the window)."""
     return recent(times, now)
+
+
+def in_codex_window(expires_at: float, now: float) -> bool:
+    """Whether a starting Codex would refresh a login expiring at ``expires_at`` itself."""
+    return expires_at - CODEX_WINDOW_S <= now
+
+
+def codex_first_move(noticed_at: float, now: float) -> Hold | None:
+    """The wait for Codex to refresh its own login, noticed inside its window at ``noticed_at``."""
+    until = noticed_at + CODEX_GRACE_S
+    return Hold(until, WAITING_FOR_CODEX) if until > now else None
+
+
+def later(*holds: Hold | None) -> Hold | None:
+    """The hold that ends last (None when there is none)."""
+    return max((h for h in holds if h is not None), key=lambda h: h.until, default=None)
