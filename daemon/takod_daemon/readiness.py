@@ -20,6 +20,7 @@ from .providers.detect import BinaryInfo
 from .providers.ollama_probe import OllamaProbe
 from .trust import REASON as UNTRUSTED, WorkspaceTrust
 from .resolve.api import ApiPlan
+from .resolve.gemini import GeminiPlan
 from .resolve.pi import PiCredential, PiPlan
 
 HINTS = {
@@ -96,6 +97,7 @@ class Facts:
     # What a pi run and each direct API backend will use (resolve/): readiness reports it.
     pi_plan: PiPlan | None = None
     api_plans: dict[str, ApiPlan] = field(default_factory=dict)
+    gemini_plan: GeminiPlan | None = None
     # Providers sitting out a failure: name -> (until, what failed).
     cooling: dict[str, tuple[float, str]] = field(default_factory=dict)
 
@@ -179,6 +181,8 @@ def cli_provider(name: str, facts: Facts) -> ProviderStatus:
         return verdict
 
     creds = facts.credentials.get(name, [])
+    if name == "gemini" and facts.gemini_plan is not None:
+        creds = list(facts.gemini_plan.credentials)  # those a run can use (resolve.gemini)
     usable = [c for c in creds if not c.needs_login(facts.now)]
     if not usable:
         locked = _locked(name, "installed", facts, detail)

@@ -41,6 +41,7 @@ from .providers.ollama_probe import OllamaProbe, probe_ollama
 from .readiness import Facts, evaluate
 from .redact import mask_secret
 from .trust import NOT_CHECKED, WorkspaceTrust, check_workspace
+from .resolve import gemini as gemini_resolve
 from .resolve import pi as pi_resolve
 from .resolve.api import resolve_api
 from .inference.routing import API_BACKENDS
@@ -128,6 +129,7 @@ class UserFacts:
     ollama_binary: str | None = None
     stored_keys: dict[str, KeyInfo] = field(default_factory=dict)  # name -> where, masked
     key_store_reason: str | None = None  # why keys are not going to the OS keyring now
+    gemini_auth: gemini_resolve.AuthFacts | None = None  # what decides gemini's auth method (resolve/gemini.py)
 
 
 @dataclass
@@ -418,6 +420,8 @@ class StateManager:
             log.warning("credential file unusable; keeping the last good view", source=name, problem=_problem_text(exc))
             return
         self.user.problems.pop(name, None)
+        if name == "gemini":
+            self.user.gemini_auth = await anyio.to_thread.run_sync(gemini_resolve.auth_facts, self.env)
         # A changed file counts even when the summary does not show it (gemini's selectedType).
         stamp = await anyio.to_thread.run_sync(_file_stamps, self._credential_files(name))
         if self.user.credentials.get(name) != creds or self._stamps.get(name) != stamp:
@@ -625,6 +629,9 @@ class StateManager:
             problems["pi"].append(ws.pi_problem)
         # A reader and the key scan may both report one environment variable.
         creds = {name: list({(c.source, c.provider, c.kind): c for c in found}.values()) for name, found in creds.items()}
+        # What a gemini run will authenticate with (the runner decides the same way).
+        gemini_auth = user.gemini_auth or gemini_resolve.AuthFacts(None, False, frozenset())
+        gemini_plan = gemini_resolve.resolve_gemini(creds["gemini"], pool, gemini_auth)
         warnings: dict[str, list[str]] = {}
         for provider, var in SHADOWING_ENV.items():
             if env.get(var) and any(c.kind == "oauth" for c in creds.get(provider, [])):
@@ -652,6 +659,7 @@ class StateManager:
             key_store_reason=user.key_store_reason,
             untrusted=ws.trust if not ws.trust.trusted else None,
             pi_plan=self.pi_plan(ws, pool, masked=True, sources=sources, notes=notes),
+            gemini_plan=gemini_plan,
             api_plans={name: resolve_api(name, pool, sources=sources, masked_pool=True) for name in API_BACKENDS},
             cooling={p: (c.until, c.after) for p, c in self.cooldowns.active(time.time()).items()},
         )
