@@ -42,6 +42,7 @@ from .readiness import Facts, evaluate
 from .redact import mask_secret
 from .trust import NOT_CHECKED, WorkspaceTrust, check_workspace
 from .resolve import gemini as gemini_resolve
+from .resolve.codex import CodexPlan, resolve_codex
 from .resolve import pi as pi_resolve
 from .resolve.api import resolve_api
 from .inference.routing import API_BACKENDS
@@ -130,6 +131,7 @@ class UserFacts:
     stored_keys: dict[str, KeyInfo] = field(default_factory=dict)  # name -> where, masked
     key_store_reason: str | None = None  # why keys are not going to the OS keyring now
     gemini_auth: gemini_resolve.AuthFacts | None = None  # what decides gemini's auth method (resolve/gemini.py)
+    codex_plan: CodexPlan | None = None  # codex's model and configured keys (resolve/codex.py)
 
 
 @dataclass
@@ -422,6 +424,8 @@ class StateManager:
         self.user.problems.pop(name, None)
         if name == "gemini":
             self.user.gemini_auth = await anyio.to_thread.run_sync(gemini_resolve.auth_facts, self.env)
+        elif name == "codex":
+            self.user.codex_plan = await anyio.to_thread.run_sync(resolve_codex, self.env)
         # A changed file counts even when the summary does not show it (gemini's selectedType).
         stamp = await anyio.to_thread.run_sync(_file_stamps, self._credential_files(name))
         if self.user.credentials.get(name) != creds or self._stamps.get(name) != stamp:
@@ -660,6 +664,7 @@ class StateManager:
             untrusted=ws.trust if not ws.trust.trusted else None,
             pi_plan=self.pi_plan(ws, pool, masked=True, sources=sources, notes=notes),
             gemini_plan=gemini_plan,
+            codex_plan=user.codex_plan,
             api_plans={name: resolve_api(name, pool, sources=sources, masked_pool=True) for name in API_BACKENDS},
             cooling={p: (c.until, c.after) for p, c in self.cooldowns.active(time.time()).items()},
         )

@@ -51,6 +51,7 @@ from takod_daemon.inference.types import (
     RunContext,
     RunResult,
 )
+from takod_daemon.resolve.codex import resolve_codex
 from takod_daemon.resolve.gemini import auth_facts, resolve_gemini
 from tests.fakes.model_servers import DEFAULT_REPLY, FakeAnthropic, FakeGemini, FakeModelServer, FakeOpenAI, pieces
 from tests.harness import REPO, TOOLS_BIN, require_tool, wait_for
@@ -325,7 +326,8 @@ def test_codex_falls_back_from_websockets_and_names_its_model(tmp_path: Path) ->
         env = base_env(home, marker) | {"CODEX_HOME": str(codex_home), "CODEX_API_KEY": KEYS["codex"]}
         workspace = tmp_path / "ws"
         workspace.mkdir()
-        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp")
+        model = resolve_codex(env).model  # what the engine gives the runner
+        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp", model=model)
         out = Collector()
         result = run(lambda: codex_cli.run(InferRequest(messages=[Message("user", "Say hello.")], timeout=120), ctx, out))
         paths = [(r.method, r.path) for r in fake.requests]

@@ -32,6 +32,7 @@ from takod_daemon.inference.subprocess_run import (
 )
 from takod_daemon.inference.types import Chunk, InferRequest, Message, ProviderFailure, RunContext
 from takod_daemon.resolve import gemini as gemini_resolve
+from takod_daemon.resolve.codex import resolve_codex
 
 
 def req(text: str = "hi", **kwargs: Any) -> InferRequest:
@@ -505,13 +506,13 @@ def test_codex_names_the_model_it_used() -> None:
 
 def test_codex_configured_model(tmp_path: Path) -> None:
     env = {"CODEX_HOME": str(tmp_path)}
-    assert codex_cli.configured_model(env) is None
+    assert resolve_codex(env).model is None
     (tmp_path / "config.toml").write_text('model = "gpt-5.5"\n')
-    assert codex_cli.configured_model(env) == "gpt-5.5"
+    assert resolve_codex(env).model == "gpt-5.5"
     (tmp_path / "config.toml").write_text('model = "gpt-5.5"\nprofile = "fast"\n[profiles.fast]\nmodel = "gpt-5.5-mini"\n')
-    assert codex_cli.configured_model(env) == "gpt-5.5-mini"
+    assert resolve_codex(env).model == "gpt-5.5-mini"
     (tmp_path / "config.toml").write_text('model = [')
-    assert codex_cli.configured_model(env) is None
+    assert resolve_codex(env).model is None
 
 
 def test_codex_without_turn_completed_reports_why() -> None:

@@ -113,7 +113,9 @@ class RunContext(SecretStruct, frozen=True, kw_only=True):
     store included; never put a key on a command line). ``binary`` is the CLI
     to run, when the provider is a CLI; ``base_url`` and ``api_key`` are for
     HTTP backends. ``auth_scope`` (gemini): the system settings scope in which
-    the runner selects API-key auth (``resolve.gemini.resolve_gemini``).
+    the runner selects API-key auth (``resolve.gemini.resolve_gemini``);
+    ``model`` (codex): the one it runs when the request names none
+    (``resolve.codex.resolve_codex``).
     """
 
     __secret_fields__: ClassVar[frozenset[str]] = frozenset({"env", "api_key"})
@@ -125,3 +127,4 @@ class RunContext(SecretStruct, frozen=True, kw_only=True):
     api_key: str | None = None
     tmp_dir: Path | None = None
     auth_scope: str | None = None
+    model: str | None = None

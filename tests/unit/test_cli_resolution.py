@@ -1,4 +1,4 @@
-"""resolve/gemini.py: the one decision of what a gemini run authenticates with,
+"""resolve/gemini.py and resolve/codex.py: the one decision of what a CLI run uses,
 which readiness reports and the runner executes."""
 
 from __future__ import annotations
@@ -56,3 +56,14 @@ def test_a_google_api_key_counts_only_where_gemini_reads_it_on_vertex() -> None:
     assert not status([GOOGLE_KEY], {"GOOGLE_API_KEY": "g"}).ready  # gemini picks no auth method from it
     assert status([GOOGLE_KEY], {"GOOGLE_API_KEY": "g", "GOOGLE_GENAI_USE_VERTEXAI": "true"}).ready
     assert status([GOOGLE_KEY], {"GOOGLE_API_KEY": "g"}, NOTHING._replace(selected="vertex-ai")).ready
+
+
+def test_codex_status_names_the_model_its_run_will_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from takod_daemon.resolve.codex import resolve_codex
+
+    (tmp_path / "config.toml").write_text('model = "gpt-5.5"\nprofile = "fast"\n[profiles.fast]\nmodel = "gpt-5.5-mini"\n')
+    plan = resolve_codex({"CODEX_HOME": str(tmp_path)})
+    binaries = {"codex": BinaryInfo(name="codex", path="/usr/bin/codex", version="0.169.0")}
+    creds = {"codex": [CredentialSummary("openai", "env:OPENAI_API_KEY", "api_key", "sk-...1234")]}
+    st = cli_provider("codex", Facts(now=NOW, binaries=binaries, credentials=creds, codex_plan=plan))
+    assert st.ready and st.detail["model"] == "gpt-5.5-mini"
