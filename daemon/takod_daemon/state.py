@@ -45,6 +45,7 @@ from .resolve import gemini as gemini_resolve
 from .resolve.codex import CodexPlan, resolve_codex
 from .resolve import pi as pi_resolve
 from .resolve.api import resolve_api
+from .inference.child_env import is_secret_name
 from .inference.routing import API_BACKENDS
 from .watch import FileWatcher
 
@@ -635,7 +636,9 @@ class StateManager:
         creds = {name: list({(c.source, c.provider, c.kind): c for c in found}.values()) for name, found in creds.items()}
         # What a gemini run will authenticate with (the runner decides the same way).
         gemini_auth = user.gemini_auth or gemini_resolve.AuthFacts(None, False, frozenset())
-        gemini_plan = gemini_resolve.resolve_gemini(creds["gemini"], pool, gemini_auth)
+        # The pool's values are masked; gemini's choice also reads switches ("true", a base URL).
+        switches = {name: value for name, value in env.items() if not is_secret_name(name)}
+        gemini_plan = gemini_resolve.resolve_gemini(creds["gemini"], {**pool, **switches}, gemini_auth)
         warnings: dict[str, list[str]] = {}
         for provider, var in SHADOWING_ENV.items():
             if env.get(var) and any(c.kind == "oauth" for c in creds.get(provider, [])):
