@@ -20,6 +20,8 @@ from .providers.detect import BinaryInfo
 from .providers.ollama_probe import OllamaProbe
 from .trust import REASON as UNTRUSTED, WorkspaceTrust
 from .resolve.api import ApiPlan
+from .resolve.codex import CodexPlan
+from .resolve.gemini import GeminiPlan
 from .resolve.pi import PiCredential, PiPlan
 
 HINTS = {
@@ -96,6 +98,8 @@ class Facts:
     # What a pi run and each direct API backend will use (resolve/): readiness reports it.
     pi_plan: PiPlan | None = None
     api_plans: dict[str, ApiPlan] = field(default_factory=dict)
+    gemini_plan: GeminiPlan | None = None
+    codex_plan: CodexPlan | None = None
     # Providers sitting out a failure: name -> (until, what failed).
     cooling: dict[str, tuple[float, str]] = field(default_factory=dict)
 
@@ -172,13 +176,18 @@ def _locked(name: str, level: str, facts: Facts, detail: dict[str, object]) -> P
 
 
 def cli_provider(name: str, facts: Facts) -> ProviderStatus:
-    """codex, claude, gemini: a CLI plus credentials it can use (pi: :func:`pi_provider`)."""
+    """codex, claude, gemini: a CLI plus credentials it can use (pi: :func:`pi_provider`).
+    gemini's are those its run can use, codex's model the one its run names (``resolve/``)."""
     detail: dict[str, object] = {}
     verdict = _binary_verdict(name, facts, detail)
     if verdict is not None:
         return verdict
+    if name == "codex" and facts.codex_plan is not None and facts.codex_plan.model:
+        detail["model"] = facts.codex_plan.model  # the one a prompt naming none runs (resolve.codex)
 
     creds = facts.credentials.get(name, [])
+    if name == "gemini" and facts.gemini_plan is not None:
+        creds = list(facts.gemini_plan.credentials)  # those a run can use (resolve.gemini)
     usable = [c for c in creds if not c.needs_login(facts.now)]
     if not usable:
         locked = _locked(name, "installed", facts, detail)

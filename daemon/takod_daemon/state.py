@@ -41,8 +41,11 @@ from .providers.ollama_probe import OllamaProbe, probe_ollama
 from .readiness import Facts, evaluate
 from .redact import mask_secret
 from .trust import NOT_CHECKED, WorkspaceTrust, check_workspace
+from .resolve import gemini as gemini_resolve
+from .resolve.codex import CodexPlan, resolve_codex
 from .resolve import pi as pi_resolve
 from .resolve.api import resolve_api
+from .inference.child_env import is_secret_name
 from .inference.routing import API_BACKENDS
 from .watch import FileWatcher
 
@@ -128,6 +131,8 @@ class UserFacts:
     ollama_binary: str | None = None
     stored_keys: dict[str, KeyInfo] = field(default_factory=dict)  # name -> where, masked
     key_store_reason: str | None = None  # why keys are not going to the OS keyring now
+    gemini_auth: gemini_resolve.AuthFacts | None = None  # what decides gemini's auth method (resolve/gemini.py)
+    codex_plan: CodexPlan | None = None  # codex's model and configured keys (resolve/codex.py)
 
 
 @dataclass
@@ -418,6 +423,10 @@ class StateManager:
             log.warning("credential file unusable; keeping the last good view", source=name, problem=_problem_text(exc))
             return
         self.user.problems.pop(name, None)
+        if name == "gemini":
+            self.user.gemini_auth = await anyio.to_thread.run_sync(gemini_resolve.auth_facts, self.env)
+        elif name == "codex":
+            self.user.codex_plan = await anyio.to_thread.run_sync(resolve_codex, self.env)
         # A changed file counts even when the summary does not show it (gemini's selectedType).
         stamp = await anyio.to_thread.run_sync(_file_stamps, self._credential_files(name))
         if self.user.credentials.get(name) != creds or self._stamps.get(name) != stamp:
@@ -625,6 +634,11 @@ class StateManager:
             problems["pi"].append(ws.pi_problem)
         # A reader and the key scan may both report one environment variable.
         creds = {name: list({(c.source, c.provider, c.kind): c for c in found}.values()) for name, found in creds.items()}
+        # What a gemini run will authenticate with (the runner decides the same way).
+        gemini_auth = user.gemini_auth or gemini_resolve.AuthFacts(None, False, frozenset())
+        # The pool's values are masked; gemini's choice also reads switches ("true", a base URL).
+        switches = {name: value for name, value in env.items() if not is_secret_name(name)}
+        gemini_plan = gemini_resolve.resolve_gemini(creds["gemini"], {**pool, **switches}, gemini_auth)
         warnings: dict[str, list[str]] = {}
         for provider, var in SHADOWING_ENV.items():
             if env.get(var) and any(c.kind == "oauth" for c in creds.get(provider, [])):
@@ -652,6 +666,8 @@ class StateManager:
             key_store_reason=user.key_store_reason,
             untrusted=ws.trust if not ws.trust.trusted else None,
             pi_plan=self.pi_plan(ws, pool, masked=True, sources=sources, notes=notes),
+            gemini_plan=gemini_plan,
+            codex_plan=user.codex_plan,
             api_plans={name: resolve_api(name, pool, sources=sources, masked_pool=True) for name in API_BACKENDS},
             cooling={p: (c.until, c.after) for p, c in self.cooldowns.active(time.time()).items()},
         )

@@ -453,6 +453,21 @@ def test_gemini_oauth_is_ready_but_unverified(home: Path, stop_later: list[Daemo
     assert_no_canaries(d, st, run_cli(d, "auth", "--json").stdout)
 
 
+def test_gemini_is_not_ready_by_a_key_its_run_leaves_unused(home: Path, stop_later: list[DaemonProcess]) -> None:
+    """GOOGLE_GENAI_USE_GCA=true asks for a Google login, and there is none: gemini's
+    run leaves that choice alone (resolve/gemini.py), so the GEMINI_API_KEY beside it
+    does not make gemini ready. Without the variable the same key does."""
+    key = "AIzaCANARYgeminikey0123456789abcdefgh"
+    d = start_daemon(home, clis=["gemini"], GEMINI_API_KEY=key, GOOGLE_GENAI_USE_GCA="true")
+    stop_later.append(d)
+    st = status(d)
+    assert reason_of(st, "gemini") == "no-credentials", providers(st)["gemini"]
+    d.stop()
+    d = start_daemon(home, clis=["gemini"], GEMINI_API_KEY=key)
+    stop_later.append(d)
+    assert providers(status(d))["gemini"]["ready"]
+
+
 def test_pi_workspace_api_key_makes_pi_ready(home: Path, stop_later: list[DaemonProcess]) -> None:
     ws = home / "proj"
     (ws).mkdir()

@@ -51,6 +51,8 @@ from takod_daemon.inference.types import (
     RunContext,
     RunResult,
 )
+from takod_daemon.resolve.codex import resolve_codex
+from takod_daemon.resolve.gemini import auth_facts, resolve_gemini
 from tests.fakes.model_servers import DEFAULT_REPLY, FakeAnthropic, FakeGemini, FakeModelServer, FakeOpenAI, pieces
 from tests.harness import REPO, TOOLS_BIN, require_tool, wait_for
 from tests.procfs import alive
@@ -324,7 +326,8 @@ def test_codex_falls_back_from_websockets_and_names_its_model(tmp_path: Path) ->
         env = base_env(home, marker) | {"CODEX_HOME": str(codex_home), "CODEX_API_KEY": KEYS["codex"]}
         workspace = tmp_path / "ws"
         workspace.mkdir()
-        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp")
+        model = resolve_codex(env).model  # what the engine gives the runner
+        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp", model=model)
         out = Collector()
         result = run(lambda: codex_cli.run(InferRequest(messages=[Message("user", "Say hello.")], timeout=120), ctx, out))
         paths = [(r.method, r.path) for r in fake.requests]
@@ -339,6 +342,11 @@ def _gemini_reply(rec: Any) -> str:
     if rec.path.endswith(":generateContent"):
         return json.dumps({"complexity_reasoning": " ".join(["simple"] * 40), "complexity_score": 10})
     return DEFAULT_REPLY
+
+
+def gemini_auth_scope(env: dict[str, str]) -> str | None:
+    """What the engine gives the gemini runner: the auth scope of gemini's resolution."""
+    return resolve_gemini((), env, auth_facts(env)).auth_scope
 
 
 def test_gemini_set_to_a_google_login_it_lacks_uses_the_api_key_readiness_counted(tmp_path: Path) -> None:
@@ -356,7 +364,8 @@ def test_gemini_set_to_a_google_login_it_lacks_uses_the_api_key_readiness_counte
         env = base_env(home, marker) | {"GOOGLE_GEMINI_BASE_URL": fake.base_url, "GEMINI_API_KEY": KEYS["gemini"]}
         workspace = tmp_path / "ws"
         workspace.mkdir()
-        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp")
+        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp",
+                         auth_scope=gemini_auth_scope(env))
         req = InferRequest(messages=[Message("user", "Say hello.")], model="gemini-2.5-flash", timeout=120)
         result = run(lambda: gemini_cli.run(req, ctx, Collector()))
         sent_key = fake.last.headers.get("x-goog-api-key")
@@ -381,7 +390,8 @@ def test_gemini_with_only_an_api_key_answers_and_names_the_routed_model(tmp_path
         env = base_env(home, marker) | {"GOOGLE_GEMINI_BASE_URL": fake.base_url, "GEMINI_API_KEY": KEYS["gemini"]}
         workspace = tmp_path / "ws"
         workspace.mkdir()
-        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp")
+        ctx = RunContext(workspace=workspace, env=env, binary=str(binary), tmp_dir=tmp_path / "tmp",
+                         auth_scope=gemini_auth_scope(env))
         result = run(lambda: gemini_cli.run(InferRequest(messages=[Message("user", "Say hello.")], timeout=120), ctx, Collector()))
         streamed = [r.path for r in fake.requests if r.path.endswith(":streamGenerateContent")]
         classified = [r.path for r in fake.requests if r.path.endswith(":generateContent")]

@@ -31,6 +31,8 @@ from takod_daemon.inference.subprocess_run import (
     system_text,
 )
 from takod_daemon.inference.types import Chunk, InferRequest, Message, ProviderFailure, RunContext
+from takod_daemon.resolve import gemini as gemini_resolve
+from takod_daemon.resolve.codex import resolve_codex
 
 
 def req(text: str = "hi", **kwargs: Any) -> InferRequest:
@@ -504,13 +506,13 @@ def test_codex_names_the_model_it_used() -> None:
 
 def test_codex_configured_model(tmp_path: Path) -> None:
     env = {"CODEX_HOME": str(tmp_path)}
-    assert codex_cli.configured_model(env) is None
+    assert resolve_codex(env).model is None
     (tmp_path / "config.toml").write_text('model = "gpt-5.5"\n')
-    assert codex_cli.configured_model(env) == "gpt-5.5"
+    assert resolve_codex(env).model == "gpt-5.5"
     (tmp_path / "config.toml").write_text('model = "gpt-5.5"\nprofile = "fast"\n[profiles.fast]\nmodel = "gpt-5.5-mini"\n')
-    assert codex_cli.configured_model(env) == "gpt-5.5-mini"
+    assert resolve_codex(env).model == "gpt-5.5-mini"
     (tmp_path / "config.toml").write_text('model = [')
-    assert codex_cli.configured_model(env) is None
+    assert resolve_codex(env).model is None
 
 
 def test_codex_without_turn_completed_reports_why() -> None:
@@ -701,9 +703,9 @@ def test_gemini_names_the_routed_model_not_its_classifier() -> None:
 
 def test_gemini_api_key_auth_is_supplied_only_where_gemini_would_not_use_the_key() -> None:
     key = {"GEMINI_API_KEY": "k"}
-    nothing = gemini_cli.AuthFacts(selected=None, selected_usable=False, system_files=frozenset())
-    defaults, settings = gemini_cli.SYSTEM_DEFAULTS_ENV, gemini_cli.SYSTEM_SETTINGS_ENV
-    scope = gemini_cli.api_key_auth_scope
+    nothing = gemini_resolve.AuthFacts(selected=None, selected_usable=False, system_files=frozenset())
+    defaults, settings = gemini_resolve.SYSTEM_DEFAULTS_ENV, gemini_resolve.SYSTEM_SETTINGS_ENV
+    scope = gemini_resolve.api_key_auth_scope
     # Nothing selected: the environment decides ("gateway" with a base URL, which gemini rejects): below the user.
     assert scope(key | {"GOOGLE_GEMINI_BASE_URL": "http://127.0.0.1:1"}, nothing) == defaults
     assert scope(key, nothing) == defaults
@@ -720,15 +722,15 @@ def test_gemini_api_key_auth_is_supplied_only_where_gemini_would_not_use_the_key
 
 def test_gemini_auth_facts(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "GEMINI_API_KEY": "k"}
-    assert gemini_cli.auth_facts(env)[:2] == (None, False)
+    assert gemini_resolve.auth_facts(env)[:2] == (None, False)
     (tmp_path / ".gemini").mkdir()
     (tmp_path / ".gemini" / "settings.json").write_text('{"security": {"auth": {"selectedType": "oauth-personal"}}}')
-    assert gemini_cli.auth_facts(env)[:2] == ("oauth-personal", False)  # no login: the key is not its credential
+    assert gemini_resolve.auth_facts(env)[:2] == ("oauth-personal", False)  # no login: the key is not its credential
     creds = {"access_token": "ya29.x", "refresh_token": "1//r", "expiry_date": 4_102_444_800_000}
     (tmp_path / ".gemini" / "oauth_creds.json").write_text(json.dumps(creds))
-    assert gemini_cli.auth_facts(env)[:2] == ("oauth-personal", True)
+    assert gemini_resolve.auth_facts(env)[:2] == ("oauth-personal", True)
     (tmp_path / ".gemini" / "settings.json").write_text('{"security": ')  # gemini fails on it too
-    assert gemini_cli.auth_facts(env)[:2] == (None, False)
+    assert gemini_resolve.auth_facts(env)[:2] == (None, False)
 
 
 def test_gemini_deltas_and_the_model_that_answered() -> None:

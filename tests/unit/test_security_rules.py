@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from takod_daemon.credentials.pi_auth import read_auth, resolve_api_key
-from takod_daemon.inference.child_env import codex_env_keys, filter_env, for_provider, without_secrets
+from takod_daemon.inference.child_env import filter_env, without_secrets
+from takod_daemon.resolve.codex import resolve_codex
 
 POOL = {
     "PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "HTTPS_PROXY": "http://proxy:3128",
@@ -26,7 +27,7 @@ ORDINARY = {"PATH", "HOME", "LANG", "HTTPS_PROXY", "DBUS_SESSION_BUS_ADDRESS", "
 
 
 def withheld(provider: str, env: dict[str, str] = POOL) -> set[str]:
-    return set(env) - set(for_provider(provider, env))
+    return set(env) - set(filter_env(provider, env))
 
 
 def test_every_cli_keeps_the_ordinary_environment() -> None:
@@ -59,12 +60,12 @@ def test_codex_keeps_the_keys_its_custom_providers_name(tmp_path: Path) -> None:
         '[model_providers.openrouter]\nbase_url = "https://openrouter.ai/api/v1"\nenv_key = "OPENROUTER_API_KEY"\n'
         '[model_providers.broken]\nenv_key = 3\n'
     )
-    assert codex_env_keys(tmp_path) == {"OPENROUTER_API_KEY"}
     env = {**POOL, "CODEX_HOME": str(tmp_path)}
-    kept = for_provider("codex", env)
+    assert resolve_codex(env).env_keys == {"OPENROUTER_API_KEY"}
+    kept = filter_env("codex", env, resolve_codex(env).env_keys)
     assert kept["OPENROUTER_API_KEY"] == "r" and "GROQ_API_KEY" not in kept
     (tmp_path / "config.toml").write_text("not [ toml")
-    assert codex_env_keys(tmp_path) == frozenset()  # an unreadable config adds nothing, fails nothing
+    assert resolve_codex(env) == (None, frozenset())  # an unreadable config adds nothing, fails nothing
     assert filter_env("codex", env, frozenset({"NPM_TOKEN"}))["NPM_TOKEN"] == "n"
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
-from ..credentials.codex_auth import codex_home
 from ..redact import is_secret_key
 
 # What subprocess_run masks as secret, by name; the same test decides what is withheld.
@@ -51,16 +49,9 @@ def _allowed_prefixes(provider: str, env: Mapping[str, str]) -> tuple[str, ...]:
     return prefixes
 
 
-def for_provider(provider: str, env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` without the secrets ``provider``'s CLI does not need (blocking for
-    Codex: the keys its custom providers name in ``config.toml`` are kept too)."""
-    extra = codex_env_keys(codex_home(env)) if provider == "codex" else frozenset()
-    return filter_env(provider, env, extra)
-
-
 def filter_env(provider: str, env: Mapping[str, str], extra_secrets: frozenset[str] = frozenset()) -> dict[str, str]:
     """``env`` without the secrets ``provider``'s CLI does not need; ``extra_secrets``
-    names more variables it may have."""
+    names more variables it may have (codex: the keys its config names, ``resolve.codex``)."""
     prefixes = _allowed_prefixes(provider, env)
 
     def keep(name: str) -> bool:
@@ -74,20 +65,3 @@ def filter_env(provider: str, env: Mapping[str, str], extra_secrets: frozenset[s
 def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
     """``env`` with every secret-looking variable left out (for ``--version`` probes)."""
     return {name: value for name, value in env.items() if not is_secret_name(name)}
-
-
-def codex_env_keys(codex_home: Path) -> frozenset[str]:
-    """The ``env_key`` of every ``[model_providers.*]`` in Codex's ``config.toml``:
-    the keys of custom providers Codex was set up to use (blocking; tiny file)."""
-    import tomllib
-
-    try:
-        doc = tomllib.loads((codex_home / "config.toml").read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return frozenset()
-    providers = doc.get("model_providers")
-    if not isinstance(providers, dict):
-        return frozenset()
-    return frozenset(
-        p["env_key"] for p in providers.values() if isinstance(p, dict) and isinstance(p.get("env_key"), str)
-    )

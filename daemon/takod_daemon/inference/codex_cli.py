@@ -23,8 +23,8 @@ over a WebSocket (``ws://``/``wss://`` in the retry notice's URL); a server
 without WebSockets answers that with a 404, and after its retries codex falls
 back to HTTPS by itself ("Falling back from WebSockets to HTTPS transport"), so
 such notices never stop it. The events never name the model: it is the one
-asked for (``-m``), else ``model`` in ``$CODEX_HOME/config.toml`` (or its
-active profile's), else the one codex's "Model metadata for `X` not found"
+asked for (``-m``), else ``ctx.model`` (``model`` in ``$CODEX_HOME/config.toml``
+or its active profile's, ``resolve/codex.py``), else the one codex's "Model metadata for `X` not found"
 warning names. codex prints an agent message only once it
 is complete, so "streaming" from codex is one chunk per message. Exit code 1
 covers every failure, and sticks even when a later retry succeeded, so the
@@ -34,13 +34,9 @@ outcome is read from the events.
 from __future__ import annotations
 
 import re
-import tomllib
-from collections.abc import Mapping
 
-import anyio
 import msgspec
 
-from takod_daemon.credentials.codex_auth import codex_home, config_path
 from takod_daemon.inference.subprocess_run import (
     CliExit,
     CliSpec,
@@ -225,23 +221,6 @@ def codex_argv(binary: str, req: InferRequest) -> list[str]:
     return argv
 
 
-def configured_model(env: Mapping[str, str]) -> str | None:
-    """The model codex uses when none is asked for: ``model`` of the active
-    ``profile`` in ``$CODEX_HOME/config.toml``, else its top-level ``model``
-    (blocking; tiny file). None when unset or unreadable."""
-    try:
-        doc = tomllib.loads(config_path(codex_home(env)).read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return None
-    profiles = doc.get("profiles")
-    name = doc.get("profile")
-    profile = profiles.get(name) if isinstance(profiles, dict) and isinstance(name, str) else None
-    for table in (profile, doc):
-        if isinstance(table, dict) and isinstance(table.get("model"), str) and table["model"].strip():
-            return table["model"].strip()
-    return None
-
-
 def codex_stdin(req: InferRequest) -> bytes:
     return render_prompt(req, fold_system=True).encode()
 
@@ -256,5 +235,5 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit) -> RunResult:
         stdin=codex_stdin(req),
         timeout=req.timeout,
     )
-    model = req.model if req.model and req.model != "auto" else await anyio.to_thread.run_sync(configured_model, ctx.env)
+    model = req.model if req.model and req.model != "auto" else ctx.model  # resolve.codex: config.toml's
     return await run_event_cli(spec, CodexParser(model), emit)

@@ -24,6 +24,8 @@ import structlog
 from .. import cooldowns
 from ..links import is_tako_workspace
 from ..redact import redact_text
+from ..resolve import gemini as gemini_resolve
+from ..resolve.codex import CodexPlan, resolve_codex
 from ..resolve import pi as pi_resolve
 from ..resolve.api import default_model as default_api_model
 from ..resolve.api import resolve_api
@@ -137,12 +139,14 @@ class Engine:
 
     def context(
         self, ws: "Workspace", provider: str, env: dict[str, str], model: str | None = None,
-        *, ollama_url: str | None = None,
+        *, ollama_url: str | None = None, gemini_auth: gemini_resolve.AuthFacts | None = None,
+        codex: CodexPlan | None = None,
     ) -> RunContext:
-        """What ``provider`` runs with. pi and the API backends run their resolution
-        (``resolve/``), the one readiness reports; ``env`` is the whole pool.
-        ``ollama_url`` is an Ollama address the client asked for (a workspace's own
-        `takod ollama host` still wins)."""
+        """What ``provider`` runs with. pi, gemini and the API backends run their
+        resolution (``resolve/``), the one readiness reports; ``env`` is the whole
+        pool (gemini: from ``gemini_auth``; codex: ``codex``; both read for this run). ``ollama_url`` is an
+        Ollama address the client asked for (a workspace's own `takod ollama host`
+        still wins)."""
         user = self.daemon.state.user
         if provider == "pi":
             info = ws.pi_binary
@@ -153,7 +157,11 @@ class Engine:
             return RunContext(workspace=ws.root, env=env, binary=info.path if info else None)
         if provider in ("codex", "claude", "gemini"):
             info = user.binaries.get(provider)
-            return RunContext(workspace=ws.root, env=env, binary=info.path if info else None)
+            scope = None
+            if provider == "gemini" and gemini_auth is not None:
+                scope = gemini_resolve.resolve_gemini((), env, gemini_auth).auth_scope
+            return RunContext(workspace=ws.root, env=env, binary=info.path if info else None, auth_scope=scope,
+                              model=codex.model if codex is not None else None)
         if provider == "ollama":
             url = ws.ollama.url if ws.ollama is not None else "http://127.0.0.1:11434"
             if ollama_url and not ws.settings.ollama_host:
@@ -227,11 +235,17 @@ class Engine:
 
         await sink("route", {"provider": provider, "model": model, "attempt": len([a for a in trace if a.outcome != "skipped"]),
                              "rule": candidate.rule})
-        if provider in child_env.CLI_PROVIDERS:
-            # A CLI gets only the secrets of the services it talks to (reads Codex's config);
+        auth = codex = None
+        if provider == "codex":
+            # A CLI gets only the secrets of the services it talks to (codex: and the keys its config names);
             # pi gets exactly what its resolution needs (Engine.context).
-            env = await anyio.to_thread.run_sync(child_env.for_provider, provider, env)
-        ctx = self.context(ws, provider, env, model, ollama_url=ollama_url)
+            codex = await anyio.to_thread.run_sync(resolve_codex, env)
+            env = child_env.filter_env(provider, env, codex.env_keys)
+        elif provider in child_env.CLI_PROVIDERS:
+            env = child_env.filter_env(provider, env)
+        if provider == "gemini":
+            auth = await anyio.to_thread.run_sync(gemini_resolve.auth_facts, env)
+        ctx = self.context(ws, provider, env, model, ollama_url=ollama_url, gemini_auth=auth, codex=codex)
         try:
             runner = _runner(provider)
             with anyio.fail_after(req.timeout):

@@ -14,20 +14,9 @@ Command (research/providers.md C7)::
   override of its system prompt), off the command line.
 - Keys (``GEMINI_API_KEY``, Vertex variables), ``GEMINI_CLI_HOME`` and
   ``GOOGLE_GEMINI_BASE_URL`` come from ``ctx.env``.
-- The auth method: gemini takes ``security.auth.selectedType`` from its
-  settings, else guesses from the environment (``getAuthTypeFromEnv``:
-  ``GOOGLE_GENAI_USE_GCA``, ``GOOGLE_GENAI_USE_VERTEXAI``, then
-  ``GOOGLE_GEMINI_BASE_URL`` -> "gateway", which its own validation rejects
-  with exit 41 "Invalid auth method selected", then ``GEMINI_API_KEY``).
-  readiness counts a ``GEMINI_API_KEY`` as gemini's credential, so with one
-  (and no Google login or Vertex asked for in the environment) the runner
-  makes gemini use it when gemini would not: with nothing selected, as a
-  *system default* (a private file named by ``GEMINI_CLI_SYSTEM_DEFAULTS_PATH``,
-  the lowest settings scope); when the user's settings select an auth type
-  whose credential is missing or expired, as *system settings*
-  (``GEMINI_CLI_SYSTEM_SETTINGS_PATH``, the highest scope). A system file of
-  that scope that exists is left in charge. A working selection is never
-  overridden.
+- The auth method: ``ctx.auth_scope``, decided by ``resolve/gemini.py`` (the
+  decision readiness reports): when set, a private file selecting
+  ``gemini-api-key`` is named by that system-scope variable.
 
 Events: ``init`` (``model``), ``message`` (``role``, ``content``, ``delta: true``
 for an increment), ``tool_use`` / ``tool_result``, ``error`` (``severity``,
@@ -43,18 +32,12 @@ then succeeds repeats text. Newer builds say ``retry``; that is handled.
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import anyio
 import msgspec
 
-from takod_daemon.credentials import gemini_auth
-from takod_daemon.credentials.files import FileProblem
 from takod_daemon.inference.subprocess_run import (
     CliExit,
     CliSpec,
@@ -82,19 +65,11 @@ from takod_daemon.inference.types import (
     RunResult,
     Usage,
 )
+from takod_daemon.resolve.gemini import API_KEY_AUTH
 
 NAME = "gemini"
 BASE_ARGS = ("-p", "", "-o", "stream-json", "--skip-trust")
 SYSTEM_ENV = "GEMINI_SYSTEM_MD"
-SYSTEM_DEFAULTS_ENV = "GEMINI_CLI_SYSTEM_DEFAULTS_PATH"
-SYSTEM_SETTINGS_ENV = "GEMINI_CLI_SYSTEM_SETTINGS_PATH"
-# gemini's system scopes on Linux, unless the variables above name others.
-DEFAULT_SYSTEM_FILES = {
-    SYSTEM_DEFAULTS_ENV: Path("/etc/gemini-cli/system-defaults.json"),
-    SYSTEM_SETTINGS_ENV: Path("/etc/gemini-cli/settings.json"),
-}
-API_KEY_AUTH = {"security": {"auth": {"selectedType": gemini_auth.GEMINI_API_KEY_AUTH}}}
-API_KEY_TYPES = (gemini_auth.GEMINI_API_KEY_AUTH,)
 EXIT_KINDS: dict[int, FailureKind] = {41: "auth", 42: "bad_request", 44: "crashed", 52: "crashed", 53: "bad_request"}
 # gemini's retry notices on stderr (its stream-json output has none):
 #   Attempt 2 failed with status 429. Retrying with backoff... <error>
@@ -280,47 +255,6 @@ def gemini_argv(binary: str, req: InferRequest) -> list[str]:
     return argv
 
 
-class AuthFacts(NamedTuple):
-    """What decides gemini's auth method for a run (gathered by :func:`auth_facts`)."""
-
-    selected: str | None  # security.auth.selectedType in the user's settings
-    selected_usable: bool  # that type's own credential is there and not expired
-    system_files: frozenset[str]  # the SYSTEM_*_ENV scopes that already have a file
-
-
-def auth_facts(env: Mapping[str, str]) -> AuthFacts:
-    """Read what gemini's auth choice depends on (blocking; small files). An
-    unreadable settings file counts as no selection: gemini would fail on it alike."""
-    try:
-        selected = gemini_auth.read_selected_auth_type(gemini_auth.settings_path(env))
-        now = time.time()
-        own = [c for c in gemini_auth.discover(env) if c.source != "GEMINI_API_KEY" or selected in API_KEY_TYPES]
-        usable = any(not c.needs_login(now) for c in own)
-    except FileProblem:
-        selected, usable = None, False
-    present = frozenset(
-        name for name, default in DEFAULT_SYSTEM_FILES.items() if env.get(name) or os.path.exists(default)
-    )
-    return AuthFacts(selected, usable, present)
-
-
-def api_key_auth_scope(env: Mapping[str, str], facts: AuthFacts) -> str | None:
-    """The system scope (SYSTEM_DEFAULTS_ENV or SYSTEM_SETTINGS_ENV) in which to
-    select ``gemini-api-key`` so that gemini uses the ``GEMINI_API_KEY`` readiness
-    counted, or None to leave gemini's choice alone."""
-    if not env.get("GEMINI_API_KEY"):
-        return None
-    if any(env.get(name, "").strip().lower() == "true" for name in ("GOOGLE_GENAI_USE_GCA", "GOOGLE_GENAI_USE_VERTEXAI")):
-        return None  # asked for in so many words
-    if facts.selected is None:
-        scope = SYSTEM_DEFAULTS_ENV  # the environment decides, maybe as "gateway": select below the user
-    elif facts.selected in API_KEY_TYPES or facts.selected_usable:
-        return None
-    else:
-        scope = SYSTEM_SETTINGS_ENV  # the user's choice cannot work: select above it
-    return None if scope in facts.system_files else scope
-
-
 def gemini_env(ctx: RunContext, system_file: Path | None, auth_file: tuple[str, Path] | None = None) -> dict[str, str]:
     env = dict(ctx.env)
     if system_file is not None:
@@ -342,9 +276,8 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit) -> RunResult:
     with private_dir(ctx.tmp_dir) as scratch:
         system_file = write_private(scratch / "system.md", system) if system else None
         auth_file = None
-        scope = api_key_auth_scope(ctx.env, await anyio.to_thread.run_sync(auth_facts, ctx.env))
-        if scope is not None:
-            auth_file = (scope, write_private(scratch / "auth-settings.json", json.dumps(API_KEY_AUTH)))
+        if ctx.auth_scope is not None:
+            auth_file = (ctx.auth_scope, write_private(scratch / "auth-settings.json", json.dumps(API_KEY_AUTH)))
         spec = CliSpec(
             name=NAME,
             argv=gemini_argv(binary, req),

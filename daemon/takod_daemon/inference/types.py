@@ -112,7 +112,10 @@ class RunContext(SecretStruct, frozen=True, kw_only=True):
     ``env`` is the complete environment for a child process (keys from the key
     store included; never put a key on a command line). ``binary`` is the CLI
     to run, when the provider is a CLI; ``base_url`` and ``api_key`` are for
-    HTTP backends.
+    HTTP backends. ``auth_scope`` (gemini): the system settings scope in which
+    the runner selects API-key auth (``resolve.gemini.resolve_gemini``);
+    ``model`` (codex): the one it runs when the request names none
+    (``resolve.codex.resolve_codex``).
     """
 
     __secret_fields__: ClassVar[frozenset[str]] = frozenset({"env", "api_key"})
@@ -123,3 +126,5 @@ class RunContext(SecretStruct, frozen=True, kw_only=True):
     base_url: str | None = None
     api_key: str | None = None
     tmp_dir: Path | None = None
+    auth_scope: str | None = None
+    model: str | None = None

@@ -1,8 +1,9 @@
 """What a run of each provider will use, decided once.
 
-``resolve.pi.resolve_pi`` and ``resolve.api.resolve_api`` are the single
-answer to "what will this provider run with": binary, agent directory,
-credential and where it comes from, model, child environment. Readiness
+``resolve.pi.resolve_pi``, ``resolve.api.resolve_api``, ``resolve.gemini.resolve_gemini``
+and ``resolve.codex.resolve_codex`` are the single answer to "what will this
+provider run with": binary, agent directory, credential and where it comes
+from, model, child environment, settings the run needs. Readiness
 (``readiness.py``) reports that answer and the engine executes it, so the two
 cannot disagree.
 """
