@@ -1,6 +1,7 @@
 # Sourced in an interactive `zsh -f`: compinit, the generated script ($TAKOD_COMPLETION_SCRIPT),
 # and Tab bound to a widget that completes the line as zsh does, writing each match the
-# completion system adds to $TAKOD_COMPLETION_OUT, one a line, then prints a done marker.
+# completion system adds to $TAKOD_COMPLETION_OUT, one a line, and the line as completion left
+# it to $TAKOD_COMPLETION_OUT.line, then prints a done marker.
 PS1='' RPS1='' PS2=''
 autoload -Uz compinit && compinit -u -D
 source $TAKOD_COMPLETION_SCRIPT
@@ -14,6 +15,7 @@ compadd() {
 }
 _takod_capture() {
   zle complete-word
+  print -rn -- "$BUFFER" > $TAKOD_COMPLETION_OUT.line
   print -n "TAKOD-CAPTURE""-DONE"  # split so the echo of this file never matches
 }
 zle -N _takod_capture
