@@ -132,6 +132,16 @@ def test_zsh_completes_a_directory_with_a_slash(home: Path) -> None:
     assert script.with_suffix(".matches.line").read_text() == "takod status "
 
 
+def test_zsh_without_compinit_says_what_to_do(home: Path) -> None:
+    if not ZSH:
+        pytest.skip("zsh is not installed (scripts/test.sh installs it)")
+    script = generated(home, "zsh")
+    result = subprocess.run([ZSH, "-f", "-c", 'source "$1"', "_", str(script)], env=clean_env(home), cwd=home,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "autoload -Uz compinit && compinit" in result.stderr, result.stderr
+    assert "command not found" not in result.stderr
+
+
 def complete_fish(script: Path, line: str) -> list[str]:
     """What fish offers for ``line`` after ``source script``: fish's own ``complete -C``."""
     assert FISH
