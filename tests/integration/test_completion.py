@@ -179,6 +179,14 @@ def test_zsh_and_fish_offer_only_that_levels_options(driver: Callable[[str], set
     assert driver(line) == expected
 
 
+def test_a_positional_value_named_like_a_command_is_not_that_command(
+        script: Path, driver: Callable[[str], set[str]]) -> None:
+    """`takod prefer ollama`: "ollama" is prefer's argument there, not the `ollama` command."""
+    for offered in (set(complete(script, "takod prefer ollama ")), driver("takod prefer ollama ")):
+        assert not offered & {"host", "model"}, offered
+    assert {"host", "model"} <= driver("takod ollama ")
+
+
 def test_zsh_and_fish_complete_every_command(driver: Callable[[str], set[str]]) -> None:
     root = walk(build_parser())
     assert driver("takod ") >= set(root.commands)
