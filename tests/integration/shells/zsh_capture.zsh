@@ -3,6 +3,8 @@
 # completion system adds to $TAKOD_COMPLETION_OUT, one a line, and the line as completion left
 # it to $TAKOD_COMPLETION_OUT.line, then prints a done marker.
 PS1='' RPS1='' PS2=''
+# Never list the matches on the terminal: a long list would stop at "do you wish to see all ...?".
+unsetopt auto_list
 autoload -Uz compinit && compinit -u -D
 source $TAKOD_COMPLETION_SCRIPT
 compadd() {
