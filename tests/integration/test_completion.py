@@ -113,7 +113,8 @@ def complete_zsh(script: Path, line: str) -> list[str]:
     out = script.with_suffix(".matches")
     out.write_text("")
     env = dict(clean_env(script.parent), TAKOD_COMPLETION_SCRIPT=str(script), TAKOD_COMPLETION_OUT=str(out))
-    result = subprocess.run([ZSH, "-f", str(SHELLS_DIR / "zsh_complete.zsh"), str(SHELLS_DIR / "zsh_capture.zsh"), line],
+    argv = [ZSH, "-f", str(SHELLS_DIR / "zsh_complete.zsh"), str(SHELLS_DIR / "zsh_capture.zsh"), line]
+    result = subprocess.run(argv,
                             env=env, cwd=script.parent, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return out.read_text().splitlines()
