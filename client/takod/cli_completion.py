@@ -115,6 +115,7 @@ def zsh_script(root: Node) -> str:
     """zsh runs the bash function through its own bashcompinit layer, except for the value of a
     PATH option: zsh's own ``_files`` there, so a directory ends with "/" rather than a space."""
     options = [o for n in nodes(root) for o in n.options if o.takes_value]
+    valued = sorted({f for o in options for f in o.flags if f.startswith("--")})
     paths = sorted({f for o in options if o.is_path for f in o.flags}
                    - {f for o in options if not o.is_path for f in o.flags})
     return "\n".join([
@@ -127,6 +128,12 @@ def zsh_script(root: Node) -> str:
         "autoload -U +X bashcompinit && bashcompinit",
         bash_script(root).replace("complete -F _takod takod\n", ""),
         "_takod_zsh() {",
+        "    # --opt=value: complete the value as if it were --opt value, as argparse reads it",
+        f"    if [[ $PREFIX == ({'|'.join(valued)})=* ]]; then",
+        "        local opt=${PREFIX%%=*}",
+        "        compset -P '*='",
+        "        words=(${words[1,CURRENT-1]} $opt $PREFIX) && (( CURRENT++ ))",
+        "    fi",
         f"    if [[ ${{words[CURRENT-1]}} == ({'|'.join(paths)}) ]]; then _files; else _bash_complete -F _takod; fi",
         "}",
         "compdef _takod_zsh takod",

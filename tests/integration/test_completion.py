@@ -131,6 +131,8 @@ def test_zsh_completes_a_directory_with_a_slash(home: Path) -> None:
     assert script.with_suffix(".matches.line").read_text() == f"takod status --socket {home}/sock-dir/"
     complete_zsh(script, "takod sta")  # a command is still a word: a space after it
     assert script.with_suffix(".matches.line").read_text() == "takod status "
+    complete_zsh(script, f"takod status --socket={home}/sock-d")
+    assert script.with_suffix(".matches.line").read_text() == f"takod status --socket={home}/sock-dir/"
 
 
 def test_zsh_without_compinit_says_what_to_do(home: Path) -> None:
@@ -178,6 +180,14 @@ def test_zsh_and_fish_complete_from_the_parser(driver: Callable[[str], set[str]]
 def test_zsh_and_fish_offer_only_that_levels_options(driver: Callable[[str], set[str]], line: str,
                                                     expected: set[str]) -> None:
     assert driver(line) == expected
+
+
+def test_zsh_and_fish_complete_an_option_value_after_equals(driver: Callable[[str], set[str]], home: Path) -> None:
+    """argparse takes `--topic=status` as `--topic status`: completion too."""
+    assert {w.removeprefix("--topic=") for w in driver("takod watch --topic=st")} == {"status"}
+    (home / "sock-file").write_text("")
+    offered = driver(f"takod status --socket={home}/sock-")
+    assert {w.rsplit("/", 1)[-1] for w in offered} == {"sock-file"}, offered
 
 
 def test_a_positional_value_named_like_a_command_is_not_that_command(
