@@ -86,6 +86,8 @@ def bash_script(root: Node) -> str:
         f'            {descend}) at=${{at:+$at/}}$w ;;',
         "        esac",
         "    done",
+        "    # bash splits --opt=value at \"=\" (COMP_WORDBREAKS): complete the value as after --opt",
+        '    if [[ $cur == = ]]; then cur=; elif [[ $prev == = ]]; then prev=${COMP_WORDS[COMP_CWORD-2]}; fi',
     ]
     # The word after an option that takes a value: its choices, file names for a PATH, else nothing to offer.
     replies: dict[str, list[str]] = {}

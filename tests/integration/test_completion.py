@@ -106,6 +106,19 @@ def test_bash_offers_only_that_levels_options(script: Path, line: str, expected:
     assert set(complete(script, line)) == expected
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [  # bash splits `--topic=st` at "=" (COMP_WORDBREAKS): the words are --topic, =, st
+        ("takod watch --topic = st", {"status"}),
+        ("takod watch --topic =", {"status", "auth", "daemon", "login"}),
+        ("takod run --format = j", {"json"}),
+        ("takod run --socket = /tmp/x --prov", {"--provider"}),
+    ],
+)
+def test_bash_completes_an_option_value_after_equals(script: Path, line: str, expected: set[str]) -> None:
+    assert set(complete(script, line)) == expected
+
+
 def complete_zsh(script: Path, line: str) -> list[str]:
     """What zsh's completion system offers for ``line`` after ``source script``: an interactive
     ``zsh -f`` on a pseudo-terminal (zpty) with compinit, the line typed and Tab pressed."""
