@@ -7,7 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # 1. Debian packages: a stock Neovim, a real Secret Service (gnome-keyring + D-Bus), Node for the CLIs,
-#    systemd-analyze to verify the user units.
+#    systemd-analyze to verify the user units, zsh and fish to drive the generated completions.
 need_pkgs=()
 command -v nvim >/dev/null || need_pkgs+=(neovim)
 command -v gnome-keyring-daemon >/dev/null || need_pkgs+=(gnome-keyring)
@@ -17,6 +17,8 @@ command -v secret-tool >/dev/null || need_pkgs+=(libsecret-tools)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v node >/dev/null || need_pkgs+=(nodejs npm)
+command -v zsh >/dev/null || need_pkgs+=(zsh)
+command -v fish >/dev/null || need_pkgs+=(fish)
 if ((${#need_pkgs[@]})); then
     echo "==> apt-get install ${need_pkgs[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
