@@ -49,7 +49,7 @@ from takod import RemoteError  # noqa: E402
 from tests.fakes.oauth_server import FakeOAuthServer  # noqa: E402
 from tests.harness import DaemonProcess, clean_env  # noqa: E402
 
-RECOVERY_TIMEOUT = 60.0  # a lock left by the kill goes stale after 30 s
+RECOVERY_TIMEOUT = 120.0  # a lock left by the kill goes stale after 30 s; the rest is load headroom
 POLL = 0.005
 ISSUE_TIME_RESOLUTION = 1.1
 
@@ -234,8 +234,8 @@ def calibrate(base: Path, server: TimedServer, runs: int = 5) -> tuple[float, li
                         first[g] = now
                 if len(first) == 2 and all_current(home):
                     break
-                if now - t0 > 30:
-                    raise RuntimeError("calibration: the refresh did not complete within 30 s")
+                if now - t0 > 60:
+                    raise RuntimeError("calibration: the refresh did not complete within 60 s")
                 time.sleep(0.001)
             spans.append(time.monotonic() - t0)
             durable += [round((first[g] - server.rotated_at[g]) * 1000, 1) for g in first]
