@@ -12,10 +12,12 @@ credentials in it.
 from __future__ import annotations
 
 import os
+import queue
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -190,3 +192,16 @@ def require_tool(path: Path, what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def line_queue(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    """``proc``'s stdout lines as they come, read by a daemon thread (get with a timeout)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines

@@ -19,7 +19,7 @@ import pytest
 import takod
 from takod.cli import build_parser
 from takod.schema import API_PROVIDERS
-from tests.harness import DaemonProcess, clean_env, wait_for
+from tests.harness import DaemonProcess, clean_env, line_queue, wait_for
 from tests.procfs import daemons_for
 from tests.rawrpc import WAIT
 
@@ -153,14 +153,7 @@ def test_watch_json_prints_the_stopping_event(daemon: DaemonProcess, env: dict[s
         takod_cmd("watch", "--json", "--topic", "daemon"), env=env, cwd=env["HOME"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert watch.stdout is not None
-        for line in watch.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
+    lines = line_queue(watch)
     try:
         # Reload until the watcher shows it is subscribed (each SIGHUP publishes "reloaded").
         def subscribed() -> bool:

@@ -9,13 +9,12 @@ import queue
 import shutil
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 import takod
-from tests.harness import TOOLS_BIN, DaemonProcess, clean_env, require_tool, wait_for
+from tests.harness import TOOLS_BIN, DaemonProcess, clean_env, line_queue, require_tool, wait_for
 from tests.rawrpc import WAIT
 
 TAKOD = shutil.which("takod")
@@ -196,14 +195,7 @@ def test_version_never_starts_a_daemon(home: Path) -> None:
 def test_watch_prints_one_readable_line_per_event(daemon: DaemonProcess, env: dict[str, str]) -> None:
     watch = subprocess.Popen([TAKOD, "watch"], env=env, cwd=env["HOME"], stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert watch.stdout is not None
-        for line in watch.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
+    lines = line_queue(watch)
     try:
         def reloaded() -> bool:
             daemon.signal(signal.SIGHUP)
