@@ -60,7 +60,7 @@ if str(REPO) not in sys.path:
 
 from bench.common import load_average, machine, temp_home  # noqa: E402
 from tests.fakes.oauth_server import FakeOAuthServer, Grant, _Slow, make_jwt  # noqa: E402
-from tests.harness import TOOLS_BIN, DaemonProcess, clean_env  # noqa: E402
+from tests.harness import TOOLS_BIN, DaemonProcess, clean_env, read_json, write_private  # noqa: E402
 
 PI_PACKAGE = REPO / ".tools" / "npm" / "node_modules" / "@mariozechner" / "pi-coding-agent"
 PI_AUTH_MODULE = PI_PACKAGE / "dist" / "core" / "auth-storage.js"
@@ -163,19 +163,6 @@ def fresh_home(env: Env) -> None:
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     (env.ws / ".tako").mkdir(parents=True)
     (env.ws / "tako.toml").write_text("")
-
-
-def write_private(path: Path, doc: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(doc, indent=2).encode())
-    finally:
-        os.close(fd)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_bytes())
 
 
 def pi_entry(grant: Grant, expires_in: float) -> dict[str, Any]:

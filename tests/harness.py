@@ -11,6 +11,7 @@ credentials in it.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import select
@@ -205,3 +206,17 @@ def line_queue(proc: subprocess.Popen[str]) -> queue.Queue[str]:
 
     threading.Thread(target=pump, daemon=True).start()
     return lines
+
+
+def write_private(path: Path, doc: Any) -> None:
+    """Write ``doc`` as JSON to a new 0600 file, as the tools write their credential files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(doc, indent=2).encode())
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_bytes())

@@ -25,7 +25,9 @@ from typing import Any
 import pytest
 
 from tests.fakes.oauth_server import FakeOAuthServer
-from tests.harness import REPO, TOOLS_BIN, DaemonProcess, clean_env, require_tool, wait_for
+from tests.harness import (
+    REPO, TOOLS_BIN, DaemonProcess, clean_env, read_json, require_tool, wait_for, write_private,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -67,19 +69,6 @@ def tools() -> dict[str, str]:
 def server() -> Iterator[FakeOAuthServer]:
     with FakeOAuthServer() as srv:
         yield srv
-
-
-def write_private(path: Path, doc: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(doc, indent=2).encode())
-    finally:
-        os.close(fd)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_bytes())
 
 
 def test_codex_and_pi_stay_logged_in_after_takod_refreshes_their_shared_login(
