@@ -7,6 +7,14 @@
 
 __version__ = "0.1.0"
 
-from .client import Client, ConnectError, DaemonStartError, RemoteError, TakodError, UntrustedSocket  # noqa: E402
-
 __all__ = ["Client", "ConnectError", "DaemonStartError", "RemoteError", "TakodError", "UntrustedSocket", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # Loaded on first use (PEP 562): the client imports msgspec, which a shell
+    # prompt's `takod status --short` does without (status_line.py).
+    if name in __all__:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

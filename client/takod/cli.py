@@ -18,10 +18,11 @@ from typing import Any, Callable
 import msgspec
 
 from . import __version__
-from .cli_format import FILE_FIX, event_line, file_problems, provider_rows, settings_rows, short_status
+from .cli_format import FILE_FIX, event_line, file_problems, provider_rows, settings_rows
 from .client import Client, ConnectError, ConnectionLost, RemoteError, TakodError, UntrustedSocket
 from .paths import find_workspace, lock_path, log_path, socket_path, state_dir
-from .schema import API_PROVIDERS, INFERENCE_ENV_VARS, SETTINGS_FIELDS, TOPICS, UNTRUSTED_WORKSPACE
+from .schema import API_PROVIDERS, INFERENCE_ENV_VARS, PROVIDERS, SETTINGS_FIELDS, TOPICS, UNTRUSTED_WORKSPACE
+from .status_line import client_env, prompt_line
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -88,24 +89,14 @@ def _client(args: argparse.Namespace, *, spawn: bool | None = None) -> Client:
     return Client(args.socket, spawn=spawn, workspace=find_workspace(), name=f"takod-cli/{__version__}")
 
 
-# Variables a provider reads its key from, beyond *_API_KEY (pi-auth research §5.1).
-_KEY_VARS = ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_OAUTH_TOKEN", "COPILOT_GITHUB_TOKEN", "GH_TOKEN", "GITHUB_TOKEN")
-
-
-def _client_env() -> dict[str, str]:
-    """API keys in this shell's environment: a daemon started elsewhere (systemd,
-    another terminal) does not have them, but they are usable from here."""
-    return {k: v for k, v in os.environ.items() if v and (k.endswith("_API_KEY") or k in _KEY_VARS)}
-
-
 def _request_env() -> dict[str, str]:
     """Keys, and the routing and backend variables (docs/inference.md): this shell's
     `export` counts for a prompt even when the daemon was started elsewhere."""
-    return {**_client_env(), **{k: os.environ[k] for k in INFERENCE_ENV_VARS if os.environ.get(k)}}
+    return {**client_env(), **{k: os.environ[k] for k in INFERENCE_ENV_VARS if os.environ.get(k)}}
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    env = _client_env()
+    env = client_env()
     short = getattr(args, "short", False)  # `takod probe` shows the table
     try:
         with _client(args) as c:
@@ -119,7 +110,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
         if out.json:
             out.emit_json({"selected": st["selected"]})
         else:
-            print(short_status(st))
+            print(prompt_line(st["selected"]))
         return EXIT_OK
     if out.json:
         out.emit_json(st)
@@ -716,7 +707,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     kg = key_sub.add_parser("get", parents=[common], help="print a stored key into a pipe (for pi's `!command` key entries)")
     kg.add_argument("name")
     pr = add("prefer", cmd_prefer, "prefer a provider when it is ready (or `auto`: priority order)")
-    pr.add_argument("provider", choices=["auto", "pi", "ollama", "codex", "claude", "gemini"])
+    pr.add_argument("provider", choices=["auto", *PROVIDERS, *API_PROVIDERS])
     ol = add("ollama", cmd_ollama, "set the Ollama host or model for this workspace")
     ol_sub = ol.add_subparsers(dest="ollama_command", metavar="WHAT", required=True)
     oh = ol_sub.add_parser("host", parents=[common], help="Ollama URL, e.g. http://127.0.0.1:11434 (empty: OLLAMA_HOST or default)")

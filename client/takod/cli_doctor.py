@@ -18,11 +18,12 @@ from typing import Any, Callable
 
 import msgspec
 
-from .cli import EXIT_NOT_READY, EXIT_OK, EXIT_UNAVAILABLE, Output, _client, _client_env
+from .cli import EXIT_NOT_READY, EXIT_OK, EXIT_UNAVAILABLE, Output, _client
 from .client import ConnectError
 from .doctor_local import PROXY_VARS, chmod_own, counts, local_checks, local_facts, mode_fixes
 from .paths import find_workspace, socket_path, state_dir
 from .schema import DoctorCheck, DoctorFix
+from .status_line import client_env
 
 _MARK = {"ok": ("ok", "32"), "warn": ("WARN", "33"), "fail": ("FAIL", "31")}
 
@@ -30,7 +31,7 @@ _MARK = {"ok": ("ok", "32"), "warn": ("WARN", "33"), "fail": ("FAIL", "31")}
 def _env_names() -> list[str]:
     """Names (never values) of this shell's key and proxy variables."""
     proxies = [k for k, v in os.environ.items() if v and k.upper() in PROXY_VARS]
-    return sorted(set(_client_env()) | set(proxies))
+    return sorted(set(client_env()) | set(proxies))
 
 
 def _print_report(result: dict[str, Any], out: Output) -> None:

@@ -56,11 +56,6 @@ def file_problems(providers: list[dict[str, Any]]) -> list[str]:
 FILE_FIX = "takod never rewrites a file it cannot parse: repair it or move it aside (`takod doctor` says more)"
 
 
-def short_status(status: dict[str, Any]) -> str:
-    """`tako:codex`, `tako:none`: one word for a shell prompt or a status bar."""
-    return f"tako:{status.get('selected') or 'none'}"
-
-
 def _scalars(payload: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
     return " ".join(f"{k}={v}" for k, v in payload.items()
                     if k not in skip and isinstance(v, (str, int, float, bool)) and v != "")

@@ -16,10 +16,8 @@ Standard library only: the CLI imports this at start.
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 IS_MACOS = sys.platform == "darwin"
@@ -64,7 +62,8 @@ def socket_path() -> Path:
                 candidate = Path(base) / "takod" / "rpc.sock"
                 break
         if candidate is None:
-            import hashlib  # only this rare rule needs it; it costs ~3 ms of every CLI start
+            import hashlib  # only this rare rule needs them; they cost ~3 ms of every CLI start
+            import socket
 
             host8 = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
             candidate = _xdg_state_home() / "takod" / f"s.{host8}.sock"
@@ -115,13 +114,23 @@ def find_workspace(start: Path | None = None) -> Path:
     return home()
 
 
-@dataclass(frozen=True)
 class DirProblem:
-    """Why a private directory is unsafe, with the exact command that fixes it."""
+    """Why a private directory is unsafe, with the exact command that fixes it.
+    (A plain class: dataclasses imports inspect, ~10 ms of a shell prompt's `takod status --short`.)"""
 
-    path: Path
-    reason: str
-    fix: str
+    __slots__ = ("path", "reason", "fix")
+
+    def __init__(self, path: Path, reason: str, fix: str):
+        self.path, self.reason, self.fix = path, reason, fix
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DirProblem) and (self.path, self.reason, self.fix) == (other.path, other.reason, other.fix)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.reason, self.fix))
+
+    def __repr__(self) -> str:
+        return f"DirProblem({self.path!r}, {self.reason!r}, {self.fix!r})"
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}; fix: {self.fix}"

@@ -37,6 +37,7 @@ from .activation import Activated, activated_listener
 from .notify import Notifier
 from .server import bind_socket, serve
 from .state import StateManager
+from .status_file import StatusFile
 
 log = structlog.get_logger("takod.daemon")
 
@@ -89,6 +90,7 @@ class Daemon:
         self.stop_reason = ""
         self.default_workspace = _default_workspace()
         self.keys = KeyStore(state_dir)
+        self.status_file = StatusFile(socket_path)
         self.state = StateManager(self)
         self.broker = RefreshBroker(self, self.state.env, refresh_lead)
         self.engine = Engine(self)
@@ -151,6 +153,7 @@ class Daemon:
                 await self._close_connections()
                 tg.cancel_scope.cancel()
         finally:
+            self.status_file.remove()
             notifier.close()
             if not self.activated:
                 _remove_socket(self.socket_path)

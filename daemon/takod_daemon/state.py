@@ -159,6 +159,7 @@ class Workspace:
     status_wire: tuple[int, Any, bytes] | None = None
     selected: str | None = None
     seq: int = 0
+    evaluations: int = 0  # every evaluation, changed or not: what stamps the status-line file
     updated_at: float = 0.0
     fingerprint: bytes = b""
     last_used: float = 0.0  # time.monotonic() when a client last named it (eviction.py)
@@ -324,6 +325,7 @@ class StateManager:
             if scope is not None:
                 scope.cancel()
         self._by_name = {name: ws for name, ws in self._by_name.items() if ws.root not in gone}
+        self.daemon.status_file.dropped({str(path) for path in gone})
         if rewatch:
             self._rewatch()
         log.debug("workspaces let go", workspaces=sorted(map(str, gone)), loaded=len(self.workspaces))
@@ -674,6 +676,8 @@ class StateManager:
 
     def _evaluate(self, ws: Workspace, publish: bool = True) -> bool:
         providers, selected = evaluate(self.facts(ws))
+        ws.evaluations += 1
+        self.daemon.status_file.evaluated(str(ws.root), ws.evaluations, selected)
         fingerprint = msgspec.msgpack.encode([selected, providers])
         if fingerprint == ws.fingerprint:
             return False

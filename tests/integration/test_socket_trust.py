@@ -124,6 +124,21 @@ def test_squatted_fallback_gets_nothing_and_the_cli_says_why(squatted, argv: lis
     assert subprocess.run(["pgrep", "-u", str(victim.uid), "-f", "takod_daemon"], capture_output=True).returncode == 1
 
 
+def test_a_forged_status_line_in_the_squatted_directory_is_never_shown(squatted) -> None:
+    """`takod status --short` reads a file beside the socket instead of asking (status_line.py): one the
+    attacker planted there, naming the victim's workspace and a live pid, is never believed."""
+    victim, attacker, squat, listener = squatted
+    forged = squat / "rpc.sock.status"
+    forged.write_text(f"takod-status-line 1 {listener.proc.pid} n\nw 1 forgedprovider {victim.home}\n")
+    os.chown(forged, attacker.uid, attacker.gid)
+    forged.chmod(0o644)
+    result = victim.run(victim.takod("status", "--short"), env=fallback_env(victim))
+    out = (result.stdout + result.stderr).decode()
+    assert (result.returncode, result.stdout.decode()) == (3, "tako:down\n"), out
+    assert "forgedprovider" not in out and "nothing was sent" in out
+    assert listener.connections() == []
+
+
 def test_victims_own_daemon_refuses_the_squatted_directory_without_saying_chown(squatted) -> None:
     victim, attacker, squat, listener = squatted
     result = victim.run(victim.takod("serve", "--log", "json"), env=fallback_env(victim), timeout=WAIT)

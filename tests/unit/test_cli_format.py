@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from takod.cli_format import event_line, file_problems, provider_rows, settings_rows, short_status
+from takod.cli_format import event_line, file_problems, provider_rows, settings_rows
 
 
 def p(name: str, level: str, reason: str | None = None, hint: str | None = None, **detail: object) -> dict:
@@ -46,11 +46,6 @@ def test_file_problems_once_each() -> None:
     providers = [p("pi", "installed", "credentials-unreadable", problems=["/h/.pi/agent/auth.json: bad JSON"], warnings=[warn]),
                  p("codex", "ready", warnings=[warn, "env-shadowed: OPENAI_API_KEY ..."])]
     assert file_problems(providers) == ["/h/.pi/agent/auth.json: bad JSON", warn]
-
-
-def test_short_status() -> None:
-    assert short_status({"selected": "codex"}) == "tako:codex"
-    assert short_status({"selected": None}) == "tako:none"
 
 
 def test_event_lines_are_one_readable_line() -> None:

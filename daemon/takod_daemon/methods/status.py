@@ -43,6 +43,7 @@ def _daemon_info(d: Daemon) -> DaemonInfo:
 def _status(call: Call, ws: Workspace, env: dict[str, str]) -> StatusResult:
     """``status`` with the client's own keys: evaluated for this answer only, never cached."""
     providers, selected = evaluate(call.daemon.state.facts(ws, env))
+    call.daemon.status_file.answered(str(ws.root), env, ws.evaluations, selected)
     return StatusResult(
         daemon=_daemon_info(call.daemon),
         workspace=str(ws.root),
