@@ -99,7 +99,9 @@ def bash_script(root: Node) -> str:
                 replies.setdefault(reply, []).extend(f'"{"/".join(n.path)}|{flag}"' for flag in o.flags)
     lines.append('    case "$at|$prev" in')
     for reply, patterns in replies.items():
-        lines.append(f"        {'|'.join(patterns)}) COMPREPLY=({f'$({reply})' if reply else ''}); return ;;")
+        # A path: readline ends a directory with "/" rather than a space (and quotes names) under -o filenames.
+        names = "compopt -o filenames 2>/dev/null; " if "compgen -f" in reply else ""
+        lines.append(f"        {'|'.join(patterns)}) {names}COMPREPLY=({f'$({reply})' if reply else ''}); return ;;")
     lines += ["    esac", '    case "$at" in']
     for n in all_nodes:
         lines.append(f'        "{"/".join(n.path)}") words="{_words(n)}" ;;')

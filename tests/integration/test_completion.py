@@ -6,8 +6,13 @@ match recorded as the completion system adds it; fish through `complete -C LINE`
 
 from __future__ import annotations
 
+import os
+import pty
+import select
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -255,3 +260,27 @@ def test_completion_never_starts_a_daemon(home: Path) -> None:
     env = clean_env(home)  # spawning allowed
     subprocess.run([TAKOD, "completion", "bash"], env=env, cwd=home, capture_output=True, timeout=60, check=True)
     assert not Path(env["TAKOD_SOCKET"]).exists()
+
+
+def test_bash_ends_a_directory_with_a_slash_not_a_space(script: Path, home: Path) -> None:
+    """Tab in a real interactive bash on a pty: readline, not just COMPREPLY, decides what follows a
+    completed directory (the function must ask for `-o filenames`)."""
+    assert BASH
+    (home / "sock-dir").mkdir()
+    rc = home / "bashrc"
+    rc.write_text(f'source "{script}"\ntakod() {{ printf "<%s>" "$@"; echo; }}\nPS1="$ "\nbind "set bell-style none"\n')
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: an interactive bash with only the generated script
+        os.execve(BASH, [BASH, "--noprofile", "--rcfile", str(rc), "-i"], {"HOME": str(home), "TERM": "dumb"})
+    try:
+        os.write(fd, f"takod status --socket {home}/sock-d\tX\n".encode())
+        seen = b""
+        deadline = time.monotonic() + 60
+        while b"X>" not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1)[0]:
+                seen += os.read(fd, 4096)
+        assert f"<{home}/sock-dir/X>".encode() in seen, seen.decode(errors="replace")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
