@@ -33,6 +33,7 @@ class StatusFile:
         self.nonce = secrets.token_hex(8)
         self._workspaces: dict[str, tuple[int, str | None]] = {}
         self._answers: OrderedDict[tuple[str, str], tuple[int, str | None]] = OrderedDict()
+        self._failing = False  # said once, not on every evaluation
 
     def evaluated(self, root: str, evaluations: int, selected: str | None) -> None:
         """Workspace ``root`` was evaluated (its ``evaluations``-th time); answers for
@@ -79,4 +80,8 @@ class StatusFile:
                 os.close(fd)
             os.replace(tmp, self.path)
         except OSError as exc:  # the prompt then asks the daemon: slower, never wrong
-            log.warning("status line file not written", path=str(self.path), error=exc.strerror)
+            if not self._failing:
+                log.warning("status line file not written", path=str(self.path), error=exc.strerror)
+            self._failing = True
+        else:
+            self._failing = False
