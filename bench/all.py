@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from cli_startup import SHORT_KEYED
 from common import BENCH, emit, load_average, machine
 
 # name -> (script, short arguments)
@@ -66,7 +67,10 @@ def cli_rows(r: dict[str, Any]) -> list[Row]:
                 f"{st['ratio']:.2f}x", f"<= {st['target']}x", st["verdict"]),
             row("cli_startup", "`takod status --short` process vs `python -c pass`",
                 f"{per['takod status --short']['p50']:.1f} ms", f"{per['python -c pass']['p50']:.1f} ms",
-                f"{st['short_ratio']:.2f}x", f"<= {st['short_target']}x", st["short_verdict"])]
+                f"{st['short_ratio']:.2f}x", f"<= {st['short_target']}x", st["short_verdict"]),
+            row("cli_startup", "`takod status --short` with a key exported vs `python -c pass`",
+                f"{per[SHORT_KEYED]['p50']:.1f} ms", f"{per['python -c pass']['p50']:.1f} ms",
+                f"{st['short_keyed_ratio']:.2f}x", f"<= {st['short_target']}x", st["short_keyed_verdict"])]
 
 
 def cold_rows(r: dict[str, Any]) -> list[Row]:
