@@ -86,6 +86,7 @@ def bash_script(root: Node) -> str:
         f'            {descend}) at=${{at:+$at/}}$w ;;',
         "        esac",
         "    done",
+        "    _takod_node=$at  # the command level reached: zsh describes what it offers there",
         "    # bash splits --opt=value at \"=\" (COMP_WORDBREAKS): complete the value as after --opt",
         '    if [[ $cur == = ]]; then cur=; elif [[ $prev == = ]]; then prev=${COMP_WORDS[COMP_CWORD-2]}; fi',
     ]
@@ -116,8 +117,9 @@ def bash_script(root: Node) -> str:
 
 
 def zsh_script(root: Node) -> str:
-    """zsh runs the bash function through its own bashcompinit layer, except for the value of a
-    PATH option: zsh's own ``_files`` there, so a directory ends with "/" rather than a space."""
+    """zsh runs the bash function as its bashcompinit layer would, then describes each command and
+    option it offers with its help (``_describe``); the value of a PATH option goes to zsh's own
+    ``_files``, so a directory ends with "/" rather than a space."""
     options = [o for n in nodes(root) for o in n.options if o.takes_value]
     valued = sorted({f for o in options for f in o.flags if f.startswith("--")})
     paths = sorted({f for o in options if o.is_path for f in o.flags}
@@ -131,6 +133,26 @@ def zsh_script(root: Node) -> str:
         "fi",
         "autoload -U +X bashcompinit && bashcompinit",
         bash_script(root).replace("complete -F _takod takod\n", ""),
+        "typeset -gA _takod_help=(",
+        *(f"    {_zsh_quote(key)} {_zsh_quote(text)}" for key, text in _descriptions(root).items()),
+        ")",
+        "_takod_described() {",
+        "    # The bash function's answer (run as bashcompinit's compgen -F runs it), each word with its help.",
+        "    local -a COMP_WORDS COMPREPLY described plain",
+        "    local COMP_CWORD _takod_node= m",
+        '    COMP_WORDS=("${words[@]}")',
+        "    (( COMP_CWORD = CURRENT - 1 ))",
+        "    () { emulate -L sh; setopt kshglob noshglob braceexpand nokshautoload; typeset -h words; _takod }",
+        '    for m in "${COMPREPLY[@]}"; do',
+        '        if (( ${+_takod_help[$_takod_node|$m]} )); then',
+        '            described+=("$m:${_takod_help[$_takod_node|$m]}")  # no command or option has a ":"',
+        "        else",
+        '            plain+=("$m")',
+        "        fi",
+        "    done",
+        "    (( $#described )) && _describe -t takod takod described",
+        "    (( $#plain )) && compadd -a plain",
+        "}",
         "_takod_zsh() {",
         "    # --opt=value: complete the value as if it were --opt value, as argparse reads it",
         f"    if [[ $PREFIX == ({'|'.join(valued)})=* ]]; then",
@@ -138,11 +160,33 @@ def zsh_script(root: Node) -> str:
         "        compset -P '*='",
         "        words=(${words[1,CURRENT-1]} $opt $PREFIX) && (( CURRENT++ ))",
         "    fi",
-        f"    if [[ ${{words[CURRENT-1]}} == ({'|'.join(paths)}) ]]; then _files; else _bash_complete -F _takod; fi",
+        f"    if [[ ${{words[CURRENT-1]}} == ({'|'.join(paths)}) ]]; then _files; else _takod_described; fi",
         "}",
         "compdef _takod_zsh takod",
         "",
     ])
+
+
+def _descriptions(root: Node) -> dict[str, str]:
+    """``"key|set"`` -> the help of ``takod key set``: each command and option by the level it is offered at."""
+    found: dict[str, str] = {}
+    for n in nodes(root):
+        at = "/".join(n.path)
+        for name, child in n.commands.items():
+            found[f"{at}|{name}"] = _brief(child.help)
+        for o in n.options:
+            for flag in o.flags:
+                found[f"{at}|{flag}"] = _brief(o.help)
+    return found
+
+
+def _brief(text: str, width: int = 80) -> str:
+    """A help text cut to ``width`` at a word, for one line of a completion menu."""
+    return text if len(text) <= width else text[:width - 3].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+
+
+def _zsh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def _fish_quote(text: str) -> str:
@@ -188,7 +232,7 @@ def fish_script(root: Node) -> str:
     for n in all_nodes:
         cond = _fish_quote(("__takod_at " + "/".join(n.path)).rstrip())
         for name, child in n.commands.items():
-            lines.append(f"complete -c takod -n {cond} -a {name} -d {_fish_quote(child.help[:80])}")
+            lines.append(f"complete -c takod -n {cond} -a {name} -d {_fish_quote(_brief(child.help))}")
         if n.choices:
             lines.append(f"complete -c takod -n {cond} -a {_fish_quote(' '.join(n.choices))}")
         for o in n.options:
@@ -196,7 +240,7 @@ def fish_script(root: Node) -> str:
             value = ""
             if o.takes_value:  # its choices, file names for a PATH, else nothing to offer (-x: no files)
                 value = f" -xa {_fish_quote(' '.join(o.choices))}" if o.choices else " -r -F" if o.is_path else " -x"
-            lines.append(f"complete -c takod -n {cond} {spec}{value} -d {_fish_quote(o.help[:80])}")
+            lines.append(f"complete -c takod -n {cond} {spec}{value} -d {_fish_quote(_brief(o.help))}")
     return "\n".join(lines) + "\n"
 
 

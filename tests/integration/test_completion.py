@@ -284,3 +284,26 @@ def test_bash_ends_a_directory_with_a_slash_not_a_space(script: Path, home: Path
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(fd)
+
+
+def test_zsh_describes_each_command_and_option_by_its_level(home: Path) -> None:
+    """zsh's menu shows each command and option with its help, as `gh` and fish do: the help of the
+    level offered (`service status` is not the top-level `status`)."""
+    if not ZSH:
+        pytest.skip("zsh is not installed (scripts/test.sh installs it)")
+    script = generated(home, "zsh")
+    root = walk(build_parser())
+
+    def shown(line: str) -> str:
+        path = script.with_suffix(".matches.shown")
+        path.write_text("")
+        complete_zsh(script, line)
+        return path.read_text()
+
+    top = shown("takod ")
+    assert all(name in top for name in root.commands)
+    assert "show the daemon and every provider's readiness" in top
+    service = shown("takod service ")
+    assert root.commands["service"].commands["status"].help[:40] in service
+    assert root.commands["status"].help not in service
+    assert "--json  -- machine-readable output (stable keys)" in shown("takod key set --j")

@@ -1,7 +1,8 @@
 # Sourced in an interactive `zsh -f`: compinit, the generated script ($TAKOD_COMPLETION_SCRIPT),
 # and Tab bound to a widget that completes the line as zsh does, writing each match the
 # completion system adds to $TAKOD_COMPLETION_OUT, one a line, and the line as completion left
-# it to $TAKOD_COMPLETION_OUT.line, then prints a done marker.
+# it to $TAKOD_COMPLETION_OUT.line, what the menu shows for them to $TAKOD_COMPLETION_OUT.shown, then
+# prints a done marker.
 PS1='' RPS1='' PS2=''
 # Never list the matches on the terminal: a long list would stop at "do you wish to see all ...?".
 unsetopt auto_list
@@ -13,6 +14,11 @@ compadd() {
   local -a hits
   builtin compadd -A hits "$@"
   (( $#hits )) && print -rl -- $hits >> $TAKOD_COMPLETION_OUT
+  # What the menu shows for them (-d ARRAY: _describe's "name  -- help" lines) to $TAKOD_COMPLETION_OUT.shown.
+  local i
+  for (( i = 1; i < $#; i++ )); do
+    [[ ${@[i]} == -d ]] && print -rl -- "${(@P)${@[i+1]}}" >> $TAKOD_COMPLETION_OUT.shown
+  done
   builtin compadd "$@"
 }
 _takod_capture() {
