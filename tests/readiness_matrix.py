@@ -1,7 +1,8 @@
 """The readiness differential: does ``status`` say ready exactly when a prompt would run?
 
 A generated matrix of credential configurations (store x format x provider x
-Tako/plain workspace x pi installed or not). For each, a fresh daemon in a temp
+Tako/plain workspace x the CLI installed or not), for pi, the direct API
+backends and Claude Code. For each, a fresh daemon in a temp
 HOME, with loopback model servers behind every provider (pi's built-in
 ``openai`` and ``anthropic`` re-pointed by ``models.json`` ``baseUrl``
 overrides in both agent directories, a ``models.json`` custom provider
@@ -17,6 +18,14 @@ The truth is measured, not modelled:
   configuration's secret and pi answered.
 - API backends: takod's HTTP client is the tool; "works" is the key variable
   being held at all, checked by the run itself.
+- claude: the real Claude Code, run directly in the workspace as the user would
+  (``claude -p``), with every key takod holds. Its Anthropic, Bedrock, Vertex
+  and Foundry endpoints all point at the loopback Anthropic server. It "works"
+  when a request reached the server with the configuration's credential (an
+  API key or bearer token, the AWS access key id in a SigV4 signature; with
+  ``CLAUDE_CODE_SKIP_*_AUTH``, any request on that cloud's path). Bedrock and
+  Vertex requests reach the server but cannot be answered by it: for them,
+  reaching it with the credential is the test.
 
 A configuration passes when ``status`` says ready iff it works, and, when
 ready, ``takod run --provider X`` reached the server with that secret.
@@ -36,12 +45,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.fakes.model_servers import FakeAnthropic, FakeModelServer, FakeOpenAI
+from tests.fakes.model_servers import FakeAnthropic, FakeModelServer, FakeOpenAI, RecordedRequest
 from tests.harness import TOOLS_BIN, DaemonProcess, clean_env, wait_for
 
 DEAD_PROXY = "http://127.0.0.1:9"
 LOOPBACK = "127.0.0.1,localhost,::1"
 PI_ARGS = ("--print", "--mode", "json", "--no-session", "--no-tools", "--no-extensions", "--no-skills")
+CLAUDE_ARGS = ("-p", "--output-format", "stream-json", "--verbose", "--no-session-persistence", "--tools", "")
 RUN_TIMEOUT = 180.0
 COMPAT = {"supportsDeveloperRole": False, "supportsReasoningEffort": False, "supportsUsageInStreaming": True}
 ENV_NAME_VAR = "MATRIX_FAKE_KEY"  # secret-named: the old child filter dropped it
@@ -55,21 +65,29 @@ PI_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 @dataclass(frozen=True)
 class Config:
-    target: str  # pi:openai | pi:anthropic | pi:fake | api:openai | api:anthropic
-    store: str  # ws-auth | home-auth | home-auth+ws-empty | models-json | daemon-env | keystore | settings
-    form: str  # literal | env-name | env-name-stored | env-name-unset | command | pi-name | alias
+    target: str  # pi:openai | pi:anthropic | pi:fake | api:openai | api:anthropic | claude
+    # pi: ws-auth | home-auth | home-auth+ws-empty | models-json | daemon-env | keystore | settings;
+    # claude: daemon-env | keystore | settings | login-file | helper | bedrock | vertex | foundry
+    store: str
+    # pi: literal | env-name | env-name-stored | env-name-unset | command | pi-name | alias; claude: CLAUDE_FORMS
+    form: str
     tako: bool  # a Tako workspace (tako.toml) or a plain directory
-    installed: bool  # pi on the daemon's PATH
+    installed: bool  # the CLI (pi, claude) on the daemon's PATH
 
     @property
     def name(self) -> str:
         return f"{self.target}/{self.store}/{self.form}/{'tako' if self.tako else 'plain'}/" + (
-            "installed" if self.installed else "no-pi"
+            "installed" if self.installed else f"no-{self.cli}"
         )
 
     @property
     def provider(self) -> str:
-        return self.target.split(":")[0] if self.target.startswith("pi:") else self.target.split(":")[1]
+        return self.target.split(":")[1] if self.target.startswith("api:") else self.target.split(":")[0]
+
+    @property
+    def cli(self) -> str:
+        """The CLI this configuration installs or not."""
+        return "claude" if self.target == "claude" else "pi"
 
     @property
     def pi_provider(self) -> str:
@@ -78,6 +96,28 @@ class Config:
 
 FILE_FORMS = ("literal", "env-name", "env-name-stored", "env-name-unset", "command")
 ENV_FORMS = ("pi-name", "alias")
+# claude: the key variables (in the daemon's environment, the key store or the settings file),
+# its login file, an apiKeyHelper, and each cloud switch with the credentials it may meet.
+CLAUDE_VARS = {"api-key": "ANTHROPIC_API_KEY", "auth-token": "ANTHROPIC_AUTH_TOKEN", "alias": "CLAUDE_API_KEY",
+               "oauth-token": "CLAUDE_CODE_OAUTH_TOKEN", "foundry-key": "ANTHROPIC_FOUNDRY_API_KEY",
+               "aws-bearer": "AWS_BEARER_TOKEN_BEDROCK"}
+CLAUDE_FORMS: dict[str, tuple[str, ...]] = {
+    "daemon-env": ("api-key", "auth-token", "alias", "oauth-token"),
+    "keystore": ("api-key", "auth-token", "alias"),
+    "settings": ("api-key", "alias"),  # Takobot's settings keep only its own names (no ANTHROPIC_AUTH_TOKEN)
+    # scoped: a login with user:inference; unscoped: without (claude: "Not logged in"); blanked: ended
+    # by a failed refresh; config-dir: under $CLAUDE_CONFIG_DIR
+    "login-file": ("scoped", "unscoped", "blanked", "config-dir"),
+    # user: ~/.claude/settings.json; config-dir: $CLAUDE_CONFIG_DIR/settings.json; home-not-config-dir:
+    # ~/.claude/settings.json while $CLAUDE_CONFIG_DIR is elsewhere (claude does not read it)
+    "helper": ("user", "config-dir", "home-not-config-dir"),
+    "bedrock": ("api-key", "aws-keys", "aws-keys-stored", "aws-bearer", "aws-profile", "aws-default-file",
+                "skip-auth", "none"),
+    "vertex": ("api-key", "skip-auth", "skip-auth-no-project"),
+    "foundry": ("foundry-key", "api-key"),
+}
+SWITCHES = {"bedrock": "CLAUDE_CODE_USE_BEDROCK", "vertex": "CLAUDE_CODE_USE_VERTEX", "foundry": "CLAUDE_CODE_USE_FOUNDRY"}
+CLAUDE_MODEL = "claude-sonnet-4-5"
 
 
 def generate() -> list[Config]:
@@ -97,6 +137,8 @@ def generate() -> list[Config]:
         for target in ("api:openai", "api:anthropic"):
             for store, form in itertools.product(("daemon-env", "keystore", "settings"), ENV_FORMS):
                 out.append(Config(target, store, form, tako, installed))
+        for store, forms in CLAUDE_FORMS.items():
+            out += [Config("claude", store, form, tako, installed) for form in forms]
     return out
 
 
@@ -114,6 +156,11 @@ def subset() -> list[Config]:
         c("pi:openai", "keystore", "pi-name", False, True),
         c("api:openai", "keystore", "pi-name", False, False),  # only OPENAI_API_KEY: the API backend is ready
         c("pi:openai", "daemon-env", "pi-name", True, False),  # not installed
+        c("claude", "bedrock", "api-key", True, True),  # on Bedrock claude never sends ANTHROPIC_API_KEY
+        c("claude", "bedrock", "aws-keys", False, True),  # ... but signs with the AWS credentials
+        c("claude", "login-file", "unscoped", True, True),  # a login without user:inference: "Not logged in"
+        c("claude", "helper", "user", False, True),  # an apiKeyHelper in claude's settings
+        c("claude", "keystore", "auth-token", True, True),
     ]
 
 
@@ -123,7 +170,7 @@ class Servers:
     anthropic: FakeAnthropic
 
     def of(self, config: Config) -> FakeModelServer:
-        return self.anthropic if "anthropic" in config.target else self.openai
+        return self.anthropic if "anthropic" in config.target or config.target == "claude" else self.openai
 
     def arm(self, secret: str) -> None:
         for server in (self.openai, self.anthropic):
@@ -191,10 +238,62 @@ class Setup:
     stored: dict[str, str]  # to put in the key store
     settings_keys: dict[str, str]
     secret: str
+    # What must reach the server: the secret itself, or (claude on AWS) the access key id in the
+    # signature; None: any request on the cloud's path (claude with its cloud auth skipped).
+    wire: str | None = ""
 
     def pool(self) -> dict[str, str]:
         """Every key takod holds, as pi would get them in its environment."""
         return {**self.env, **self.settings_keys, **self.stored}
+
+
+def _claude_layout(config: Config, home: Path, secret: str) -> tuple[dict[str, str], dict[str, str], dict[str, str], str | None]:
+    """Claude's files for ``config`` (written here), and its daemon-env, key-store and settings
+    variables, and what must reach the server."""
+    env: dict[str, str] = {}
+    stored: dict[str, str] = {}
+    settings: dict[str, str] = {}
+    wire: str | None = secret
+    store, form = config.store, config.form
+    if store in ("daemon-env", "keystore", "settings"):
+        {"daemon-env": env, "keystore": stored, "settings": settings}[store][CLAUDE_VARS[form]] = secret
+    elif store == "login-file":
+        blanked = form == "blanked"
+        login = {"accessToken": "" if blanked else secret, "refreshToken": "" if blanked else f"sk-ant-ort01-{secret}",
+                 "expiresAt": 0 if blanked else 4102444800000, "subscriptionType": "max"}
+        if form != "unscoped":
+            login["scopes"] = ["user:inference", "user:profile"]
+        config_dir = home / "cc" if form == "config-dir" else home / ".claude"
+        if form == "config-dir":
+            env["CLAUDE_CONFIG_DIR"] = str(config_dir)
+        _write(config_dir / ".credentials.json", {"claudeAiOauth": login})
+    elif store == "helper":
+        where = home / "cc" if form == "config-dir" else home / ".claude"
+        if form != "user":
+            env["CLAUDE_CONFIG_DIR"] = str(home / "cc")
+        _write(where / "settings.json", {"apiKeyHelper": f"printf %s {secret}"}, 0o644)
+    else:
+        env[SWITCHES[store]] = "1"
+        key_id = "AKIA" + uuid.uuid4().hex[:16].upper()
+        if form in ("api-key", "foundry-key", "aws-bearer"):
+            env[CLAUDE_VARS[form]] = secret
+        elif form in ("aws-keys", "aws-keys-stored"):
+            target = env if form == "aws-keys" else stored
+            target.update(AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret)
+            wire = key_id
+        elif form in ("aws-profile", "aws-default-file"):
+            profile = "dev" if form == "aws-profile" else "default"
+            if form == "aws-profile":
+                env["AWS_PROFILE"] = profile
+            _write(home / ".aws" / "credentials",
+                   f"[{profile}]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n")
+            wire = key_id
+        elif form.startswith("skip-auth"):
+            env["CLAUDE_CODE_SKIP_BEDROCK_AUTH" if store == "bedrock" else "CLAUDE_CODE_SKIP_VERTEX_AUTH"] = "1"
+            wire = None
+        if store == "vertex" and form != "skip-auth-no-project":
+            env["ANTHROPIC_VERTEX_PROJECT_ID"] = "matrix-project"
+    return env, stored, settings, wire
 
 
 def build(config: Config, root: Path, srv: Servers) -> Setup:
@@ -209,7 +308,9 @@ def build(config: Config, root: Path, srv: Servers) -> Setup:
     bin_dir = root / "bin"
     bin_dir.mkdir()
     if config.installed:
-        (bin_dir / "pi").symlink_to(TOOLS_BIN / "pi")
+        (bin_dir / config.cli).symlink_to(TOOLS_BIN / config.cli)
+    if config.cli == "claude":
+        return _build_claude(config, home, workspace, bin_dir, srv, secret)
     daemon_env: dict[str, str] = {}
     stored: dict[str, str] = {}
     settings_keys: dict[str, str] = {}
@@ -240,32 +341,63 @@ def build(config: Config, root: Path, srv: Servers) -> Setup:
     if settings_keys:
         _write(workspace / ".tako" / "state" / "inference-settings.json", {"api_keys": settings_keys}, 0o600)
 
-    env = clean_env(
+    env = _daemon_env(home, workspace, bin_dir, srv, daemon_env)
+    return Setup(home, workspace, env, stored, settings_keys, secret)
+
+
+def _daemon_env(home: Path, workspace: Path, bin_dir: Path, srv: Servers, extra: dict[str, str]) -> dict[str, str]:
+    url = srv.anthropic.url
+    return clean_env(
         home,
         TAKO_WORKSPACE=str(workspace),
         PATH=f"{bin_dir}:/usr/bin:/bin",
         OLLAMA_HOST="127.0.0.1:9",
         PI_OFFLINE="1",
         OPENAI_BASE_URL=srv.openai.base_url,
-        ANTHROPIC_BASE_URL=srv.anthropic.url,
+        ANTHROPIC_BASE_URL=url,
+        # Claude Code: every cloud it can use points at the loopback server too.
+        ANTHROPIC_BEDROCK_BASE_URL=url, ANTHROPIC_VERTEX_BASE_URL=url, ANTHROPIC_FOUNDRY_BASE_URL=url,
+        AWS_REGION="us-east-1", CLOUD_ML_REGION="us-east5", ANTHROPIC_MODEL=CLAUDE_MODEL,
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1",
         NO_PROXY=LOOPBACK, no_proxy=LOOPBACK,
         HTTP_PROXY=DEAD_PROXY, HTTPS_PROXY=DEAD_PROXY, http_proxy=DEAD_PROXY, https_proxy=DEAD_PROXY,
-        **daemon_env,
+        **extra,
     )
-    return Setup(home, workspace, env, stored, settings_keys, secret)
 
 
-def _reached(srv: Servers, config: Config, secret: str) -> bool:
+def _build_claude(config: Config, home: Path, workspace: Path, bin_dir: Path, srv: Servers, secret: str) -> Setup:
+    env, stored, settings_keys, wire = _claude_layout(config, home, secret)
+    if settings_keys:
+        _write(workspace / ".tako" / "state" / "inference-settings.json", {"api_keys": settings_keys}, 0o600)
+    return Setup(home, workspace, _daemon_env(home, workspace, bin_dir, srv, env), stored, settings_keys, secret, wire)
+
+
+def _reached(srv: Servers, config: Config, secret: str | None) -> bool:
     server = srv.of(config)
+    if config.cli == "claude":
+        return any(_claude_sent(r, secret) for r in server.requests)
     return any(server.sent_key(r) == secret for r in server.requests)
+
+
+def _claude_sent(rec: RecordedRequest, wire: str | None) -> bool:
+    """Whether claude's request carried ``wire`` (None: whether it went to a cloud's path)."""
+    if wire is None:
+        return "/model/" in rec.path or "/projects/" in rec.path
+    auth = rec.header("authorization") or ""
+    return wire in (rec.header("x-api-key"), auth.removeprefix("Bearer ")) or f"Credential={wire}/" in auth
 
 
 def truth(config: Config, setup: Setup, srv: Servers) -> tuple[bool, str]:
     """Whether a prompt really runs with this configuration, measured with the real tool."""
-    if not config.target.startswith("pi:"):  # takod's own HTTP backend: it has its key variable or not
+    if config.target.startswith("api:"):  # takod's own HTTP backend: it has its key variable or not
         return bool(setup.pool().get(PI_VARS[config.provider])), "takod's HTTP backend"
     if not config.installed:
-        return False, "pi is not installed"
+        return False, f"{config.cli} is not installed"
+    if config.cli == "claude":
+        srv.arm(setup.secret)
+        proc = subprocess.run([str(TOOLS_BIN / "claude"), *CLAUDE_ARGS], input=b"Say hi.", env=setup.pool(),
+                              cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT)
+        return _reached(srv, config, setup.wire), proc.stdout.decode(errors="replace")[-200:]
     agent = (setup.workspace / ".tako" / "pi" / "agent") if config.tako else (setup.home / ".pi" / "agent")
     env = {**setup.pool(), "PI_CODING_AGENT_DIR": str(agent), "CI": "1"}
     srv.arm(setup.secret)
@@ -296,7 +428,9 @@ def check(config: Config, root: Path, srv: Servers) -> Outcome:
                 [sys.executable, "-m", "takod", "run", "--provider", config.provider, "--json", "Say hi."],
                 env=setup.env, cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT,
             )
-            reached = run.returncode == 0 and _reached(srv, config, setup.secret)
+            # Bedrock and Vertex requests reach the server, which cannot answer them: the credential is the test.
+            answered = run.returncode == 0 or config.store in ("bedrock", "vertex")
+            reached = answered and _reached(srv, config, setup.wire if config.cli == "claude" else setup.secret)
             seen += [run.stdout.decode(errors="replace"), run.stderr.decode(errors="replace")]
             if not reached:
                 why = f"run exit {run.returncode}: {run.stderr.decode(errors='replace')[-300:]}"

@@ -43,6 +43,7 @@ from .redact import mask_secret
 from .trust import NOT_CHECKED, WorkspaceTrust, check_workspace
 from .resolve import gemini as gemini_resolve
 from .resolve.codex import CodexPlan, resolve_codex
+from .resolve import claude as claude_resolve
 from .resolve import pi as pi_resolve
 from .resolve.api import resolve_api
 from .inference.child_env import is_secret_name
@@ -150,6 +151,8 @@ class Workspace:
     pi_binary: BinaryInfo | None = None
     # What pi reads from the agent directory a run uses (resolve.pi.agent_dir_for).
     pi_agent: pi_resolve.PiAgent | None = None
+    # What claude's credential depends on, its project settings included (resolve.claude).
+    claude: claude_resolve.ClaudeFacts | None = None
     ollama: OllamaProbe | None = None
     ollama_probed_at: float = 0.0  # monotonic
     ollama_wakeup: anyio.Event = field(default_factory=anyio.Event)
@@ -341,7 +344,15 @@ class StateManager:
         await self._sync_links(ws)  # checks trust first
         await self._read_settings(ws)
         await self._read_ws_pi(ws)
+        await self._read_ws_claude(ws)
         await self._pi_binary_changed(ws)
+
+    async def _read_ws_claude(self, ws: Workspace) -> None:
+        """What a claude run in ``ws`` authenticates with, beyond the environment (files only)."""
+        facts = await anyio.to_thread.run_sync(claude_resolve.claude_facts, self.env, ws.root)
+        if facts != ws.claude:
+            ws.claude = facts
+            self._credentials_changed("claude")
 
     async def check_trust(self, ws: Workspace) -> WorkspaceTrust:
         """Check (again) whether ``ws`` is the user's own; call before every act
@@ -425,6 +436,9 @@ class StateManager:
         self.user.problems.pop(name, None)
         if name == "gemini":
             self.user.gemini_auth = await anyio.to_thread.run_sync(gemini_resolve.auth_facts, self.env)
+        elif name == "claude":
+            for ws in list(self.workspaces.values()):
+                await self._read_ws_claude(ws)
         elif name == "codex":
             self.user.codex_plan = await anyio.to_thread.run_sync(resolve_codex, self.env)
         # A changed file counts even when the summary does not show it (gemini's selectedType).
@@ -440,7 +454,8 @@ class StateManager:
             home = codex_auth.codex_home(self.env)
             return [codex_auth.auth_path(home), codex_auth.config_path(home)]
         if name == "claude":
-            return [claude_auth.credentials_path(self.env), claude_auth.global_state_path(self.env)]
+            return [claude_auth.credentials_path(self.env), claude_auth.global_state_path(self.env),
+                    *claude_resolve.user_files(self.env)]
         if name == "gemini":
             return [gemini_auth.oauth_creds_path(self.env), gemini_auth.settings_path(self.env)]
         return pi_auth.home_auth_paths(self.env, self.home)
@@ -639,6 +654,9 @@ class StateManager:
         # The pool's values are masked; gemini's choice also reads switches ("true", a base URL).
         switches = {name: value for name, value in env.items() if not is_secret_name(name)}
         gemini_plan = gemini_resolve.resolve_gemini(creds["gemini"], {**pool, **switches}, gemini_auth)
+        claude_plan = claude_resolve.resolve_claude(
+            creds["claude"], {**pool, **switches}, ws.claude or claude_resolve.ClaudeFacts(), masked_pool=True
+        )
         warnings: dict[str, list[str]] = {}
         for provider, var in SHADOWING_ENV.items():
             if env.get(var) and any(c.kind == "oauth" for c in creds.get(provider, [])):
@@ -667,6 +685,7 @@ class StateManager:
             untrusted=ws.trust if not ws.trust.trusted else None,
             pi_plan=self.pi_plan(ws, pool, masked=True, sources=sources, notes=notes),
             gemini_plan=gemini_plan,
+            claude_plan=claude_plan,
             codex_plan=user.codex_plan,
             api_plans={name: resolve_api(name, pool, sources=sources, masked_pool=True) for name in API_BACKENDS},
             cooling={p: (c.until, c.after) for p, c in self.cooldowns.active(time.time()).items()},
@@ -787,7 +806,7 @@ class StateManager:
         codex_home = codex_auth.codex_home(self.env)
         for path in (codex_auth.auth_path(codex_home), codex_auth.config_path(codex_home)):
             route(path, "codex", codex_changed)
-        for path in (claude_auth.credentials_path(self.env), claude_auth.global_state_path(self.env)):
+        for path in self._credential_files("claude"):
             route(path, "claude", user("claude"))
         for path in (gemini_auth.oauth_creds_path(self.env), gemini_auth.settings_path(self.env)):
             route(path, "gemini", user("gemini"))
@@ -814,6 +833,8 @@ class StateManager:
                 (ws.settings_file, f"settings:{ws.root}", lambda: self._settings_changed(ws)),
                 (ws.pi_auth_file, f"pi:{ws.root}", lambda: self._ws_pi_changed(ws)),
                 *pi_files,
+                *((path, f"claude:{ws.root}", lambda: self._read_ws_claude(ws))
+                  for path in claude_resolve.project_files(ws.root)),
                 (workspace_pi_path(ws.root), f"pi-bin:{ws.root}", lambda: self._pi_binary_changed(ws)),
             )
         ]
