@@ -116,6 +116,7 @@ CLAUDE_FORMS: dict[str, tuple[str, ...]] = {
     "vertex": ("api-key", "skip-auth", "skip-auth-no-project"),
     "foundry": ("foundry-key", "api-key"),
 }
+CLOUDS = ("bedrock", "vertex")  # claude's requests there reach the server, which cannot answer them
 SWITCHES = {"bedrock": "CLAUDE_CODE_USE_BEDROCK", "vertex": "CLAUDE_CODE_USE_VERTEX", "foundry": "CLAUDE_CODE_USE_FOUNDRY"}
 CLAUDE_MODEL = "claude-sonnet-4-5"
 
@@ -172,10 +173,14 @@ class Servers:
     def of(self, config: Config) -> FakeModelServer:
         return self.anthropic if "anthropic" in config.target or config.target == "claude" else self.openai
 
-    def arm(self, secret: str) -> None:
+    def arm(self, secret: str, config: Config | None = None) -> None:
         for server in (self.openai, self.anthropic):
             server.api_key = secret
             server.requests.clear()
+        if config is not None and config.store in CLOUDS:
+            # A wrong-key 401 would send claude into minutes of retries; these requests cannot be
+            # answered anyway: what they carry is the test.
+            self.anthropic.api_key = None
 
 
 @contextmanager
@@ -394,13 +399,13 @@ def truth(config: Config, setup: Setup, srv: Servers) -> tuple[bool, str]:
     if not config.installed:
         return False, f"{config.cli} is not installed"
     if config.cli == "claude":
-        srv.arm(setup.secret)
+        srv.arm(setup.secret, config)
         proc = subprocess.run([str(TOOLS_BIN / "claude"), *CLAUDE_ARGS], input=b"Say hi.", env=setup.pool(),
                               cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT)
         return _reached(srv, config, setup.wire), proc.stdout.decode(errors="replace")[-200:]
     agent = (setup.workspace / ".tako" / "pi" / "agent") if config.tako else (setup.home / ".pi" / "agent")
     env = {**setup.pool(), "PI_CODING_AGENT_DIR": str(agent), "CI": "1"}
-    srv.arm(setup.secret)
+    srv.arm(setup.secret, config)
     proc = subprocess.run([str(TOOLS_BIN / "pi"), *PI_ARGS], input=b"Say hi.", env=env, cwd=setup.workspace,
                           capture_output=True, timeout=RUN_TIMEOUT)
     answered = b'"stopReason":"stop"' in proc.stdout
@@ -423,13 +428,13 @@ def check(config: Config, root: Path, srv: Servers) -> Outcome:
         works, why = truth(config, setup, srv)
         reached: bool | None = None
         if status["ready"]:
-            srv.arm(setup.secret)
+            srv.arm(setup.secret, config)
             run = subprocess.run(
                 [sys.executable, "-m", "takod", "run", "--provider", config.provider, "--json", "Say hi."],
                 env=setup.env, cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT,
             )
             # Bedrock and Vertex requests reach the server, which cannot answer them: the credential is the test.
-            answered = run.returncode == 0 or config.store in ("bedrock", "vertex")
+            answered = run.returncode == 0 or config.store in CLOUDS
             reached = answered and _reached(srv, config, setup.wire if config.cli == "claude" else setup.secret)
             seen += [run.stdout.decode(errors="replace"), run.stderr.decode(errors="replace")]
             if not reached:
