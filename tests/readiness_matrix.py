@@ -65,9 +65,10 @@ PI_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 @dataclass(frozen=True)
 class Config:
-    target: str  # pi:openai | pi:anthropic | pi:fake | api:openai | api:anthropic | claude
+    target: str  # pi:openai | pi:anthropic | pi:fake | api:openai | api:anthropic | claude | codex
     # pi: ws-auth | home-auth | home-auth+ws-empty | models-json | daemon-env | keystore | settings;
-    # claude: daemon-env | keystore | settings | login-file | helper | bedrock | vertex | foundry
+    # claude: daemon-env | keystore | settings | login-file | helper | bedrock | vertex | foundry;
+    # codex: custom (a [model_providers] table that model_provider names)
     store: str
     # pi: literal | env-name | env-name-stored | env-name-unset | command | pi-name | alias; claude: CLAUDE_FORMS
     form: str
@@ -87,7 +88,7 @@ class Config:
     @property
     def cli(self) -> str:
         """The CLI this configuration installs or not."""
-        return "claude" if self.target == "claude" else "pi"
+        return self.target if self.target in ("claude", "codex") else "pi"
 
     @property
     def pi_provider(self) -> str:
@@ -119,6 +120,11 @@ CLAUDE_FORMS: dict[str, tuple[str, ...]] = {
 CLOUDS = ("bedrock", "vertex")  # claude's requests there reach the server, which cannot answer them
 SWITCHES = {"bedrock": "CLAUDE_CODE_USE_BEDROCK", "vertex": "CLAUDE_CODE_USE_VERTEX", "foundry": "CLAUDE_CODE_USE_FOUNDRY"}
 CLAUDE_MODEL = "claude-sonnet-4-5"
+# codex: config.toml's model_provider names a custom provider at the loopback server, with an env_key
+# in the daemon's environment or the key store, one nobody set (OPENAI_API_KEY set instead), or none.
+CODEX_FORMS = ("env-key", "env-key-stored", "env-key-unset", "keyless")
+CODEX_KEY_VAR = "MATRIX_CODEX_KEY"
+CODEX_ARGS = ("exec", "--json", "--skip-git-repo-check", "--ephemeral", "-s", "read-only", "--color", "never", "-")
 
 
 def generate() -> list[Config]:
@@ -140,6 +146,7 @@ def generate() -> list[Config]:
                 out.append(Config(target, store, form, tako, installed))
         for store, forms in CLAUDE_FORMS.items():
             out += [Config("claude", store, form, tako, installed) for form in forms]
+        out += [Config("codex", "custom", form, tako, installed) for form in CODEX_FORMS]
     return out
 
 
@@ -162,6 +169,8 @@ def subset() -> list[Config]:
         c("claude", "login-file", "unscoped", True, True),  # a login without user:inference: "Not logged in"
         c("claude", "helper", "user", False, True),  # an apiKeyHelper in claude's settings
         c("claude", "keystore", "auth-token", True, True),
+        c("codex", "custom", "keyless", True, True),  # a keyless local provider: codex answers with no key
+        c("codex", "custom", "env-key-unset", False, True),  # its env_key unset: OPENAI_API_KEY does not help
     ]
 
 
@@ -171,7 +180,7 @@ class Servers:
     anthropic: FakeAnthropic
 
     def of(self, config: Config) -> FakeModelServer:
-        return self.anthropic if "anthropic" in config.target or config.target == "claude" else self.openai
+        return self.anthropic if "anthropic" in config.target or config.cli == "claude" else self.openai
 
     def arm(self, secret: str, config: Config | None = None) -> None:
         for server in (self.openai, self.anthropic):
@@ -316,6 +325,8 @@ def build(config: Config, root: Path, srv: Servers) -> Setup:
         (bin_dir / config.cli).symlink_to(TOOLS_BIN / config.cli)
     if config.cli == "claude":
         return _build_claude(config, home, workspace, bin_dir, srv, secret)
+    if config.cli == "codex":
+        return _build_codex(config, home, workspace, bin_dir, srv, secret)
     daemon_env: dict[str, str] = {}
     stored: dict[str, str] = {}
     settings_keys: dict[str, str] = {}
@@ -377,10 +388,33 @@ def _build_claude(config: Config, home: Path, workspace: Path, bin_dir: Path, sr
     return Setup(home, workspace, _daemon_env(home, workspace, bin_dir, srv, env), stored, settings_keys, secret, wire)
 
 
+def _build_codex(config: Config, home: Path, workspace: Path, bin_dir: Path, srv: Servers, secret: str) -> Setup:
+    key_var = "XAI_API_KEY" if config.form == "env-key-stored" else CODEX_KEY_VAR  # the key store takes known names
+    table = (f'model = "fake-model"\nmodel_provider = "loopback"\n[model_providers.loopback]\nname = "Loopback"\n'
+             f'base_url = "{srv.openai.base_url}"\nwire_api = "responses"\n')
+    if config.form != "keyless":
+        table += f'env_key = "{key_var}"\n'
+    _write(home / ".codex" / "config.toml", table, 0o644)
+    env: dict[str, str] = {}
+    stored: dict[str, str] = {}
+    wire: str | None = secret
+    if config.form == "env-key":
+        env[key_var] = secret
+    elif config.form == "env-key-stored":
+        stored[key_var] = secret
+    elif config.form == "env-key-unset":
+        env["OPENAI_API_KEY"] = secret
+    else:
+        wire = None
+    return Setup(home, workspace, _daemon_env(home, workspace, bin_dir, srv, env), stored, {}, secret, wire)
+
+
 def _reached(srv: Servers, config: Config, secret: str | None) -> bool:
     server = srv.of(config)
     if config.cli == "claude":
         return any(_claude_sent(r, secret) for r in server.requests)
+    if secret is None:  # a keyless provider: any request reached it
+        return any(r.path.endswith("/responses") for r in server.requests)
     return any(server.sent_key(r) == secret for r in server.requests)
 
 
@@ -403,6 +437,13 @@ def truth(config: Config, setup: Setup, srv: Servers) -> tuple[bool, str]:
         proc = subprocess.run([str(TOOLS_BIN / "claude"), *CLAUDE_ARGS], input=b"Say hi.", env=setup.pool(),
                               cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT)
         return _reached(srv, config, setup.wire), proc.stdout.decode(errors="replace")[-200:]
+    if config.cli == "codex":
+        srv.arm(setup.secret, config)
+        if setup.wire is None:
+            srv.openai.api_key = None  # nothing to check a key against
+        proc = subprocess.run([str(TOOLS_BIN / "codex"), *CODEX_ARGS], input=b"Say hi.", env=setup.pool(),
+                              cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT)
+        return proc.returncode == 0 and _reached(srv, config, setup.wire), proc.stdout.decode(errors="replace")[-200:]
     agent = (setup.workspace / ".tako" / "pi" / "agent") if config.tako else (setup.home / ".pi" / "agent")
     env = {**setup.pool(), "PI_CODING_AGENT_DIR": str(agent), "CI": "1"}
     srv.arm(setup.secret, config)
@@ -429,13 +470,15 @@ def check(config: Config, root: Path, srv: Servers) -> Outcome:
         reached: bool | None = None
         if status["ready"]:
             srv.arm(setup.secret, config)
+            if config.cli == "codex" and setup.wire is None:
+                srv.openai.api_key = None
             run = subprocess.run(
                 [sys.executable, "-m", "takod", "run", "--provider", config.provider, "--json", "Say hi."],
                 env=setup.env, cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT,
             )
             # Bedrock and Vertex requests reach the server, which cannot answer them: the credential is the test.
             answered = run.returncode == 0 or config.store in CLOUDS
-            reached = answered and _reached(srv, config, setup.wire if config.cli == "claude" else setup.secret)
+            reached = answered and _reached(srv, config, setup.wire if config.cli != "pi" else setup.secret)
             seen += [run.stdout.decode(errors="replace"), run.stderr.decode(errors="replace")]
             if not reached:
                 why = f"run exit {run.returncode}: {run.stderr.decode(errors='replace')[-300:]}"

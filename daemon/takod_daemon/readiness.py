@@ -186,6 +186,9 @@ def cli_provider(name: str, facts: Facts) -> ProviderStatus:
         return verdict
     if name == "codex" and facts.codex_plan is not None and facts.codex_plan.model:
         detail["model"] = facts.codex_plan.model  # the one a prompt naming none runs (resolve.codex)
+    custom = facts.codex_plan.custom if name == "codex" and facts.codex_plan is not None else None
+    if custom is not None:  # its credentials are those of run_credentials (state.facts)
+        detail["model_provider"] = custom.id
 
     creds = facts.credentials.get(name, [])
     if name == "gemini" and facts.gemini_plan is not None:
@@ -204,7 +207,12 @@ def cli_provider(name: str, facts: Facts) -> ProviderStatus:
             return _status(name, "installed", "needs-login", detail)
         if facts.problems.get(name):
             return _status(name, "installed", "credentials-unreadable", detail)
-        return _status(name, "installed", "no-credentials", detail)
+        status = _status(name, "installed", "no-credentials", detail)
+        if custom is not None and custom.env_key:
+            status.hint = (f"codex talks to [model_providers.{custom.id}] ({custom.source}), which takes its key from "
+                           f"{custom.env_key}: set it in takod's environment (`takod key set {custom.env_key}` if "
+                           "`takod key names` lists it), then `takod probe`")
+        return status
     best = usable[0]
     detail["credential"] = _credential_detail(best)
     if best.unverified:

@@ -43,6 +43,7 @@ from .redact import mask_secret
 from .trust import NOT_CHECKED, WorkspaceTrust, check_workspace
 from .resolve import gemini as gemini_resolve
 from .resolve.codex import CodexPlan, resolve_codex
+from .resolve.codex import run_credentials as codex_run_credentials
 from .resolve import claude as claude_resolve
 from .resolve import pi as pi_resolve
 from .resolve.api import resolve_api
@@ -654,6 +655,7 @@ class StateManager:
         # The pool's values are masked; gemini's choice also reads switches ("true", a base URL).
         switches = {name: value for name, value in env.items() if not is_secret_name(name)}
         gemini_plan = gemini_resolve.resolve_gemini(creds["gemini"], {**pool, **switches}, gemini_auth)
+        creds["codex"] = codex_run_credentials(user.codex_plan, creds["codex"], pool, sources=sources, masked_pool=True)
         claude_plan = claude_resolve.resolve_claude(
             creds["claude"], {**pool, **switches}, ws.claude or claude_resolve.ClaudeFacts(), masked_pool=True
         )
