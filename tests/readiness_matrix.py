@@ -39,13 +39,16 @@ import itertools
 import json
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.fakes.model_servers import FakeAnthropic, FakeModelServer, FakeOpenAI, RecordedRequest
+from tests.fakes.ollama_server import FakeOllama, tag_entry
 from tests.harness import TOOLS_BIN, DaemonProcess, clean_env, wait_for
 
 DEAD_PROXY = "http://127.0.0.1:9"
@@ -65,10 +68,10 @@ PI_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 @dataclass(frozen=True)
 class Config:
-    target: str  # pi:openai | pi:anthropic | pi:fake | api:openai | api:anthropic | claude | codex
+    target: str  # pi:openai | pi:anthropic | pi:fake | api:openai | api:anthropic | claude | codex | ollama
     # pi: ws-auth | home-auth | home-auth+ws-empty | models-json | daemon-env | keystore | settings;
     # claude: daemon-env | keystore | settings | login-file | helper | bedrock | vertex | foundry;
-    # codex: custom (a [model_providers] table that model_provider names)
+    # codex: custom (a [model_providers] table that model_provider names); ollama: OLLAMA_FORMS
     store: str
     # pi: literal | env-name | env-name-stored | env-name-unset | command | pi-name | alias; claude: CLAUDE_FORMS
     form: str
@@ -88,7 +91,7 @@ class Config:
     @property
     def cli(self) -> str:
         """The CLI this configuration installs or not."""
-        return self.target if self.target in ("claude", "codex") else "pi"
+        return self.target if self.target in ("claude", "codex", "ollama") else "pi"
 
     @property
     def pi_provider(self) -> str:
@@ -124,6 +127,27 @@ CLAUDE_MODEL = "claude-sonnet-4-5"
 # in the daemon's environment or the key store, one nobody set (OPENAI_API_KEY set instead), or none.
 CODEX_FORMS = ("env-key", "env-key-stored", "env-key-unset", "keyless")
 CODEX_KEY_VAR = "MATRIX_CODEX_KEY"
+# ollama (a loopback fake Ollama; "installed" is always true: a reachable Ollama needs no binary here):
+# form -> (models listed, variables for the daemon, settings). HOST is the fake; DEAD a closed port.
+LLAMA, QWEN, NOMIC = "llama3.2:latest", "qwen3:8b", "nomic-embed-text:latest"
+OLLAMA_FORMS: dict[str, tuple[tuple[str, ...], dict[str, str], dict[str, str]]] = {
+    "running": ((LLAMA, NOMIC), {}, {}),
+    "down": ((LLAMA,), {"OLLAMA_HOST": "DEAD"}, {}),
+    "no-models": ((), {}, {}),
+    "embed-only": ((NOMIC,), {}, {}),
+    "embed-first": ((NOMIC, LLAMA), {}, {}),
+    "env-model": ((LLAMA, QWEN), {"OLLAMA_MODEL": QWEN}, {}),
+    "env-model-missing": ((LLAMA,), {"OLLAMA_MODEL": QWEN}, {}),
+    "env-model-embedding": ((LLAMA, NOMIC), {"OLLAMA_MODEL": "nomic-embed-text"}, {}),
+    "default-model": ((LLAMA, QWEN), {"OLLAMA_DEFAULT_MODEL": QWEN}, {}),
+    "default-model-missing": ((LLAMA,), {"OLLAMA_DEFAULT_MODEL": QWEN}, {}),
+    "env-over-default": ((LLAMA, QWEN), {"OLLAMA_MODEL": LLAMA, "OLLAMA_DEFAULT_MODEL": QWEN}, {}),
+    "settings-model": ((LLAMA, QWEN), {"OLLAMA_MODEL": LLAMA}, {"ollama_model": QWEN}),
+    "settings-model-missing": ((LLAMA,), {}, {"ollama_model": QWEN}),
+    "settings-host": ((LLAMA,), {"OLLAMA_HOST": "DEAD"}, {"ollama_host": "HOST"}),
+    "base-url": ((LLAMA,), {"OLLAMA_HOST": "DEAD", "OLLAMA_BASE_URL": "HOST"}, {}),
+    "base-url-dead": ((LLAMA,), {"OLLAMA_BASE_URL": "DEAD"}, {}),
+}
 CODEX_ARGS = ("exec", "--json", "--skip-git-repo-check", "--ephemeral", "-s", "read-only", "--color", "never", "-")
 
 
@@ -147,6 +171,8 @@ def generate() -> list[Config]:
         for store, forms in CLAUDE_FORMS.items():
             out += [Config("claude", store, form, tako, installed) for form in forms]
         out += [Config("codex", "custom", form, tako, installed) for form in CODEX_FORMS]
+        if installed:
+            out += [Config("ollama", "host", form, tako, True) for form in OLLAMA_FORMS]
     return out
 
 
@@ -171,6 +197,8 @@ def subset() -> list[Config]:
         c("claude", "keystore", "auth-token", True, True),
         c("codex", "custom", "keyless", True, True),  # a keyless local provider: codex answers with no key
         c("codex", "custom", "env-key-unset", False, True),  # its env_key unset: OPENAI_API_KEY does not help
+        c("ollama", "host", "embed-first", True, True),  # an embedding model listed first is not the chat model
+        c("ollama", "host", "default-model-missing", False, True),  # OLLAMA_DEFAULT_MODEL is the run's model
     ]
 
 
@@ -178,6 +206,7 @@ def subset() -> list[Config]:
 class Servers:
     openai: FakeOpenAI
     anthropic: FakeAnthropic
+    ollama: FakeOllama
 
     def of(self, config: Config) -> FakeModelServer:
         return self.anthropic if "anthropic" in config.target or config.cli == "claude" else self.openai
@@ -194,8 +223,8 @@ class Servers:
 
 @contextmanager
 def servers() -> Iterator[Servers]:
-    with FakeOpenAI() as openai, FakeAnthropic() as anthropic:
-        yield Servers(openai, anthropic)
+    with FakeOpenAI() as openai, FakeAnthropic() as anthropic, FakeOllama(chunk_delay=0.0) as ollama:
+        yield Servers(openai, anthropic, ollama)
 
 
 @dataclass
@@ -327,6 +356,8 @@ def build(config: Config, root: Path, srv: Servers) -> Setup:
         return _build_claude(config, home, workspace, bin_dir, srv, secret)
     if config.cli == "codex":
         return _build_codex(config, home, workspace, bin_dir, srv, secret)
+    if config.cli == "ollama":
+        return _build_ollama(config, home, workspace, bin_dir, srv, secret)
     daemon_env: dict[str, str] = {}
     stored: dict[str, str] = {}
     settings_keys: dict[str, str] = {}
@@ -409,7 +440,38 @@ def _build_codex(config: Config, home: Path, workspace: Path, bin_dir: Path, srv
     return Setup(home, workspace, _daemon_env(home, workspace, bin_dir, srv, env), stored, {}, secret, wire)
 
 
+def _ollama_expected(config: Config) -> str | None:
+    """The model a prompt must run with, by Ollama's and the Inference skill's rules as documented
+    (settings' host, OLLAMA_BASE_URL, OLLAMA_HOST; settings' model, OLLAMA_MODEL,
+    OLLAMA_DEFAULT_MODEL, the first listed chat model); None: no prompt can run."""
+    listed, env, settings = OLLAMA_FORMS[config.form]
+    host = settings.get("ollama_host") or env.get("OLLAMA_BASE_URL") or env.get("OLLAMA_HOST") or "HOST"
+    if host != "HOST":
+        return None
+    named = settings.get("ollama_model") or env.get("OLLAMA_MODEL") or env.get("OLLAMA_DEFAULT_MODEL")
+    if named:
+        full = named if ":" in named else f"{named}:latest"
+        return full if full in listed and "embed" not in full else None
+    return next((m for m in listed if "embed" not in m), None)
+
+
+def _build_ollama(config: Config, home: Path, workspace: Path, bin_dir: Path, srv: Servers, secret: str) -> Setup:
+    listed, env, settings = OLLAMA_FORMS[config.form]
+    embedding = {"family": "nomic-bert", "capabilities": ["embedding"]}
+    srv.ollama.models = [tag_entry(m, **(embedding if "embed" in m else {})) for m in listed]  # type: ignore[arg-type]
+    place = {"HOST": srv.ollama.host, "DEAD": "127.0.0.1:9"}
+    env = {"OLLAMA_HOST": "HOST", **env}
+    if settings:
+        _write(workspace / ".tako" / "state" / "inference-settings.json",
+               {k: place.get(v, v) for k, v in settings.items()}, 0o600)
+    daemon_env = _daemon_env(home, workspace, bin_dir, srv, {})
+    daemon_env.update({k: place.get(v, v) for k, v in env.items()})
+    return Setup(home, workspace, daemon_env, {}, {}, secret, _ollama_expected(config))
+
+
 def _reached(srv: Servers, config: Config, secret: str | None) -> bool:
+    if config.cli == "ollama":  # the chat went to the fake Ollama with the expected model
+        return any(r.path == "/api/chat" and (r.body or {}).get("model") == secret for r in srv.ollama.requests)
     server = srv.of(config)
     if config.cli == "claude":
         return any(_claude_sent(r, secret) for r in server.requests)
@@ -437,6 +499,14 @@ def truth(config: Config, setup: Setup, srv: Servers) -> tuple[bool, str]:
         proc = subprocess.run([str(TOOLS_BIN / "claude"), *CLAUDE_ARGS], input=b"Say hi.", env=setup.pool(),
                               cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT)
         return _reached(srv, config, setup.wire), proc.stdout.decode(errors="replace")[-200:]
+    if config.cli == "ollama":  # Ollama itself answers that model's chat, asked directly
+        if setup.wire is None:
+            return False, "no Ollama at that address, or no such chat model there"
+        srv.ollama.requests.clear()
+        body = json.dumps({"model": setup.wire, "messages": [{"role": "user", "content": "Say hi."}], "stream": False})
+        request = urllib.request.Request(srv.ollama.url + "/api/chat", body.encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=RUN_TIMEOUT) as answer:
+            return answer.status == 200 and b'"done":true' in answer.read().replace(b" ", b""), "asked Ollama directly"
     if config.cli == "codex":
         srv.arm(setup.secret, config)
         if setup.wire is None:
@@ -453,6 +523,10 @@ def truth(config: Config, setup: Setup, srv: Servers) -> tuple[bool, str]:
     return answered and _reached(srv, config, setup.secret), proc.stderr.decode(errors="replace")[-200:]
 
 
+def _provider(status: dict[str, Any], name: str) -> dict[str, Any]:
+    return {p["name"]: p for p in status["providers"]}[name]
+
+
 def check(config: Config, root: Path, srv: Servers) -> Outcome:
     """Run one configuration end to end."""
     setup = build(config, root, srv)
@@ -463,13 +537,16 @@ def check(config: Config, root: Path, srv: Servers) -> Outcome:
                 c.call("keys.set", {"name": name, "value": value})
             if setup.stored:
                 wait_for(lambda: set(setup.stored) <= {k["name"] for k in c.call("keys.list")["keys"]}, timeout=30)
+            if config.provider == "ollama":  # the first probe, then the verdict
+                wait_for(lambda: _provider(c.call("status"), "ollama")["level"] != "unknown", timeout=30)
             full = c.call("status")
-        status = {p["name"]: p for p in full["providers"]}[config.provider]
+        status = _provider(full, config.provider)
         seen = [json.dumps(full)]
         works, why = truth(config, setup, srv)
         reached: bool | None = None
         if status["ready"]:
             srv.arm(setup.secret, config)
+            srv.ollama.requests.clear()
             if config.cli == "codex" and setup.wire is None:
                 srv.openai.api_key = None
             run = subprocess.run(
@@ -479,6 +556,8 @@ def check(config: Config, root: Path, srv: Servers) -> Outcome:
             # Bedrock and Vertex requests reach the server, which cannot answer them: the credential is the test.
             answered = run.returncode == 0 or config.store in CLOUDS
             reached = answered and _reached(srv, config, setup.wire if config.cli != "pi" else setup.secret)
+            if config.cli == "ollama":  # and status named the model the run used
+                reached = reached and status["detail"].get("model") == setup.wire
             seen += [run.stdout.decode(errors="replace"), run.stderr.decode(errors="replace")]
             if not reached:
                 why = f"run exit {run.returncode}: {run.stderr.decode(errors='replace')[-300:]}"

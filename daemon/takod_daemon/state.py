@@ -45,6 +45,7 @@ from .resolve import gemini as gemini_resolve
 from .resolve.codex import CodexPlan, resolve_codex
 from .resolve.codex import run_credentials as codex_run_credentials
 from .resolve import claude as claude_resolve
+from .resolve import ollama as ollama_resolve
 from .resolve import pi as pi_resolve
 from .resolve.api import resolve_api
 from .inference.child_env import is_secret_name
@@ -62,10 +63,6 @@ KEYRING_START_WAIT = 3.0  # longest start-up delay a slow keyring may cause
 OLLAMA_INTERVAL_OK = 60.0
 OLLAMA_INTERVAL_MIN = 5.0
 OLLAMA_INTERVAL_MAX = 300.0
-# A prompt about to be refused because of an old Ollama probe waits at most this
-# long for a fresh one, and probes no more often than every REPROBE_MIN_AGE.
-REPROBE_TIMEOUT = 1.5
-REPROBE_MIN_AGE = 2.0
 
 # Which stored/env key names make which CLI provider usable (pi: the names pi reads, resolve.pi).
 KEY_PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -678,7 +675,9 @@ class StateManager:
             binaries=binaries,
             credentials=creds,
             problems={k: v for k, v in problems.items() if v},
-            ollama=ws.ollama,
+            # The chat model a run will use (a client's environment may name another).
+            ollama=ollama_resolve.resolve_ollama(ws.ollama, ws.settings.ollama_model, env)
+            if ws.ollama is not None and env_overlay else ws.ollama,
             ollama_binary=user.ollama_binary,
             preferred=ws.settings.preferred_provider,
             warnings=warnings,
@@ -749,10 +748,10 @@ class StateManager:
         """Probe Ollama again now, within REPROBE_TIMEOUT, for a prompt that would
         otherwise be refused (``refusing``), or sent elsewhere, on an old probe
         (Ollama may have started since). Unless refusing, a probe younger than
-        REPROBE_MIN_AGE is not repeated (False)."""
-        if not refusing and time.monotonic() - ws.ollama_probed_at < REPROBE_MIN_AGE:
+        REPROBE_MIN_AGE is not repeated (False): resolve.ollama.reprobe_due."""
+        if not ollama_resolve.reprobe_due(refusing=refusing, age=time.monotonic() - ws.ollama_probed_at):
             return False
-        await self._probe_ollama(ws, REPROBE_TIMEOUT)
+        await self._probe_ollama(ws, ollama_resolve.REPROBE_TIMEOUT)
         async with self._lock:
             self._evaluate(ws)
         return True
