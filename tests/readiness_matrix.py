@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.model_servers import FakeAnthropic, FakeModelServer, FakeOpenAI, RecordedRequest
+from tests.fakes.model_servers import FakeAnthropic, FakeGemini, FakeModelServer, FakeOpenAI, RecordedRequest
 from tests.fakes.ollama_server import FakeOllama, tag_entry
 from tests.harness import TOOLS_BIN, DaemonProcess, clean_env, wait_for
 
@@ -68,10 +68,10 @@ PI_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 @dataclass(frozen=True)
 class Config:
-    target: str  # pi:openai | pi:anthropic | pi:fake | api:openai | api:anthropic | claude | codex | ollama
+    target: str  # pi:openai | pi:anthropic | pi:fake | api:openai | api:anthropic | claude | codex | gemini | ollama
     # pi: ws-auth | home-auth | home-auth+ws-empty | models-json | daemon-env | keystore | settings;
     # claude: daemon-env | keystore | settings | login-file | helper | bedrock | vertex | foundry;
-    # codex: custom (a [model_providers] table that model_provider names); ollama: OLLAMA_FORMS
+    # codex: custom (a [model_providers] table that model_provider names); gemini: auth; ollama: OLLAMA_FORMS
     store: str
     # pi: literal | env-name | env-name-stored | env-name-unset | command | pi-name | alias; claude: CLAUDE_FORMS
     form: str
@@ -91,7 +91,7 @@ class Config:
     @property
     def cli(self) -> str:
         """The CLI this configuration installs or not."""
-        return self.target if self.target in ("claude", "codex", "ollama") else "pi"
+        return self.target if self.target in ("claude", "codex", "gemini", "ollama") else "pi"
 
     @property
     def pi_provider(self) -> str:
@@ -148,6 +148,13 @@ OLLAMA_FORMS: dict[str, tuple[tuple[str, ...], dict[str, str], dict[str, str]]] 
     "base-url": ((LLAMA,), {"OLLAMA_HOST": "DEAD", "OLLAMA_BASE_URL": "HOST"}, {}),
     "base-url-dead": ((LLAMA,), {"OLLAMA_BASE_URL": "DEAD"}, {}),
 }
+# gemini: GEMINI_API_KEY (or GOOGLE_API_KEY) and gemini's own auth method choice. An explicit model
+# keeps gemini's model router (a classifier call the fake cannot answer) out of the way.
+GEMINI_MODEL = "gemini-2.5-flash"
+GEMINI_ARGS = ("-p", "", "-o", "stream-json", "--skip-trust", "-m", GEMINI_MODEL)
+GEMINI_FORMS = ("nothing-selected", "keystore", "settings-file", "selected-key", "selected-oauth-no-login",
+                "forced-gca", "forced-vertex", "google-api-key", "none")
+GEMINI_FORCING = ("GOOGLE_GENAI_USE_GCA", "GOOGLE_GENAI_USE_VERTEXAI")
 CODEX_ARGS = ("exec", "--json", "--skip-git-repo-check", "--ephemeral", "-s", "read-only", "--color", "never", "-")
 
 
@@ -171,6 +178,7 @@ def generate() -> list[Config]:
         for store, forms in CLAUDE_FORMS.items():
             out += [Config("claude", store, form, tako, installed) for form in forms]
         out += [Config("codex", "custom", form, tako, installed) for form in CODEX_FORMS]
+        out += [Config("gemini", "auth", form, tako, installed) for form in GEMINI_FORMS]
         if installed:
             out += [Config("ollama", "host", form, tako, True) for form in OLLAMA_FORMS]
     return out
@@ -197,6 +205,8 @@ def subset() -> list[Config]:
         c("claude", "keystore", "auth-token", True, True),
         c("codex", "custom", "keyless", True, True),  # a keyless local provider: codex answers with no key
         c("codex", "custom", "env-key-unset", False, True),  # its env_key unset: OPENAI_API_KEY does not help
+        c("gemini", "auth", "nothing-selected", True, True),  # takod selects gemini-api-key; gemini alone exits 41
+        c("gemini", "auth", "forced-gca", False, True),  # a Google login asked for: the key is left alone
         c("ollama", "host", "embed-first", True, True),  # an embedding model listed first is not the chat model
         c("ollama", "host", "default-model-missing", False, True),  # OLLAMA_DEFAULT_MODEL is the run's model
     ]
@@ -207,12 +217,15 @@ class Servers:
     openai: FakeOpenAI
     anthropic: FakeAnthropic
     ollama: FakeOllama
+    gemini: FakeGemini
 
     def of(self, config: Config) -> FakeModelServer:
+        if config.cli == "gemini":
+            return self.gemini
         return self.anthropic if "anthropic" in config.target or config.cli == "claude" else self.openai
 
     def arm(self, secret: str, config: Config | None = None) -> None:
-        for server in (self.openai, self.anthropic):
+        for server in (self.openai, self.anthropic, self.gemini):
             server.api_key = secret
             server.requests.clear()
         if config is not None and config.store in CLOUDS:
@@ -223,8 +236,9 @@ class Servers:
 
 @contextmanager
 def servers() -> Iterator[Servers]:
-    with FakeOpenAI() as openai, FakeAnthropic() as anthropic, FakeOllama(chunk_delay=0.0) as ollama:
-        yield Servers(openai, anthropic, ollama)
+    with (FakeOpenAI() as openai, FakeAnthropic() as anthropic, FakeOllama(chunk_delay=0.0) as ollama,
+          FakeGemini() as gemini):
+        yield Servers(openai, anthropic, ollama, gemini)
 
 
 @dataclass
@@ -358,6 +372,8 @@ def build(config: Config, root: Path, srv: Servers) -> Setup:
         return _build_codex(config, home, workspace, bin_dir, srv, secret)
     if config.cli == "ollama":
         return _build_ollama(config, home, workspace, bin_dir, srv, secret)
+    if config.cli == "gemini":
+        return _build_gemini(config, home, workspace, bin_dir, srv, secret)
     daemon_env: dict[str, str] = {}
     stored: dict[str, str] = {}
     settings_keys: dict[str, str] = {}
@@ -440,6 +456,39 @@ def _build_codex(config: Config, home: Path, workspace: Path, bin_dir: Path, srv
     return Setup(home, workspace, _daemon_env(home, workspace, bin_dir, srv, env), stored, {}, secret, wire)
 
 
+def _build_gemini(config: Config, home: Path, workspace: Path, bin_dir: Path, srv: Servers, secret: str) -> Setup:
+    settings: dict[str, object] = {"privacy": {"usageStatisticsEnabled": False}}
+    env: dict[str, str] = {"GOOGLE_GEMINI_BASE_URL": srv.gemini.base_url}
+    stored: dict[str, str] = {}
+    settings_keys: dict[str, str] = {}
+    form = config.form
+    if form == "keystore":
+        stored["GEMINI_API_KEY"] = secret
+    elif form == "settings-file":
+        settings_keys["GEMINI_API_KEY"] = secret
+        _write(workspace / ".tako" / "state" / "inference-settings.json", {"api_keys": settings_keys}, 0o600)
+    elif form == "google-api-key":
+        env["GOOGLE_API_KEY"] = secret
+    elif form != "none":
+        env["GEMINI_API_KEY"] = secret
+    if form == "selected-key":
+        settings["security"] = {"auth": {"selectedType": "gemini-api-key"}}
+    elif form == "selected-oauth-no-login":
+        settings["security"] = {"auth": {"selectedType": "oauth-personal"}}
+    elif form.startswith("forced-"):
+        env[GEMINI_FORCING[0] if form == "forced-gca" else GEMINI_FORCING[1]] = "true"
+    _write(home / ".gemini" / "settings.json", settings, 0o644)
+    return Setup(home, workspace, _daemon_env(home, workspace, bin_dir, srv, env), stored, settings_keys, secret,
+                 secret)
+
+
+def _gemini_answers(setup: Setup, srv: Servers, extra: dict[str, str]) -> bool:
+    srv.arm(setup.secret)
+    proc = subprocess.run([str(TOOLS_BIN / "gemini"), *GEMINI_ARGS], input=b"Say hi.", env={**setup.pool(), **extra},
+                          cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT)
+    return proc.returncode == 0 and any(srv.gemini.sent_key(r) == setup.secret for r in srv.gemini.requests)
+
+
 def _ollama_expected(config: Config) -> str | None:
     """The model a prompt must run with, by Ollama's and the Inference skill's rules as documented
     (settings' host, OLLAMA_BASE_URL, OLLAMA_HOST; settings' model, OLLAMA_MODEL,
@@ -507,6 +556,18 @@ def truth(config: Config, setup: Setup, srv: Servers) -> tuple[bool, str]:
         request = urllib.request.Request(srv.ollama.url + "/api/chat", body.encode(), {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=RUN_TIMEOUT) as answer:
             return answer.status == 200 and b'"done":true' in answer.read().replace(b" ", b""), "asked Ollama directly"
+    if config.cli == "gemini":
+        # As the user runs it; else with gemini-api-key selected in gemini's highest settings scope, the
+        # one setting takod supplies (resolve/gemini.py), unless the environment asks for a Google login
+        # or Vertex, which takod leaves alone.
+        if _gemini_answers(setup, srv, {}):
+            return True, "gemini answered as it is set up"
+        pool = setup.pool()
+        if not pool.get("GEMINI_API_KEY") or any(pool.get(v) == "true" for v in GEMINI_FORCING):
+            return False, "gemini did not answer, and takod may not select the key"
+        selected = setup.home.parent / "gemini-system-settings.json"
+        _write(selected, {"security": {"auth": {"selectedType": "gemini-api-key"}}})
+        return _gemini_answers(setup, srv, {"GEMINI_CLI_SYSTEM_SETTINGS_PATH": str(selected)}), "with gemini-api-key selected"
     if config.cli == "codex":
         srv.arm(setup.secret, config)
         if setup.wire is None:
@@ -550,7 +611,8 @@ def check(config: Config, root: Path, srv: Servers) -> Outcome:
             if config.cli == "codex" and setup.wire is None:
                 srv.openai.api_key = None
             run = subprocess.run(
-                [sys.executable, "-m", "takod", "run", "--provider", config.provider, "--json", "Say hi."],
+                [sys.executable, "-m", "takod", "run", "--provider", config.provider, "--json",
+                 *(("--model", GEMINI_MODEL) if config.cli == "gemini" else ()), "Say hi."],
                 env=setup.env, cwd=setup.workspace, capture_output=True, timeout=RUN_TIMEOUT,
             )
             # Bedrock and Vertex requests reach the server, which cannot answer them: the credential is the test.
