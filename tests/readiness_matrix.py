@@ -622,7 +622,8 @@ def check(config: Config, root: Path, srv: Servers) -> Outcome:
                 reached = reached and status["detail"].get("model") == setup.wire
             seen += [run.stdout.decode(errors="replace"), run.stderr.decode(errors="replace")]
             if not reached:
-                why = f"run exit {run.returncode}: {run.stderr.decode(errors='replace')[-300:]}"
+                why = (f"run exit {run.returncode}: {run.stderr.decode(errors='replace')[-300:]} "
+                       f"{run.stdout.decode(errors='replace')[-300:]}")
         seen.append(daemon.log_text())
         leaked = any(setup.secret in text for text in seen)
         return Outcome(config, status["ready"], status["reason"], works, reached, why, leaked)
