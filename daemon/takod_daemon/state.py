@@ -658,6 +658,8 @@ class StateManager:
         )
         warnings: dict[str, list[str]] = {}
         for provider, var in SHADOWING_ENV.items():
+            if provider == "claude" and claude_plan.backend != "anthropic":
+                continue  # on a cloud claude uses neither the key nor the login
             if env.get(var) and any(c.kind == "oauth" for c in creds.get(provider, [])):
                 warnings.setdefault(provider, []).append(
                     f"env-shadowed: {var} in the environment is used instead of the {provider} login"

@@ -10,7 +10,7 @@ Checked against the real ``claude -p`` with loopback servers (docs/readiness.md)
   ``ANTHROPIC_API_KEY``, an ``apiKeyHelper`` command in its settings,
   ``CLAUDE_CODE_OAUTH_TOKEN``, then the login in ``.credentials.json``, which
   counts only with the ``user:inference`` scope (without it claude says "Not
-  logged in"). The helper is read from the user settings
+  logged in": ``credentials.claude_auth.summarize`` reports it as needing a login). The helper is read from the user settings
   (``$CLAUDE_CONFIG_DIR/settings.json``, else ``~/.claude/settings.json``) and
   the workspace's project settings (``.claude/settings.json``,
   ``.claude/settings.local.json``): claude runs in the workspace.
@@ -54,8 +54,6 @@ AWS_MARKERS = (
     ("AWS_WEB_IDENTITY_TOKEN_FILE",),
 )
 HELPER_NOTE = "apiKeyHelper: a command in claude's settings, run by claude for the key (unverified)"
-UNSCOPED_NOTE = ("this login lacks the user:inference scope, so Claude Code treats it as logged out: "
-                 "run `claude` and /login")
 
 
 def truthy(value: str | None) -> bool:
