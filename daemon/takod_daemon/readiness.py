@@ -20,6 +20,7 @@ from .providers.detect import BinaryInfo
 from .providers.ollama_probe import OllamaProbe
 from .trust import REASON as UNTRUSTED, WorkspaceTrust
 from .resolve.api import ApiPlan
+from .resolve.claude import ClaudePlan
 from .resolve.codex import CodexPlan
 from .resolve.gemini import GeminiPlan
 from .resolve.pi import PiCredential, PiPlan
@@ -99,6 +100,7 @@ class Facts:
     pi_plan: PiPlan | None = None
     api_plans: dict[str, ApiPlan] = field(default_factory=dict)
     gemini_plan: GeminiPlan | None = None
+    claude_plan: ClaudePlan | None = None
     codex_plan: CodexPlan | None = None
     # Providers sitting out a failure: name -> (until, what failed).
     cooling: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -177,17 +179,24 @@ def _locked(name: str, level: str, facts: Facts, detail: dict[str, object]) -> P
 
 def cli_provider(name: str, facts: Facts) -> ProviderStatus:
     """codex, claude, gemini: a CLI plus credentials it can use (pi: :func:`pi_provider`).
-    gemini's are those its run can use, codex's model the one its run names (``resolve/``)."""
+    gemini's and claude's are those its run can use, codex's model the one its run names (``resolve/``)."""
     detail: dict[str, object] = {}
     verdict = _binary_verdict(name, facts, detail)
     if verdict is not None:
         return verdict
     if name == "codex" and facts.codex_plan is not None and facts.codex_plan.model:
         detail["model"] = facts.codex_plan.model  # the one a prompt naming none runs (resolve.codex)
+    custom = facts.codex_plan.custom if name == "codex" and facts.codex_plan is not None else None
+    if custom is not None:  # its credentials are those of run_credentials (state.facts)
+        detail["model_provider"] = custom.id
 
     creds = facts.credentials.get(name, [])
     if name == "gemini" and facts.gemini_plan is not None:
         creds = list(facts.gemini_plan.credentials)  # those a run can use (resolve.gemini)
+    if name == "claude" and facts.claude_plan is not None:
+        creds = list(facts.claude_plan.credentials)  # those a run can use (resolve.claude)
+        if facts.claude_plan.backend != "anthropic":
+            detail["backend"] = facts.claude_plan.backend
     usable = [c for c in creds if not c.needs_login(facts.now)]
     if not usable:
         locked = _locked(name, "installed", facts, detail)
@@ -198,7 +207,12 @@ def cli_provider(name: str, facts: Facts) -> ProviderStatus:
             return _status(name, "installed", "needs-login", detail)
         if facts.problems.get(name):
             return _status(name, "installed", "credentials-unreadable", detail)
-        return _status(name, "installed", "no-credentials", detail)
+        status = _status(name, "installed", "no-credentials", detail)
+        if custom is not None and custom.env_key:
+            status.hint = (f"codex talks to [model_providers.{custom.id}] ({custom.source}), which takes its key from "
+                           f"{custom.env_key}: set it in takod's environment (`takod key set {custom.env_key}` if "
+                           "`takod key names` lists it), then `takod probe`")
+        return status
     best = usable[0]
     detail["credential"] = _credential_detail(best)
     if best.unverified:

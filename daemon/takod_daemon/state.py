@@ -43,6 +43,9 @@ from .redact import mask_secret
 from .trust import NOT_CHECKED, WorkspaceTrust, check_workspace
 from .resolve import gemini as gemini_resolve
 from .resolve.codex import CodexPlan, resolve_codex
+from .resolve.codex import run_credentials as codex_run_credentials
+from .resolve import claude as claude_resolve
+from .resolve import ollama as ollama_resolve
 from .resolve import pi as pi_resolve
 from .resolve.api import resolve_api
 from .inference.child_env import is_secret_name
@@ -60,10 +63,6 @@ KEYRING_START_WAIT = 3.0  # longest start-up delay a slow keyring may cause
 OLLAMA_INTERVAL_OK = 60.0
 OLLAMA_INTERVAL_MIN = 5.0
 OLLAMA_INTERVAL_MAX = 300.0
-# A prompt about to be refused because of an old Ollama probe waits at most this
-# long for a fresh one, and probes no more often than every REPROBE_MIN_AGE.
-REPROBE_TIMEOUT = 1.5
-REPROBE_MIN_AGE = 2.0
 
 # Which stored/env key names make which CLI provider usable (pi: the names pi reads, resolve.pi).
 KEY_PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -150,6 +149,8 @@ class Workspace:
     pi_binary: BinaryInfo | None = None
     # What pi reads from the agent directory a run uses (resolve.pi.agent_dir_for).
     pi_agent: pi_resolve.PiAgent | None = None
+    # What claude's credential depends on, its project settings included (resolve.claude).
+    claude: claude_resolve.ClaudeFacts | None = None
     ollama: OllamaProbe | None = None
     ollama_probed_at: float = 0.0  # monotonic
     ollama_wakeup: anyio.Event = field(default_factory=anyio.Event)
@@ -343,7 +344,15 @@ class StateManager:
         await self._sync_links(ws)  # checks trust first
         await self._read_settings(ws)
         await self._read_ws_pi(ws)
+        await self._read_ws_claude(ws)
         await self._pi_binary_changed(ws)
+
+    async def _read_ws_claude(self, ws: Workspace) -> None:
+        """What a claude run in ``ws`` authenticates with, beyond the environment (files only)."""
+        facts = await anyio.to_thread.run_sync(claude_resolve.claude_facts, self.env, ws.root)
+        if facts != ws.claude:
+            ws.claude = facts
+            self._credentials_changed("claude")
 
     async def check_trust(self, ws: Workspace) -> WorkspaceTrust:
         """Check (again) whether ``ws`` is the user's own; call before every act
@@ -427,6 +436,9 @@ class StateManager:
         self.user.problems.pop(name, None)
         if name == "gemini":
             self.user.gemini_auth = await anyio.to_thread.run_sync(gemini_resolve.auth_facts, self.env)
+        elif name == "claude":
+            for ws in list(self.workspaces.values()):
+                await self._read_ws_claude(ws)
         elif name == "codex":
             self.user.codex_plan = await anyio.to_thread.run_sync(resolve_codex, self.env)
         # A changed file counts even when the summary does not show it (gemini's selectedType).
@@ -442,7 +454,8 @@ class StateManager:
             home = codex_auth.codex_home(self.env)
             return [codex_auth.auth_path(home), codex_auth.config_path(home)]
         if name == "claude":
-            return [claude_auth.credentials_path(self.env), claude_auth.global_state_path(self.env)]
+            return [claude_auth.credentials_path(self.env), claude_auth.global_state_path(self.env),
+                    *claude_resolve.user_files(self.env)]
         if name == "gemini":
             return [gemini_auth.oauth_creds_path(self.env), gemini_auth.settings_path(self.env)]
         return pi_auth.home_auth_paths(self.env, self.home)
@@ -641,8 +654,14 @@ class StateManager:
         # The pool's values are masked; gemini's choice also reads switches ("true", a base URL).
         switches = {name: value for name, value in env.items() if not is_secret_name(name)}
         gemini_plan = gemini_resolve.resolve_gemini(creds["gemini"], {**pool, **switches}, gemini_auth)
+        creds["codex"] = codex_run_credentials(user.codex_plan, creds["codex"], pool, sources=sources, masked_pool=True)
+        claude_plan = claude_resolve.resolve_claude(
+            creds["claude"], {**pool, **switches}, ws.claude or claude_resolve.ClaudeFacts(), masked_pool=True
+        )
         warnings: dict[str, list[str]] = {}
         for provider, var in SHADOWING_ENV.items():
+            if provider == "claude" and claude_plan.backend != "anthropic":
+                continue  # on a cloud claude uses neither the key nor the login
             if env.get(var) and any(c.kind == "oauth" for c in creds.get(provider, [])):
                 warnings.setdefault(provider, []).append(
                     f"env-shadowed: {var} in the environment is used instead of the {provider} login"
@@ -660,7 +679,9 @@ class StateManager:
             binaries=binaries,
             credentials=creds,
             problems={k: v for k, v in problems.items() if v},
-            ollama=ws.ollama,
+            # The chat model a run will use (a client's environment may name another).
+            ollama=ollama_resolve.resolve_ollama(ws.ollama, ws.settings.ollama_model, env)
+            if ws.ollama is not None and env_overlay else ws.ollama,
             ollama_binary=user.ollama_binary,
             preferred=ws.settings.preferred_provider,
             warnings=warnings,
@@ -669,6 +690,7 @@ class StateManager:
             untrusted=ws.trust if not ws.trust.trusted else None,
             pi_plan=self.pi_plan(ws, pool, masked=True, sources=sources, notes=notes),
             gemini_plan=gemini_plan,
+            claude_plan=claude_plan,
             codex_plan=user.codex_plan,
             api_plans={name: resolve_api(name, pool, sources=sources, masked_pool=True) for name in API_BACKENDS},
             cooling={p: (c.until, c.after) for p, c in self.cooldowns.active(time.time()).items()},
@@ -732,10 +754,10 @@ class StateManager:
         """Probe Ollama again now, within REPROBE_TIMEOUT, for a prompt that would
         otherwise be refused (``refusing``), or sent elsewhere, on an old probe
         (Ollama may have started since). Unless refusing, a probe younger than
-        REPROBE_MIN_AGE is not repeated (False)."""
-        if not refusing and time.monotonic() - ws.ollama_probed_at < REPROBE_MIN_AGE:
+        REPROBE_MIN_AGE is not repeated (False): resolve.ollama.reprobe_due."""
+        if not ollama_resolve.reprobe_due(refusing=refusing, age=time.monotonic() - ws.ollama_probed_at):
             return False
-        await self._probe_ollama(ws, REPROBE_TIMEOUT)
+        await self._probe_ollama(ws, ollama_resolve.REPROBE_TIMEOUT)
         async with self._lock:
             self._evaluate(ws)
         return True
@@ -791,7 +813,7 @@ class StateManager:
         codex_home = codex_auth.codex_home(self.env)
         for path in (codex_auth.auth_path(codex_home), codex_auth.config_path(codex_home)):
             route(path, "codex", codex_changed)
-        for path in (claude_auth.credentials_path(self.env), claude_auth.global_state_path(self.env)):
+        for path in self._credential_files("claude"):
             route(path, "claude", user("claude"))
         for path in (gemini_auth.oauth_creds_path(self.env), gemini_auth.settings_path(self.env)):
             route(path, "gemini", user("gemini"))
@@ -818,6 +840,8 @@ class StateManager:
                 (ws.settings_file, f"settings:{ws.root}", lambda: self._settings_changed(ws)),
                 (ws.pi_auth_file, f"pi:{ws.root}", lambda: self._ws_pi_changed(ws)),
                 *pi_files,
+                *((path, f"claude:{ws.root}", lambda: self._read_ws_claude(ws))
+                  for path in claude_resolve.project_files(ws.root)),
                 (workspace_pi_path(ws.root), f"pi-bin:{ws.root}", lambda: self._pi_binary_changed(ws)),
             )
         ]

@@ -65,7 +65,7 @@ def test_codex_keeps_the_keys_its_custom_providers_name(tmp_path: Path) -> None:
     kept = filter_env("codex", env, resolve_codex(env).env_keys)
     assert kept["OPENROUTER_API_KEY"] == "r" and "GROQ_API_KEY" not in kept
     (tmp_path / "config.toml").write_text("not [ toml")
-    assert resolve_codex(env) == (None, frozenset())  # an unreadable config adds nothing, fails nothing
+    assert resolve_codex(env) == (None, frozenset(), None)  # an unreadable config adds nothing, fails nothing
     assert filter_env("codex", env, frozenset({"NPM_TOKEN"}))["NPM_TOKEN"] == "n"
 
 

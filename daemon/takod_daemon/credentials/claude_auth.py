@@ -29,6 +29,7 @@ from takod_daemon.credentials.summary import CredentialKind, CredentialSummary, 
 from takod_daemon.redact import mask_secret
 
 KEYCHAIN_SERVICE = "Claude Code-credentials"
+INFERENCE_SCOPE = "user:inference"  # a login without it cannot make model calls
 
 # (variable, kind, note) in Claude's order of precedence.
 ENV_CREDENTIALS: tuple[tuple[str, CredentialKind, str], ...] = (
@@ -47,6 +48,7 @@ class ClaudeOAuth(SecretStruct, frozen=True, rename="camel"):
     refresh_token: str | None = None
     expires_at: float | None = None  # milliseconds since the epoch
     subscription_type: str | None = None
+    scopes: list[str] | None = None
 
 
 class _CredentialsFile(msgspec.Struct, rename="camel"):
@@ -126,6 +128,13 @@ def summarize(oauth: ClaudeOAuth, source: str, account: str | None = None) -> Cr
             expires_at=0.0,
             account=account,
             note="Claude ended this login after a failed refresh; run `claude` and /login",
+        )
+    if INFERENCE_SCOPE not in (oauth.scopes or []):
+        # Claude Code 2.1.289 says "Not logged in" and sends nothing with such a login.
+        return CredentialSummary(
+            "claude", source, "oauth", mask_secret(oauth.access_token or oauth.refresh_token), expires_at=0.0,
+            account=account, note=f"this login lacks the {INFERENCE_SCOPE} scope, so Claude Code treats it as "
+            "logged out: run `claude` and /login",
         )
     expires_at = oauth.expires_at / 1000 if oauth.expires_at is not None else None
     note = f"Claude {oauth.subscription_type} subscription" if oauth.subscription_type else None

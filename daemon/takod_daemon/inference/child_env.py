@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 
 from ..redact import is_secret_key
+from ..resolve.claude import child_secret_prefixes
 
 # What subprocess_run masks as secret, by name; the same test decides what is withheld.
 _SECRET_SUFFIX_RE = re.compile(r"(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
@@ -24,13 +25,11 @@ _SECRET_SUFFIX_RE = re.compile(r"(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS
 # The CLIs filtered here (pi: resolve/pi.py).
 CLI_PROVIDERS = frozenset({"codex", "claude", "gemini"})
 
-# Secret-looking names each CLI may be given, by prefix (or exact name).
+# Secret-looking names each CLI may be given, by prefix (or exact name); claude: resolve.claude.
 _ALLOWED_PREFIXES: dict[str, tuple[str, ...]] = {
     "codex": ("OPENAI_", "CODEX_", "AZURE_OPENAI_"),
-    "claude": ("ANTHROPIC_", "CLAUDE_"),
     "gemini": ("GEMINI_", "GOOGLE_"),
 }
-_TRUE = ("1", "true", "yes", "on")
 
 
 def is_secret_name(name: str) -> bool:
@@ -39,14 +38,9 @@ def is_secret_name(name: str) -> bool:
 
 
 def _allowed_prefixes(provider: str, env: Mapping[str, str]) -> tuple[str, ...]:
-    prefixes = _ALLOWED_PREFIXES.get(provider, ())
     if provider == "claude":
-        # Claude Code on Bedrock or Vertex signs in with the cloud's own credentials.
-        if env.get("CLAUDE_CODE_USE_BEDROCK", "").lower() in _TRUE:
-            prefixes += ("AWS_",)
-        if env.get("CLAUDE_CODE_USE_VERTEX", "").lower() in _TRUE:
-            prefixes += ("GOOGLE_", "CLOUDSDK_")
-    return prefixes
+        return child_secret_prefixes(env)  # Claude Code on Bedrock or Vertex signs in with the cloud's credentials
+    return _ALLOWED_PREFIXES.get(provider, ())
 
 
 def filter_env(provider: str, env: Mapping[str, str], extra_secrets: frozenset[str] = frozenset()) -> dict[str, str]:

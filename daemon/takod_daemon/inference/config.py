@@ -30,6 +30,7 @@ class InferenceConfig:
     ollama_url: str | None = None  # OLLAMA_BASE_URL, else OLLAMA_HOST (None: the workspace's)
     ollama_url_var: str | None = None
     ollama_timeout: float | None = None  # seconds
+    ollama_model: str | None = None
     ollama_default_model: str | None = None
     ollama_chat_model: str | None = None
     ollama_code_model: str | None = None
@@ -94,6 +95,7 @@ def resolve(daemon_env: Mapping[str, str], client_env: Mapping[str, str] | None 
         ollama_url=_text(env, url_var) if url_var else None,
         ollama_url_var=url_var,
         ollama_timeout=_millis(env, "OLLAMA_TIMEOUT"),
+        ollama_model=_text(env, "OLLAMA_MODEL"),
         ollama_default_model=_text(env, "OLLAMA_DEFAULT_MODEL"),
         ollama_chat_model=_text(env, "OLLAMA_CHAT_MODEL"),
         ollama_code_model=_text(env, "OLLAMA_CODE_MODEL"),

@@ -26,6 +26,7 @@ from ..links import is_tako_workspace
 from ..redact import redact_text
 from ..resolve import gemini as gemini_resolve
 from ..resolve.codex import CodexPlan, resolve_codex
+from ..resolve import ollama as ollama_resolve
 from ..resolve import pi as pi_resolve
 from ..resolve.api import default_model as default_api_model
 from ..resolve.api import resolve_api
@@ -163,26 +164,23 @@ class Engine:
             return RunContext(workspace=ws.root, env=env, binary=info.path if info else None, auth_scope=scope,
                               model=codex.model if codex is not None else None)
         if provider == "ollama":
-            url = ws.ollama.url if ws.ollama is not None else "http://127.0.0.1:11434"
-            if ollama_url and not ws.settings.ollama_host:
-                url = ollama_url
+            url = ollama_resolve.run_url(ws.ollama, settings_host=ws.settings.ollama_host, client_url=ollama_url)
             return RunContext(workspace=ws.root, env=env, base_url=url)
         api = resolve_api(provider, env)
         return RunContext(workspace=ws.root, env=env, base_url=api.base_url, api_key=env.get(api.key_var))
 
     def default_model(self, ws: "Workspace", provider: str, config: InferenceConfig | None = None) -> str | None:
         """The model a provider runs when neither the request nor a rule named one.
-        Ollama: the workspace's or ``OLLAMA_MODEL``, else ``OLLAMA_DEFAULT_MODEL``,
-        else the first pulled model; an API backend: its service's default."""
+        Ollama: the one readiness reports (``resolve.ollama``), for the client's
+        environment when it sent one (``config``); an API backend: its service's default."""
         if provider in API_BACKENDS:
             return default_api_model(provider)
-        if provider != "ollama":
+        if provider != "ollama" or ws.ollama is None:
             return None
-        probe = ws.ollama
-        pinned = probe is not None and probe.model_source in ("settings", "env")
-        if config is not None and config.ollama_default_model and not pinned:
-            return config.ollama_default_model
-        return probe.model if probe is not None else None
+        env: Mapping[str, str] = self.daemon.state.env
+        if config is not None:
+            env = {"OLLAMA_MODEL": config.ollama_model or "", "OLLAMA_DEFAULT_MODEL": config.ollama_default_model or ""}
+        return ollama_resolve.resolve_ollama(ws.ollama, ws.settings.ollama_model, env).model
 
     async def execute(
         self,

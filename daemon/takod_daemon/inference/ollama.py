@@ -15,8 +15,10 @@ Choices where the API leaves room:
   A model without the thinking capability answers 400 "does not support
   thinking" even to ``think:true``: the runner then retries once without
   ``think`` (thinking is a preference, not a requirement).
-- No model in the request: ``OLLAMA_MODEL`` from the run's environment, else the
-  first model ``/api/tags`` lists, exactly as readiness chooses it.
+- No model in the request (the engine names the one readiness reports,
+  ``resolve/ollama.py``; this is for direct callers): ``OLLAMA_MODEL`` from the
+  run's environment, else ``OLLAMA_DEFAULT_MODEL``, else the first listed model
+  that can chat, as readiness chooses it.
 - The final ``done:true`` line carries the metrics; :class:`OllamaRunResult`
   (a :class:`RunResult`) keeps them, durations in nanoseconds as Ollama sends
   them. A stream that ends without that line was cut off: ``unavailable``.
@@ -308,7 +310,8 @@ async def run(req: InferRequest, ctx: RunContext, emit: Emit, http: httpx.AsyncC
 
 async def _default_model(http: httpx.AsyncClient, url: str, ctx: RunContext, where: str) -> str:
     models = await _tags(http, url, where, LIST_TIMEOUT)
-    choice = choose_model(models, settings_model=None, env_model=ctx.env.get("OLLAMA_MODEL"))
+    choice = choose_model(models, settings_model=None, env_model=ctx.env.get("OLLAMA_MODEL"),
+                          default_model=ctx.env.get("OLLAMA_DEFAULT_MODEL"))
     if choice.problem or not choice.model:
         raise ProviderFailure("model", f"{where}: {choice.detail or 'no model to use'}")
     return choice.model

@@ -36,6 +36,7 @@ from ..inference.engine import Attempt, NoProvider, Sink
 from ..inference.types import InferRequest, Message, ProviderFailure
 from ..providers.ollama_probe import connectable, parse_ollama_host, probe_ollama
 from ..readiness import evaluate
+from ..resolve import ollama as ollama_resolve
 from ..rpc import Call
 from ..state import Workspace
 from .core import autocmd_data_supported, require_trusted, workspace_of
@@ -144,9 +145,6 @@ async def _make_sink(call: Call, p: InferParams) -> Sink:
 
 
 # Ollama reasons that come from its last probe, and may no longer hold.
-_PROBED_REASONS = frozenset(
-    {"unreachable", "bad-response", "no-models", "no-chat-model", "model-not-pulled", "embedding-model"}
-)
 
 
 async def _plan(
@@ -157,9 +155,11 @@ async def _plan(
     if p.env:  # the client's own keys (and Ollama) may make more providers ready for this prompt
         facts = state.facts(ws, p.env)
         if ollama_url is not None:
+            merged = inference_config.merged(state.env, p.env)
             probe_env = {"OLLAMA_HOST": ollama_url}
-            if model := inference_config.merged(state.env, p.env).get("OLLAMA_MODEL"):
-                probe_env["OLLAMA_MODEL"] = model
+            for name in ("OLLAMA_MODEL", "OLLAMA_DEFAULT_MODEL"):  # the chat model as resolve.ollama chooses it
+                if merged.get(name):
+                    probe_env[name] = merged[name]
             probe = await probe_ollama(settings_model=ws.settings.ollama_model or None, env=probe_env)
             facts = dataclasses.replace(facts, ollama=probe)
         providers, selected = evaluate(facts)
@@ -184,7 +184,7 @@ def _ollama_probe_decides(p: InferParams, ws: Workspace, route: routing.Plan) ->
     """Whether Ollama's last probe keeps it out of a prompt that wants it: nothing
     else can take the prompt, or it is asked for, or preferred."""
     ollama = next((s for s in ws.providers if s.name == "ollama"), None)
-    if ollama is None or ollama.ready or ollama.reason not in _PROBED_REASONS:
+    if ollama is None or ollama.ready or ollama.reason not in ollama_resolve.PROBED_REASONS:
         return False
     if not any(s.provider == "ollama" for s in route.skipped):
         return False

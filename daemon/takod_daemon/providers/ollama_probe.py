@@ -37,7 +37,7 @@ DEFAULT_PORT = 11434
 PROBE_TIMEOUT = 2.0
 
 HostSource = Literal["settings", "env", "default"]
-ModelSource = Literal["settings", "env", "first-listed"]
+ModelSource = Literal["settings", "env", "default", "first-listed"]
 
 _PORT_RE = re.compile(r"[+-]?[0-9]+")  # Go's strconv.ParseInt(s, 10, 32) syntax
 
@@ -248,15 +248,18 @@ class ModelChoice(NamedTuple):
 
 
 def choose_model(
-    models: Sequence[OllamaModel], *, settings_model: str | None, env_model: str | None
+    models: Sequence[OllamaModel], *, settings_model: str | None, env_model: str | None,
+    default_model: str | None = None,
 ) -> ModelChoice:
-    """``settings.ollama_model``, else ``OLLAMA_MODEL``, else the first listed model that can chat.
+    """``settings.ollama_model``, else ``OLLAMA_MODEL``, else ``OLLAMA_DEFAULT_MODEL``
+    (``default_model``, the Inference skill's), else the first listed model that can chat.
 
     A named model must be pulled and able to chat; the chosen name is Ollama's own spelling of it.
     """
     candidates: tuple[tuple[ModelSource, str | None], ...] = (
         ("settings", settings_model),
         ("env", env_model),
+        ("default", default_model),
     )
     for source, wanted in candidates:
         if wanted and wanted.strip():
@@ -381,7 +384,8 @@ async def probe_ollama(
     except _BadResponse as exc:
         return failed("bad-response", f"{url}{exc}", reachable=True)
     models = tags.models or []
-    choice = choose_model(models, settings_model=settings_model, env_model=env.get("OLLAMA_MODEL"))
+    choice = choose_model(models, settings_model=settings_model, env_model=env.get("OLLAMA_MODEL"),
+                          default_model=env.get("OLLAMA_DEFAULT_MODEL"))
     return OllamaProbe(
         url=url,
         host_source=host_source,
