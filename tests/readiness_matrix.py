@@ -364,7 +364,7 @@ def build(config: Config, root: Path, srv: Servers) -> Setup:
         (workspace / "tako.toml").write_text("")
     bin_dir = root / "bin"
     bin_dir.mkdir()
-    if config.installed:
+    if config.installed and config.cli != "ollama":  # no real Ollama here: its loopback fake answers
         (bin_dir / config.cli).symlink_to(TOOLS_BIN / config.cli)
     if config.cli == "claude":
         return _build_claude(config, home, workspace, bin_dir, srv, secret)
