@@ -152,27 +152,29 @@ def copies(home: Home) -> tuple[dict[str, list[str]], list[str]]:
     return found, broken
 
 
-def lock_dirs(home: Home) -> dict[Path, int]:
-    """Every pi lock directory under ``home``, with its inode."""
+def lock_dirs(home: Home) -> dict[Path, tuple[int, int]]:
+    """Every pi lock directory under ``home``, with its inode and mtime (ns)."""
     found = {}
     for where, dirs, _files in os.walk(home.root):
         for d in dirs:
             if d.endswith(".lock"):
                 try:
-                    found[Path(where) / d] = os.lstat(Path(where) / d).st_ino
+                    st = os.lstat(Path(where) / d)
                 except FileNotFoundError:
-                    pass
+                    continue
+                found[Path(where) / d] = (st.st_ino, st.st_mtime_ns)
     return found
 
 
-def recorded_locks(home: Home) -> set[Path]:
-    """The locks a killed daemon had noted as its own ($TAKOD_STATE_DIR/pi-locks): the
-    next daemon must remove each that is still as it was left."""
-    found = set()
+def noted_locks(home: Home) -> dict[Path, tuple[int, int]]:
+    """The locks a killed daemon had noted as its own ($TAKOD_STATE_DIR/pi-locks), with the inode
+    and mtime it noted: the next daemon must remove each that is still exactly so."""
+    found = {}
     for record in (home.root / "state" / "pi-locks").glob("*.json"):
         try:
-            found.add(Path(json.loads(record.read_text())["lock"]))
-        except (OSError, ValueError, KeyError):
+            doc = json.loads(record.read_text())
+            found[Path(doc["lock"])] = (int(doc["ino"]), int(doc["mtime_ns"]))
+        except (OSError, ValueError, KeyError, TypeError):
             pass
     return found
 
@@ -326,7 +328,7 @@ def refresh_iteration(base: Path, server: TimedServer, n: int, window: float, rn
     locks, temps = leftovers(home)
     figures.lock_dirs_left += locks
     figures.temp_files_left += temps
-    killed_locks, recorded = lock_dirs(home), recorded_locks(home)
+    killed_locks, noted = lock_dirs(home), noted_locks(home)
     if recover:
         d2 = home.daemon().start()
         t0 = time.monotonic()
@@ -347,15 +349,16 @@ def refresh_iteration(base: Path, server: TimedServer, n: int, window: float, rn
                 time.sleep(0.02)
         finally:
             d2.stop()
-        # Once it stopped: its own are released, and so is every lock the killed one had noted. A lock
-        # the killed one made in the instant before noting it is left to pi's 30 s rule (docs/reliability.md).
-        for lock, ino in lock_dirs(home).items():
-            if killed_locks.get(lock) == ino and lock not in recorded:
+        # Once it stopped: its own are released, and so is every lock the killed one had noted as it
+        # left it. A lock the killed one made (or touched) in the instant before noting it is left to
+        # pi's 30 s rule (docs/reliability.md), like a lock of a killed pi.
+        for lock, now in lock_dirs(home).items():
+            if killed_locks.get(lock) == now and noted.get(lock) != now:
                 figures.lock_dirs_unnoted += 1
             else:
                 figures.lock_dirs_after_restart += 1
                 figures.failures.append(f"#{n}: {lock} still there after the restart"
-                                        f" ({'noted by the killed daemon' if lock in recorded else 'made since the kill'})")
+                                        f" ({'noted by the killed daemon' if noted.get(lock) == now else 'made since the kill'})")
     shutil.rmtree(home.root, ignore_errors=True)
 
 

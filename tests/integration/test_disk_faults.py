@@ -24,6 +24,7 @@ from tests.fakes.oauth_server import FakeOAuthServer
 from tests.harness import DaemonProcess, clean_env, wait_for
 
 WAIT = 30.0
+RETRY_WAIT = 120.0
 
 
 @contextmanager
@@ -116,8 +117,10 @@ def test_a_full_disk_keeps_the_rotated_token_until_it_can_be_written(
             assert tokens.count("g", outcome="ok") == 1 and tokens.current_refresh("g") != original
             assert (agent / "auth.json").read_bytes() == before
             filler.unlink()  # space again: the next retry writes the token it kept
+            # Retries back off 5, 10, 20 s (each x0.5-1.5): one may have failed just before the unlink,
+            # so the bound covers the next two and then some (a passing run does not wait for it).
             wait_for(lambda: json.loads((agent / "auth.json").read_text())["anthropic"]["refresh"]
-                     == tokens.current_refresh("g"), WAIT)
+                     == tokens.current_refresh("g"), RETRY_WAIT)
             assert tokens.count("g", outcome="ok") == 1  # the spent token was never sent again
             assert tokens.count("g", outcome="rejected") == 0
             wait_for(lambda: (g := grant_state(d)) and g["state"] == "scheduled", WAIT)

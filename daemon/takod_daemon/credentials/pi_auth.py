@@ -450,14 +450,14 @@ def seed_workspace_auth(
     write_target(workspace_auth, PI_AUTH_KIND)
     if _has_content(read_bytes(workspace_auth)):
         return SeedResult("workspace_has_auth")
-    source = _first_seedable(workspace_auth, candidates)
-    if source is None:
+    path = _seed_source(workspace_auth, candidates)
+    if path is None:
         return SeedResult("no_home_auth")
     _ensure_parent(workspace_auth)
-    with pi_locks([workspace_auth, source.path], timeout=lock_timeout) as held:
+    with pi_locks([workspace_auth, path], timeout=lock_timeout) as held:
         if _has_content(read_bytes(workspace_auth)):  # pi or a user got there first
             return SeedResult("workspace_has_auth")
-        source = _first_seedable(workspace_auth, [source.path])  # as it is now, under its lock
+        source = _first_seedable(workspace_auth, [path])  # as it is now, under its lock
         if source is None:
             return SeedResult("no_home_auth")
         held[workspace_auth].ensure_held()
@@ -477,6 +477,27 @@ def _first_seedable(target: Path, candidates: Sequence[Path]) -> RawFile | None:
         except FileProblem:
             continue  # half-written or unreadable: never copy it
     return None
+
+
+def _seed_source(target: Path, candidates: Sequence[Path]) -> Path | None:
+    """The candidate to lock and copy: the first that parses with an entry, read without
+    its lock. A source pi is writing right now (in place, under that lock) reads empty or
+    half written: if no candidate parses, the first that reads so is looked at again
+    under its lock before there is said to be nothing to copy."""
+    busy = None
+    for candidate in candidates:
+        if os.path.realpath(candidate) == os.path.realpath(target):
+            continue
+        try:
+            raw = read_bytes(candidate)
+            if raw is not None and _decode_doc(raw):
+                return candidate
+        except FileProblem:  # half written, or junk: only a read under its lock can tell
+            busy = busy or candidate
+            continue
+        if raw is not None and not raw.data.strip():  # emptied by a write in progress, or empty
+            busy = busy or candidate
+    return busy
 
 
 def _has_content(raw: RawFile | None) -> bool:
