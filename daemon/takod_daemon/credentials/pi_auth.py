@@ -457,7 +457,7 @@ def seed_workspace_auth(
     with pi_locks([workspace_auth, path], timeout=lock_timeout) as held:
         if _has_content(read_bytes(workspace_auth)):  # pi or a user got there first
             return SeedResult("workspace_has_auth")
-        source = _first_seedable(workspace_auth, [path])  # as it is now, under its lock
+        source = _seedable(path)  # as it is now, under its lock
         if source is None:
             return SeedResult("no_home_auth")
         held[workspace_auth].ensure_held()
@@ -466,17 +466,13 @@ def seed_workspace_auth(
     return SeedResult("seeded", source.path)
 
 
-def _first_seedable(target: Path, candidates: Sequence[Path]) -> RawFile | None:
-    for candidate in candidates:
-        if os.path.realpath(candidate) == os.path.realpath(target):
-            continue
-        try:
-            raw = read_bytes(candidate)
-            if raw is not None and _decode_doc(raw):
-                return raw
-        except FileProblem:
-            continue  # half-written or unreadable: never copy it
-    return None
+def _seedable(path: Path) -> RawFile | None:
+    """``path``'s content if it parses with an entry: a file worth copying."""
+    try:
+        raw = read_bytes(path)
+        return raw if raw is not None and _decode_doc(raw) else None
+    except FileProblem:
+        return None  # half-written or unreadable: never copy it
 
 
 def _seed_source(target: Path, candidates: Sequence[Path]) -> Path | None:
