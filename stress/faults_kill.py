@@ -179,13 +179,9 @@ def noted_locks(home: Home) -> dict[Path, tuple[int, int]]:
     return found
 
 
-def leftovers(home: Home) -> tuple[int, int]:
-    """(pi lock directories, temporary files of interrupted writes) under ``home``."""
-    locks = temps = 0
-    for _dir, dirs, files in os.walk(home.root):
-        locks += sum(1 for d in dirs if d.endswith(".lock"))
-        temps += sum(1 for f in files if f.startswith(".") and f.endswith(".tmp"))
-    return locks, temps
+def temp_files(home: Home) -> int:
+    """Temporary files of interrupted writes under ``home``."""
+    return sum(1 for _dir, _dirs, files in os.walk(home.root) for f in files if f.startswith(".") and f.endswith(".tmp"))
 
 
 def all_current(home: Home) -> bool:
@@ -325,10 +321,9 @@ def refresh_iteration(base: Path, server: TimedServer, n: int, window: float, rn
                 provider = "anthropic" if grant == home.anthropic else "openai-codex"
                 missing[grant] = _grant_id(provider, home.originals[grant])
         figures.lagging_copies += sum(1 for t in tokens if t != current and current in tokens)
-    locks, temps = leftovers(home)
-    figures.lock_dirs_left += locks
-    figures.temp_files_left += temps
     killed_locks, noted = lock_dirs(home), noted_locks(home)
+    figures.lock_dirs_left += len(killed_locks)
+    figures.temp_files_left += temp_files(home)
     if recover:
         d2 = home.daemon().start()
         t0 = time.monotonic()
@@ -429,7 +424,7 @@ def settings_iteration(base: Path, server: FakeOAuthServer, n: int, rng: random.
     elif acked:
         figures.acknowledged_but_lost += 1
         figures.failures.append(f"#{n}: settings file missing after {len(acked)} acknowledged writes")
-    figures.temp_files_left += leftovers(home)[1]
+    figures.temp_files_left += temp_files(home)
     try:
         d2 = home.daemon().start()
         with d2.client() as c:

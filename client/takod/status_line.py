@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 
 from .paths import check_private_dir
 
